@@ -1,0 +1,4 @@
+from curate.cli import main
+
+if __name__ == "__main__":
+    main()

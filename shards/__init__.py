@@ -1,0 +1,1 @@
+"""The one place that reads and writes webdataset shards and shard-set manifests."""

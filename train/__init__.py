@@ -1,0 +1,1 @@
+"""Training: models, losses, optimisers, the training loop, evaluation, sweeps, reports."""

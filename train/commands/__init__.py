@@ -1,0 +1,1 @@
+"""One module per `train` subcommand; each defines `register(app)`. Heavy imports go inside the command."""
