@@ -38,6 +38,13 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """Curate a web-scale image-text pool down to its best slice."""
+
+
 for _name in COMMAND_MODULES:
     try:
         _module = importlib.import_module(f"curate.commands.{_name}")

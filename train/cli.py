@@ -23,6 +23,13 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """Train EVA-CLIP models on curated shards under fixed compute budgets."""
+
+
 for _name in COMMAND_MODULES:
     try:
         _module = importlib.import_module(f"train.commands.{_name}")

@@ -1,0 +1,1 @@
+"""`curate download`: img2dataset into a pool with stable uids, safety checks and exact resume."""

@@ -1,0 +1,238 @@
+"""`curate download`: img2dataset into a pool, with stable uids, safety checks and exact resume."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.download.inputs import normalise_input, read_input_table, resolve_mapping
+from curate.download.pool import SHARDS_DIR, read_shard_tables, repair_unfinished, shard_ids
+from curate.errors import UserError
+
+POOL_JSON = "pool.json"
+INPUT_DIR = "_input"
+RETRY_DIR = "_retry"
+DEFAULT_MAX_PIXELS = 50_000_000  # larger images are refused from their header, never decoded
+RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+
+
+@dataclass
+class DownloadSettings:
+    image_size: int = 256
+    resize_mode: str = "border"
+    processes: int = 1
+    threads: int = 32
+    samples_per_shard: int = 1000
+    min_image_size: int = 32
+    max_pixels: float = DEFAULT_MAX_PIXELS
+    timeout: int = 10
+    retries: int = 0
+    encode_format: str = "jpg"
+    allow_private: bool = False
+    # Honour X-Robots-Tag noai and friends for real downloads (img2dataset's default).
+    disallowed_header_directives: list[str] | None = None
+
+    def img2dataset_kwargs(self) -> dict:
+        kwargs = dict(
+            image_size=self.image_size,
+            resize_mode=self.resize_mode,
+            processes_count=self.processes,
+            thread_count=self.threads,
+            number_sample_per_shard=self.samples_per_shard,
+            min_image_size=self.min_image_size,
+            max_image_area=self.max_pixels,
+            timeout=self.timeout,
+            retries=self.retries,
+            encode_format=self.encode_format,
+        )
+        if self.disallowed_header_directives is not None:
+            kwargs["disallowed_header_directives"] = self.disallowed_header_directives
+        return kwargs
+
+
+@dataclass
+class DownloadResult:
+    pool: Path
+    input_rows: int
+    success: int
+    failed: int
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+    shards: int = 0
+    seconds: float = 0.0
+    fetched_shards: int = 0
+
+
+def _check_pool_dir(pool: Path) -> None:
+    if pool.exists() and not pool.is_dir():
+        raise UserError(f"POOL {pool} is a file; give a folder (new or an earlier pool to resume)")
+
+
+def _fingerprint(table: pa.Table, mapping: dict, samples_per_shard: int) -> str:
+    digest = hashlib.sha256()
+    for uid in table.column("uid").to_pylist():
+        digest.update(uid.encode())
+    digest.update(json.dumps([mapping, samples_per_shard], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json_atomic(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for package in ("clipcurate", "img2dataset", "webdataset", "pyarrow", "pillow", "opencv-python-headless"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+@contextlib.contextmanager
+def _guarded_img2dataset(allow_private: bool):
+    """Have img2dataset.download build our resizer and writer (the only hooks it offers)."""
+    import importlib
+
+    # img2dataset/__init__ rebinds the name `main` to a function: fetch the module itself.
+    i2d_main = importlib.import_module("img2dataset.main")
+
+    from curate.download.guard import GuardedResizer
+    from curate.download.writer import PoolShardWriter
+
+    saved = i2d_main.Resizer, i2d_main.WebDatasetSampleWriter
+    i2d_main.Resizer = functools.partial(GuardedResizer, allow_private=allow_private)
+    i2d_main.WebDatasetSampleWriter = PoolShardWriter
+    try:
+        yield i2d_main.download
+    finally:
+        i2d_main.Resizer, i2d_main.WebDatasetSampleWriter = saved
+
+
+def _run_img2dataset(input_parquet: Path, output: Path, extra_columns: list[str], settings: DownloadSettings) -> None:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    with _guarded_img2dataset(settings.allow_private) as download:
+        download(
+            url_list=str(input_parquet),
+            input_format="parquet",
+            url_col="url",
+            caption_col="caption",
+            output_format="webdataset",
+            output_folder=str(output),
+            save_additional_columns=["uid", *extra_columns],
+            # "overwrite" deletes img2dataset's own temp folder and fails; resume is ours anyway.
+            incremental_mode="incremental",
+            **settings.img2dataset_kwargs(),
+        )
+
+
+def summarise(shards_dir: Path) -> tuple[int, int, dict[str, int]]:
+    table = read_shard_tables(shards_dir, columns=["status", "fail_reason"])
+    if table.num_rows == 0:
+        return 0, 0, {}
+    success = pc.sum(pc.equal(table["status"], "success")).as_py() or 0
+    reasons: dict[str, int] = {}
+    for reason in table["fail_reason"].to_pylist():
+        if reason is not None:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return success, table.num_rows - success, dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
+
+
+def download_pool(
+    input_path: Path,
+    pool: Path,
+    *,
+    preset: str | None = None,
+    url_col: str | None = None,
+    caption_col: str | None = None,
+    settings: DownloadSettings | None = None,
+    retry_failed: bool = False,
+) -> DownloadResult:
+    """Download INPUT's images into POOL (see docs/design.md, The pool). Resumes a killed run."""
+    settings = settings or DownloadSettings()
+    if settings.resize_mode not in RESIZE_MODES:
+        raise UserError(f"unknown --resize-mode {settings.resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}")
+    if settings.samples_per_shard < 1 or settings.processes < 1 or settings.threads < 1:
+        raise UserError("--samples-per-shard, --processes and --threads must be at least 1")
+    input_path, pool = Path(input_path), Path(pool)
+    _check_pool_dir(pool)
+    url_name, caption_name = resolve_mapping(preset, url_col, caption_col)
+    table, mapping = normalise_input(read_input_table(input_path), url_name, caption_name, str(input_path))
+    fingerprint = _fingerprint(table, mapping.as_dict(), settings.samples_per_shard)
+
+    pool.mkdir(parents=True, exist_ok=True)
+    pool_json = pool / POOL_JSON
+    previous = json.loads(pool_json.read_text()) if pool_json.exists() else None
+    if previous and previous.get("fingerprint") != fingerprint:
+        raise UserError(
+            f"{pool} already holds a download of another input or with other --samples-per-shard "
+            f"({previous.get('source')}); use a new POOL folder"
+        )
+    shards_dir = pool / SHARDS_DIR
+    input_parquet = pool / INPUT_DIR / "input.parquet"
+    input_parquet.parent.mkdir(exist_ok=True)
+    if not input_parquet.exists():
+        _write_parquet_atomic(table, input_parquet)
+
+    started = time.time()
+    repair_unfinished(shards_dir)
+    finished_before = set(shard_ids(shards_dir))
+    expected_shards = -(-table.num_rows // settings.samples_per_shard)
+    if len(finished_before) < expected_shards:
+        _run_img2dataset(input_parquet, shards_dir, mapping.extra, settings)
+    if retry_failed:
+        from curate.download.retry import retry_failed_samples
+
+        retry_failed_samples(pool, mapping.extra, settings)
+    repair_unfinished(shards_dir)
+    finished = shard_ids(shards_dir)
+    if len(finished) < expected_shards:
+        raise UserError(
+            f"{expected_shards - len(finished)} of {expected_shards} shards did not finish; "
+            "run the same command again to resume"
+        )
+    success, failed, reasons = summarise(shards_dir)
+    if success + failed != table.num_rows:
+        raise UserError(f"pool {pool} accounts for {success + failed} rows but the input has {table.num_rows}; rerun to repair")
+    shutil.rmtree(pool / RETRY_DIR, ignore_errors=True)
+    result = DownloadResult(
+        pool=pool, input_rows=table.num_rows, success=success, failed=failed, failures_by_reason=reasons,
+        shards=len(finished), seconds=time.time() - started, fetched_shards=len(set(finished) - finished_before),
+    )
+    _write_json_atomic(
+        {
+            "source": [str(input_path.resolve())],
+            "preset": preset,
+            "columns": mapping.as_dict(),
+            "fingerprint": fingerprint,
+            "settings": {k: v for k, v in vars(settings).items()},
+            "counts": {"input_rows": table.num_rows, "success": success, "failed": failed, "shards": len(finished),
+                       "failures_by_reason": reasons},
+            "versions": tool_versions(),
+            "created": previous.get("created") if previous else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        pool_json,
+    )
+    return result
