@@ -1,0 +1,24 @@
+"""`curate inspect POOL`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def inspect(
+    pool: Annotated[Path, typer.Argument(help="A pool folder written by `curate download`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")] = False,
+    placeholder_min_urls: Annotated[int, typer.Option(help="Flag image bytes served for at least this many URLs.")] = 3,
+) -> None:
+    """Counts, failures by reason, size histograms, duplicate URLs, placeholders."""
+    from curate.inspect import format_report, inspect_pool
+
+    report = inspect_pool(pool, placeholder_min_urls=placeholder_min_urls)
+    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect)
