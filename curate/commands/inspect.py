@@ -13,7 +13,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")] = False,
     placeholder_min_urls: Annotated[int, typer.Option(help="Flag image bytes served for at least this many URLs.")] = 3,
 ) -> None:
-    """Counts, failures by reason, size histograms, duplicate URLs, placeholders."""
+    """Pool counts, failures, sizes and duplicates."""
     from curate.inspect import format_report, inspect_pool
 
     report = inspect_pool(pool, placeholder_min_urls=placeholder_min_urls)
