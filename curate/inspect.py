@@ -23,7 +23,7 @@ def _histogram(values: list[float], bins: tuple) -> dict[str, int]:
     return {_bin_label(bins, i): c for i, c in enumerate(counts)}
 
 
-def inspect_pool(pool: Path, placeholder_min_urls: int = 3) -> dict:
+def inspect_pool(pool: Path, placeholder_min_urls: int = 5) -> dict:
     """Counts, success rate, failures by reason, histograms, duplicate URLs and placeholder images."""
     import duckdb
 

@@ -11,7 +11,7 @@ import typer
 def inspect(
     pool: Annotated[Path, typer.Argument(help="A pool folder written by `curate download`.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")] = False,
-    placeholder_min_urls: Annotated[int, typer.Option(help="Flag image bytes served for at least this many URLs.")] = 3,
+    placeholder_min_urls: Annotated[int, typer.Option(help="Flag image bytes served for at least this many URLs.")] = 5,
 ) -> None:
     """Pool counts, failures, sizes and duplicates."""
     from curate.inspect import format_report, inspect_pool
