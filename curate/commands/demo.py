@@ -16,7 +16,7 @@ def demo_pool(
     eval_per_class: Annotated[int, typer.Option(help="Held-out eval images per class (eval/<class>/).")] = 20,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it holds something else.")] = False,
 ) -> None:
-    """Generate the demo pool: a fully known pool with noise and faults.
+    """Generate a fully known demo pool with noise and faults.
 
     Drawn shapes of 22 classes with paraphrased captions, a set fraction of noisy
     captions (mismatched, generic alt text, partly wrong), exact and near duplicates, and
