@@ -1,0 +1,191 @@
+"""The catalog: one DuckDB connection with views over a pool's parquet files.
+
+Views (each only when its files exist):
+
+- `samples`    every row of shards/NNNNN.parquet (img2dataset's columns, failures included)
+               plus `shard` (the 5-digit shard name).
+- `scores`     scores/TAG/*.parquet of the selected scoring tag (the pool's only tag, or
+               --scores TAG), plus `shard`.
+- `scores_all` every tag's scores with a `tag` column, for comparing seed models.
+- `scored`     `scores` joined with the sample's `url`, `caption`, `status`, `shard`
+               (width/height are the decoded ones from scores).
+- `dedup`      dedup/NAME/groups.parquet of the selected dedup run (the only one, or
+               --dedup NAME).
+- `dedup_all`  every dedup run's groups with a `name` column.
+
+File lists in the view definitions come from listing the pool, never from user input;
+user values reach queries only as named parameters.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curate.errors import UserError
+
+_SHARD_FILE = re.compile(r"^\d+\.parquet$")
+
+
+def _sql_string(text: str) -> str:
+    """A SQL string literal for a path we listed ourselves (quotes doubled)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _file_list(paths: list[Path]) -> str:
+    return "[" + ", ".join(_sql_string(str(p)) for p in paths) + "]"
+
+
+def _shard_parquets(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _SHARD_FILE.match(p.name))
+
+
+def list_score_tags(pool: str | Path) -> list[str]:
+    """Scoring tags of a pool: the folders under scores/ that hold shard parquet."""
+    root = Path(pool) / "scores"
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and _shard_parquets(d))
+
+
+def list_dedup_names(pool: str | Path) -> list[str]:
+    """Dedup runs of a pool: the folders under dedup/ with a finished groups.parquet."""
+    root = Path(pool) / "dedup"
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if (d / "groups.parquet").is_file())
+
+
+def _choose(kind: str, option: str, wanted: str | None, available: list[str], pool: Path) -> str | None:
+    """The tag/name to use: the one asked for, or the only one; None when there is none."""
+    if wanted is not None:
+        if wanted not in available:
+            have = ", ".join(available) if available else "none"
+            raise UserError(f"{kind} {wanted!r} not found in {pool} (available: {have}); pass one of them to {option}")
+        return wanted
+    return available[0] if len(available) == 1 else None
+
+
+@dataclass
+class Catalog:
+    """An open catalog: the connection, the views made, and which tag/name they use."""
+
+    pool: Path
+    con: Any  # duckdb.DuckDBPyConnection
+    score_tags: list[str]
+    dedup_names: list[str]
+    scores_tag: str | None
+    dedup_name: str | None
+    views: list[str] = field(default_factory=list)
+
+    def columns(self, view: str) -> list[str]:
+        """Column names of a view (or any relation name)."""
+        return [row[0] for row in self.con.sql(f'DESCRIBE "{view}"').fetchall()]
+
+    def require_scores(self) -> str:
+        """The scoring tag in use, or a UserError saying how to pick one / make one."""
+        if self.scores_tag is not None:
+            return self.scores_tag
+        if not self.score_tags:
+            raise UserError(f"{self.pool} has no scores (no scores/TAG/*.parquet); run `curate score` first")
+        raise UserError(
+            f"{self.pool} has several scoring tags ({', '.join(self.score_tags)}); pick one with --scores TAG"
+        )
+
+    def require_dedup(self) -> str:
+        if self.dedup_name is not None:
+            return self.dedup_name
+        if not self.dedup_names:
+            raise UserError(f"{self.pool} has no dedup runs (no dedup/NAME/groups.parquet); run `curate dedup` first")
+        raise UserError(f"{self.pool} has several dedup runs ({', '.join(self.dedup_names)}); pick one with --dedup NAME")
+
+    def describe(self) -> str:
+        """One line naming the views, for error messages."""
+        return "views: " + ", ".join(self.views) if self.views else "no views (empty pool?)"
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_catalog(
+    pool: str | Path,
+    scores: str | None = None,
+    dedup: str | None = None,
+    threads: int | None = None,
+) -> Catalog:
+    """Open an in-memory DuckDB connection with the pool's views (see module docstring).
+
+    `scores`/`dedup` select the tag/run behind the `scores`/`dedup` views; left out, the
+    pool's only one is used, and with several the plain view is not made (the `_all`
+    views still are) and `Catalog.require_scores()` names the choices.
+    """
+    import duckdb
+
+    pool = Path(pool)
+    if not pool.is_dir():
+        raise UserError(f"pool {pool} is not a directory; pass the folder `curate download` wrote")
+    tags = list_score_tags(pool)
+    names = list_dedup_names(pool)
+    tag = _choose("scores tag", "--scores", scores, tags, pool)
+    name = _choose("dedup run", "--dedup", dedup, names, pool)
+
+    con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")  # the commands draw their own progress
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    views: list[str] = []
+
+    shard_files = _shard_parquets(pool / "shards")
+    if shard_files:
+        con.execute(
+            "CREATE VIEW samples AS SELECT * EXCLUDE (filename), "
+            "regexp_extract(filename, '(\\d+)\\.parquet$', 1) AS shard "
+            f"FROM read_parquet({_file_list(shard_files)}, filename = true, union_by_name = true)"
+        )
+        views.append("samples")
+    if tags:
+        all_files = [f for t in tags for f in _shard_parquets(pool / "scores" / t)]
+        con.execute(
+            "CREATE VIEW scores_all AS SELECT * EXCLUDE (filename), "
+            "regexp_extract(filename, '[\\\\/]scores[\\\\/]([^\\\\/]+)[\\\\/][^\\\\/]+$', 1) AS tag, "
+            "regexp_extract(filename, '(\\d+)\\.parquet$', 1) AS shard "
+            f"FROM read_parquet({_file_list(all_files)}, filename = true, union_by_name = true)"
+        )
+        views.append("scores_all")
+    if tag is not None:
+        con.execute(
+            "CREATE VIEW scores AS SELECT * EXCLUDE (filename), "
+            "regexp_extract(filename, '(\\d+)\\.parquet$', 1) AS shard "
+            f"FROM read_parquet({_file_list(_shard_parquets(pool / 'scores' / tag))}, filename = true, union_by_name = true)"
+        )
+        views.append("scores")
+        if shard_files:
+            con.execute(
+                "CREATE VIEW scored AS SELECT sc.*, sa.url, sa.caption, sa.status "
+                "FROM scores sc LEFT JOIN (SELECT uid, url, caption, status FROM samples) sa USING (uid)"
+            )
+            views.append("scored")
+    if names:
+        group_files = [pool / "dedup" / n / "groups.parquet" for n in names]
+        con.execute(
+            "CREATE VIEW dedup_all AS SELECT * EXCLUDE (filename), "
+            "regexp_extract(filename, '[\\\\/]dedup[\\\\/]([^\\\\/]+)[\\\\/]groups\\.parquet$', 1) AS name "
+            f"FROM read_parquet({_file_list(group_files)}, filename = true, union_by_name = true)"
+        )
+        views.append("dedup_all")
+    if name is not None:
+        con.execute(
+            "CREATE VIEW dedup AS SELECT * "
+            f"FROM read_parquet({_sql_string(str(pool / 'dedup' / name / 'groups.parquet'))})"
+        )
+        views.append("dedup")
+    return Catalog(pool, con, tags, names, tag, name, views)

@@ -1,0 +1,48 @@
+"""`curate filter`: select a subset of a pool with a DuckDB recipe."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("filter")
+    def filter_(
+        pool: Path = typer.Argument(..., help="Pool folder (written by `curate download`, scored by `curate score`)."),
+        name: str = typer.Option(..., "--name", help="Subset name: writes subsets/NAME.parquet and subsets/NAME.npy."),
+        top: Optional[str] = typer.Option(None, "--top", help="Keep the best share of the scored samples: 40%, 0.4, or a count like 5000. Ties broken by uid."),
+        by: str = typer.Option("clip_score", "--by", help="Column of the scores to rank by (with --top)."),
+        scores: Optional[str] = typer.Option(None, "--scores", help="Scoring tag to use (default: the pool's only one)."),
+        dedup: Optional[str] = typer.Option(None, "--dedup", help="Keep only the samples this dedup run kept (dedup/NAME)."),
+        where: Optional[str] = typer.Option(None, "--where", help="Extra SQL condition on the candidates, e.g. \"width >= 64 AND caption NOT LIKE '%.jpg'\"."),
+        recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe name from queries/ (top_fraction, score_threshold, caption_rules, image_rules, dedup_keep, combined) or a path to a .sql file."),
+        param: List[str] = typer.Option([], "--param", help="Recipe parameter k=v (repeatable), e.g. --param min_score=0.3."),
+        from_npy: Optional[Path] = typer.Option(None, "--from-npy", help="Import a DataComp/DFN subset .npy instead of running a recipe."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing subset of the same name."),
+    ) -> None:
+        """Select a subset of POOL and write it as subsets/NAME.parquet + DataComp .npy.
+
+        Examples: --top 40% | --recipe combined --dedup default | --from-npy datacomp_top30.npy
+        """
+        from curate.errors import UserError
+        from curate.filtering import import_npy, parse_param, run_filter
+
+        if from_npy is not None:
+            if top or recipe or where or param or dedup:
+                raise UserError("--from-npy imports a subset as it is; drop --top/--recipe/--where/--param/--dedup")
+            result = import_npy(pool, from_npy, name, overwrite=overwrite)
+            in_pool = result.metadata["counts"]["in_pool"]
+            typer.echo(f"imported {result.count} uids into {result.parquet} ({in_pool} of them in this pool)")
+            return
+        params = dict(parse_param(p) for p in param)
+        result = run_filter(
+            pool, name, top=top, by=by, scores=scores, dedup=dedup, where=where,
+            recipe=recipe, params=params, overwrite=overwrite,
+        )
+        counts = result.metadata["counts"]
+        typer.echo(
+            f"{result.name}: kept {result.count} of {counts['candidates_scored']} scored candidates "
+            f"(recipe {result.metadata['recipe']}, scores {result.metadata['scores_tag']}) -> {result.parquet}, {result.npy}"
+        )

@@ -1,0 +1,26 @@
+"""`curate verify OUT`: check a shard set against its manifest."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("verify")
+    def verify(
+        out: Path = typer.Argument(..., help="Shard-set folder written by `curate export`."),
+    ) -> None:
+        """Check every shard against manifest.json: missing, truncated, wrong sha256, unsafe
+        member names (../x, absolute paths, links), sample counts, sizes.json. Exits 1 and
+        lists the problems if any."""
+        from curate.verify import verify_shardset
+
+        report = verify_shardset(out)
+        if report.ok:
+            typer.echo(f"{out}: ok ({report.shards_checked} shards, {report.samples} samples)")
+            return
+        for problem in report.problems:
+            typer.echo(f"{out}/{problem}", err=True)
+        typer.echo(f"{out}: {len(report.problems)} problem(s) in {report.shards_checked} shards", err=True)
+        raise typer.Exit(1)

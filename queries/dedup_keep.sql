@@ -1,0 +1,4 @@
+-- Keep one sample per duplicate group: the candidates the dedup run marked `keep`.
+-- Uses the `dedup` view (the pool's only dedup run, or --dedup NAME).
+SELECT uid FROM candidates
+WHERE uid IN (SELECT uid FROM dedup WHERE keep)

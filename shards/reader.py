@@ -1,0 +1,89 @@
+"""Read webdataset tar shards safely: index members by sample key, reject unsafe names.
+
+A shard is untrusted input (it may come from another machine), so every member name is
+checked before anything is read: only plain file names (`<key>.<ext>`, no directories,
+no `..`, not absolute) and only regular files are accepted.
+"""
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class UnsafeTarError(ValueError):
+    """A shard holds a member we refuse to read (unsafe name or not a regular file)."""
+
+
+def is_plain_member_name(name: str) -> bool:
+    """True for a plain file name such as `000000001.jpg`: no directory part, no `..`."""
+    return (
+        bool(name)
+        and "/" not in name
+        and "\\" not in name
+        and "\x00" not in name
+        and name not in (".", "..")
+        and not name.startswith(".")
+    )
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """Split `key.ext` the way webdataset does (at the first dot): ("key", "ext")."""
+    key, _, ext = name.partition(".")
+    return key, ext
+
+
+@dataclass
+class TarIndex:
+    """Where each member of a shard lies: key -> {ext: (data offset, size)}."""
+
+    path: Path
+    members: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+
+    def read(self, handle, key: str, ext: str) -> bytes:
+        """Read one member's bytes from an open binary handle on this shard."""
+        offset, size = self.members[key][ext]
+        handle.seek(offset)
+        data = handle.read(size)
+        if len(data) != size:
+            raise UnsafeTarError(f"{self.path}: member {key}.{ext} is truncated")
+        return data
+
+
+def scan_tar(path: str | Path) -> tuple[TarIndex, list[str]]:
+    """Index a shard without reading its data; returns the index and a list of problems.
+
+    Problems (unsafe names, links, devices, a truncated or corrupt archive) are collected
+    rather than raised, so `curate verify` can report all of them; unsafe members are never
+    put in the index.
+    """
+    path = Path(path)
+    index = TarIndex(path)
+    problems: list[str] = []
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                if not is_plain_member_name(info.name):
+                    problems.append(f"unsafe member name {info.name!r}")
+                    continue
+                if not info.isreg():
+                    problems.append(f"member {info.name!r} is not a regular file")
+                    continue
+                key, ext = split_member_name(info.name)
+                index.members.setdefault(key, {})[ext] = (info.offset_data, info.size)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        problems.append(f"unreadable tar ({type(exc).__name__}: {exc})")
+    if not problems:
+        size = path.stat().st_size
+        end = max((o + s for exts in index.members.values() for o, s in exts.values()), default=0)
+        if end > size:
+            problems.append(f"truncated: members end at byte {end}, file has {size}")
+    return index, problems
+
+
+def index_tar(path: str | Path) -> TarIndex:
+    """Index a shard, raising UnsafeTarError on the first problem."""
+    index, problems = scan_tar(path)
+    if problems:
+        raise UnsafeTarError(f"{path}: {problems[0]}")
+    return index
