@@ -1,0 +1,157 @@
+"""`curate filter`: --top, recipes, DataComp .npy subsets, imports and errors, on a real pool."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from clihelp import run_curate
+from curate.errors import UserError
+from curate.filtering import (
+    import_npy, load_recipe, pairs_to_uids, parse_top, read_subset_metadata, run_filter, uids_to_pairs,
+)
+from poolfactory import make_pool
+from shards.uid import uid_to_uint64_pair
+
+
+@pytest.fixture
+def pool(tmp_path):
+    return make_pool(tmp_path / "pool", shards=3, per_shard=12)
+
+
+def _uids(path):
+    return pq.read_table(path).column("uid").to_pylist()
+
+
+def _expected_top(pool, share=None, count=None, keep_only=None):
+    scored = [s for s in pool.ok if s.clip_score is not None and (keep_only is None or keep_only(s))]
+    ranked = sorted(scored, key=lambda s: (-s.clip_score, s.uid))
+    k = count if count is not None else max(1, round(share * len(ranked)))
+    return sorted(s.uid for s in ranked[:k])
+
+
+@pytest.mark.parametrize("text,fraction,count", [("40%", 0.4, None), ("0.4", 0.4, None), ("100%", 1.0, None),
+                                                   ("1.0", 1.0, None), ("7", None, 7), ("12.5%", 0.125, None)])
+def test_parse_top_accepts(text, fraction, count):
+    spec = parse_top(text)
+    assert spec.count == count and (spec.fraction == pytest.approx(fraction) if fraction else spec.fraction is None)
+
+
+@pytest.mark.parametrize("text", ["0%", "140%", "abc", "0", "1.5", "-3", "", "nan"])
+def test_parse_top_rejects(text):
+    with pytest.raises(UserError, match="--top"):
+        parse_top(text)
+
+
+def test_top_share_is_exact_with_ties_broken_by_uid(pool):
+    scores = [s.clip_score for s in pool.ok if s.clip_score is not None]
+    assert len(scores) > len(set(scores)), "the pool must have tied scores for this test to mean anything"
+    result = run_filter(pool.path, "top40", top="40%")
+    assert _uids(result.parquet) == _expected_top(pool, share=0.4)
+    again = run_filter(pool.path, "again", top="0.4")
+    assert _uids(again.parquet) == _uids(result.parquet)
+    for k in range(1, len(scores) + 1):  # every cut, including the ones inside a tie
+        got = _uids(run_filter(pool.path, "k", top=str(k), overwrite=True).parquet)
+        assert got == _expected_top(pool, count=k), k
+
+
+def test_subset_files_match_datacomp_format_and_metadata(pool):
+    result = run_filter(pool.path, "top40", top="40%")
+    uids = _uids(result.parquet)
+    pairs = np.load(result.npy)
+    assert pairs.dtype == np.dtype("u8,u8") and pairs.ndim == 1
+    assert [tuple(int(x) for x in p) for p in pairs] == [uid_to_uint64_pair(u) for u in uids]
+    assert np.all(np.sort(pairs) == pairs)
+    meta = read_subset_metadata(pool.path, "top40")
+    assert meta["recipe"] == "top_fraction" and "ORDER BY score DESC" in meta["sql"]
+    assert meta["params"] == {"fraction": 0.4, "count": None}
+    assert meta["scores_tag"] == "seed" and meta["seed_model"]["model"] == "tiny-seed"
+    assert meta["counts"]["selected"] == len(uids) == meta["count"]
+    assert meta["counts"]["candidates_scored"] == sum(s.clip_score is not None for s in pool.ok)
+    assert json.loads(pq.read_schema(result.parquet).metadata[b"clipcurate"])["name"] == "top40"
+
+
+def test_uid_pair_conversion_roundtrips():
+    uids = [f"{i:032x}" for i in (0, 1, 2**64, 2**128 - 1)] + ["0123456789abcdefFEDCBA9876543210".lower()]
+    pairs = uids_to_pairs(uids)
+    assert [tuple(int(x) for x in p) for p in pairs] == [uid_to_uint64_pair(u) for u in uids]
+    assert pairs_to_uids(pairs).to_pylist() == uids
+    with pytest.raises(UserError):
+        uids_to_pairs(["xyz"])
+
+
+def test_recipes(pool):
+    truth = pool.by_uid()
+    captions = set(truth[u].caption for u in _uids(run_filter(pool.path, "cap", recipe="caption_rules").parquet))
+    assert captions and not captions & {"IMG_2041.jpg", "DSC00123", "sunset"}
+    images = [truth[u] for u in _uids(run_filter(pool.path, "img", recipe="image_rules").parquet)]
+    assert images and all(max(s.width, s.height) <= 3 * min(s.width, s.height) for s in images)
+    assert len(images) < len(pool.ok)
+    kept = _uids(run_filter(pool.path, "dd", recipe="dedup_keep").parquet)
+    assert kept == sorted(s.uid for s in pool.ok if s.keep) and len(kept) < len(pool.ok)
+    high = _uids(run_filter(pool.path, "thr", recipe="score_threshold", params={"min_score": 0.25}).parquet)
+    assert high == sorted(s.uid for s in pool.ok if s.clip_score is not None and s.clip_score >= 0.25 - 1e-6)
+    combined = set(_uids(run_filter(pool.path, "all", recipe="combined", top="50%").parquet))
+    clean = set(_uids(pool.path / "subsets/cap.parquet")) & {s.uid for s in images} & set(kept)
+    assert combined == set(_expected_top(pool, share=0.5, keep_only=lambda s: s.uid in clean))
+
+
+def test_where_dedup_and_custom_recipe(pool, tmp_path):
+    result = run_filter(pool.path, "w", top="100%", where="caption LIKE '%a%' AND width >= 30", dedup="default")
+    expected = sorted(s.uid for s in pool.ok if s.clip_score is not None and "a" in s.caption and s.width >= 30 and s.keep)
+    assert _uids(result.parquet) == expected
+    recipe = tmp_path / "wide.sql"
+    recipe.write_text("-- wide images\n-- @param ratio = 1.0  width / height at least\n"
+                      "SELECT uid FROM candidates WHERE width >= $ratio * height\n")
+    wide = _uids(run_filter(pool.path, "wide", recipe=str(recipe), params={"ratio": 1.2}).parquet)
+    assert wide == sorted(s.uid for s in pool.ok if s.width >= 1.2 * s.height)
+    with pytest.raises(UserError, match="ratio"):
+        run_filter(pool.path, "x", recipe=str(recipe), params={"ration": 2})
+    assert load_recipe("top_fraction").defaults == {"fraction": None, "count": None}
+
+
+def test_from_npy_roundtrip_and_bad_files(pool, tmp_path):
+    made = run_filter(pool.path, "top40", top="40%")
+    foreign = np.concatenate([np.load(made.npy), np.array([(1, 2)], np.dtype("u8,u8"))])[::-1]  # unsorted, + one not in pool
+    np.save(tmp_path / "dc.npy", foreign)
+    imported = import_npy(pool.path, tmp_path / "dc.npy", "dc")
+    assert imported.count == len(foreign)
+    assert imported.metadata["counts"]["in_pool"] == made.count
+    assert set(_uids(imported.parquet)) == set(_uids(made.parquet)) | {f"{1:016x}{2:016x}"}
+    assert np.all(np.sort(np.load(imported.npy)) == np.load(imported.npy))
+    np.save(tmp_path / "bad.npy", np.zeros(3, dtype=np.float32))
+    with pytest.raises(UserError, match="u8,u8"):
+        import_npy(pool.path, tmp_path / "bad.npy", "bad")
+    assert not (pool.path / "subsets/bad.parquet").exists()
+
+
+def test_existing_subset_is_not_overwritten(pool):
+    first = run_filter(pool.path, "s", top="40%")
+    before = first.parquet.read_bytes()
+    with pytest.raises(UserError, match="already exists"):
+        run_filter(pool.path, "s", top="10%")
+    assert first.parquet.read_bytes() == before
+    with pytest.raises(UserError, match="plain name"):
+        run_filter(pool.path, "../escape", top="10%")
+
+
+def test_cli_errors_name_the_choices(tmp_path):
+    pool = make_pool(tmp_path / "pool", tags=("small", "big"))
+    cases = {
+        ("--top", "0%"): "outside",
+        ("--top", "140%"): "outside",
+        ("--top", "abc"): "not a share",
+        ("--top", "40%", "--scores", "small", "--by", "nope"): "clip_score",
+        ("--top", "40%", "--scores", "medium"): "available: big, small",
+        ("--top", "40%"): "several scoring tags (big, small)",
+        ("--recipe", "nope"): "top_fraction",
+    }
+    for args, needle in cases.items():
+        done = run_curate("filter", pool.path, "--name", "x", *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert needle in done.stderr and len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+    assert not (pool.path / "subsets" / "x.parquet").exists()
+    ok = run_curate("filter", pool.path, "--name", "x", "--top", "40%", "--scores", "big")
+    assert ok.returncode == 0 and "kept" in ok.stdout
