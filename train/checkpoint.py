@@ -1,0 +1,99 @@
+"""Checkpoints: written atomically, read with weights_only=True, loadable by open_clip.
+
+Every file train run writes (checkpoints/step_*.pt and final.pt) is a dict with
+`state_dict` (the open_clip model's weights) and `model_name`, so both
+`open_clip.create_model(NAME, pretrained=FILE)` and `load_model(FILE)` read it.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from curate.errors import UserError
+
+CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary name in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """torch.load(weights_only=True) with a one-line UserError for missing/corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; give a run directory or a .pt file written by `train run`")
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {path} is corrupt or not a torch checkpoint ({first}); use another checkpoint") from exc
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        raise UserError(f"checkpoint {path} holds no model state_dict; it was not written by `train run`")
+    return obj
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Step checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory -> its final.pt (else its newest step checkpoint); a file -> itself."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "final.pt").is_file():
+            return path / "final.pt"
+        steps = list_checkpoints(path)
+        if steps:
+            return steps[-1]
+        raise UserError(f"{path} holds neither final.pt nor checkpoints/step_*.pt; is it a `train run` output?")
+    return path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Load a model trained by `train run`: (model in eval mode, val preprocess, tokenizer, model_name).
+
+    `path` is a run directory (runs/NAME), its final.pt, or one of its step checkpoints."""
+    from train.models import create_model
+
+    file = resolve_checkpoint(path)
+    ckpt = read_checkpoint(file, device="cpu")
+    name = ckpt.get("model_name")
+    if not isinstance(name, str):
+        raise UserError(f"checkpoint {file} does not name its model; it was not written by `train run`")
+    model, _, preprocess, tokenizer = create_model(name)
+    load_state(model, ckpt["state_dict"], file)
+    model.to(device).eval()
+    return model, preprocess, tokenizer, name
+
+
+def load_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:
+    """load_state_dict(strict) with a one-line UserError when the weights do not fit the model."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise UserError(f"checkpoint {source} does not match the model ({detail[:200]}); check --model") from exc

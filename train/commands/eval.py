@@ -1,0 +1,45 @@
+"""`train eval`: zero-shot and retrieval metrics of a trained checkpoint."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_(
+        checkpoint: str = typer.Argument(..., help="Run directory (runs/NAME), its final.pt, or a step checkpoint."),
+        eval_dir: Optional[str] = typer.Option(None, "--eval", help="Folder with one sub-folder of images per class (+ templates.txt)."),
+        retrieval_data: Optional[str] = typer.Option(None, "--retrieval-data", help="Held-out shards for retrieval R@1/5/10."),
+        retrieval_limit: int = typer.Option(1000, "--retrieval-limit", help="Pairs used for retrieval."),
+        out: Optional[str] = typer.Option(None, "--out", help="Where to write eval.json (default: next to the checkpoint's run)."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    ) -> None:
+        """Zero-shot top-1/top-5 on --eval and image<->text retrieval R@1/5/10; writes eval.json."""
+        import json
+        from pathlib import Path
+
+        import torch
+
+        from curate.errors import UserError
+        from train.checkpoint import load_model, resolve_checkpoint
+        from train.evaluate import evaluate
+
+        if eval_dir is None and retrieval_data is None:
+            raise UserError("give --eval DIR (class folders) and/or --retrieval-data SHARDS")
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        model, preprocess, tokenizer, name = load_model(checkpoint, device=dev)
+        results = evaluate(model, preprocess, tokenizer, eval_dir, device=dev, retrieval_data=retrieval_data,
+                           retrieval_limit=retrieval_limit)
+        results = {"checkpoint": str(resolve_checkpoint(checkpoint)), "model": name, **results}
+        if out is None:
+            ckpt = resolve_checkpoint(checkpoint)
+            run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+            out_path = run_dir / "eval.json"
+        else:
+            out_path = Path(out)
+        tmp = out_path.with_name(f".{out_path.name}.tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(out_path)
+        typer.echo(json.dumps(results))

@@ -1,0 +1,187 @@
+"""Evaluation: zero-shot classification on a labelled image folder and image<->text
+retrieval on held-out pairs (images in that folder with a same-named .txt caption, or
+the first samples of a held-out shard set)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from curate.errors import UserError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+SYNSET_RE = re.compile(r"^n\d{8}$")
+
+
+def class_folders(eval_dir: Path) -> list[Path]:
+    return sorted(p for p in eval_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def class_names(folders: Sequence[Path]) -> list[str]:
+    """Folder names as class names; ImageNet synset ids map through open_clip's class names."""
+    names = [f.name for f in folders]
+    if names and all(SYNSET_RE.match(n) for n in names):
+        import timm.data
+        from open_clip import IMAGENET_CLASSNAMES
+
+        info = timm.data.ImageNetInfo()  # the 1000 synsets in class-index order
+        index = {s: i for i, s in enumerate(info.label_names())}
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise UserError(f"eval folders {unknown[:3]} are not ImageNet-1k synsets; name folders by class name")
+        return [IMAGENET_CLASSNAMES[index[n]] for n in names]
+    return [n.replace("_", " ") for n in names]
+
+
+def load_templates(eval_dir: Path) -> list[str]:
+    """templates.txt (one per line, `{}` or `{c}` where the class name goes) or open_clip's."""
+    path = eval_dir / "templates.txt"
+    if path.is_file():
+        templates = []
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            line = line.replace("{classname}", "{}").replace("{c}", "{}")
+            templates.append(line if "{}" in line else line + " {}")
+        if templates:
+            return templates
+    from open_clip import OPENAI_IMAGENET_TEMPLATES
+
+    return [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _encode_images(model, preprocess, paths: Sequence[Path | bytes], device, batch_size: int) -> tuple[torch.Tensor, list[int]]:
+    """L2-normalised image features; returns the indices that decoded (others are skipped)."""
+    import io
+
+    from PIL import Image
+
+    feats, ok = [], []
+    batch, batch_idx = [], []
+
+    def flush():
+        if batch:
+            with torch.no_grad():
+                feats.append(model.encode_image(torch.stack(batch).to(device), normalize=True).float().cpu())
+            ok.extend(batch_idx)
+            batch.clear()
+            batch_idx.clear()
+
+    for i, item in enumerate(paths):
+        try:
+            img = Image.open(io.BytesIO(item) if isinstance(item, bytes) else item).convert("RGB")
+        except Exception:
+            continue
+        batch.append(preprocess(img))
+        batch_idx.append(i)
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    return (torch.cat(feats) if feats else torch.empty(0)), ok
+
+
+def zero_shot(model, preprocess, tokenizer, eval_dir: Path, device, batch_size: int = 256) -> dict[str, Any]:
+    from open_clip import build_zero_shot_classifier
+
+    folders = class_folders(eval_dir)
+    if len(folders) < 2:
+        raise UserError(f"eval folder {eval_dir} needs at least 2 class sub-folders, found {len(folders)}")
+    names = class_names(folders)
+    templates = load_templates(eval_dir)
+    paths, labels = [], []
+    for label, folder in enumerate(folders):
+        for path in _images(folder):
+            paths.append(path)
+            labels.append(label)
+    if not paths:
+        raise UserError(f"eval folder {eval_dir} has class folders but no images")
+    classifier = build_zero_shot_classifier(model, tokenizer, names, templates, num_classes_per_batch=50,
+                                            device=device).float().cpu()
+    feats, ok = _encode_images(model, preprocess, paths, device, batch_size)
+    target = torch.tensor([labels[i] for i in ok])
+    logits = feats @ classifier
+    k = min(5, len(names))
+    topk = logits.topk(k, dim=1).indices
+    correct = topk == target[:, None]
+    return {
+        "zeroshot_top1": float(correct[:, 0].float().mean()),
+        "zeroshot_top5": float(correct.any(dim=1).float().mean()),
+        "zeroshot_classes": len(names),
+        "zeroshot_images": len(ok),
+        "zeroshot_chance_top1": 1.0 / len(names),
+        "zeroshot_templates": len(templates),
+    }
+
+
+def retrieval_pairs(eval_dir: Path | None, retrieval_data: str | Path | None, limit: int) -> list[tuple[Any, str]]:
+    """(image path or bytes, caption) pairs: eval-folder images with a sidecar .txt, else held-out shards."""
+    pairs: list[tuple[Any, str]] = []
+    if eval_dir is not None:
+        for path in sorted(eval_dir.rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.with_suffix(".txt").is_file():
+                pairs.append((path, path.with_suffix(".txt").read_text().strip()))
+    if not pairs and retrieval_data is not None:
+        import webdataset as wds
+
+        from train.data import resolve_shards, sample_caption, sample_image_bytes
+
+        pipeline = wds.DataPipeline(wds.SimpleShardList(resolve_shards(retrieval_data)),
+                                    wds.tarfile_to_samples(handler=wds.warn_and_continue))
+        for sample in pipeline:
+            raw, caption = sample_image_bytes(sample), sample_caption(sample)
+            if raw is not None and caption:
+                pairs.append((raw, caption))
+            if len(pairs) >= limit:
+                break
+    return pairs[:limit]
+
+
+def retrieval(model, preprocess, tokenizer, pairs: list[tuple[Any, str]], device, batch_size: int = 256) -> dict[str, Any]:
+    """Recall@1/5/10 both ways; a text's match is its own image (and vice versa)."""
+    feats, ok = _encode_images(model, preprocess, [p[0] for p in pairs], device, batch_size)
+    captions = [pairs[i][1] for i in ok]
+    text_feats = []
+    with torch.no_grad():
+        for start in range(0, len(captions), batch_size):
+            tokens = tokenizer(captions[start:start + batch_size]).to(device)
+            text_feats.append(model.encode_text(tokens, normalize=True).float().cpu())
+    texts = torch.cat(text_feats)
+    sims = feats @ texts.t()  # [images, texts]
+    truth = torch.arange(len(ok))
+    out: dict[str, Any] = {"retrieval_pairs": len(ok)}
+    for k in (1, 5, 10):
+        kk = min(k, len(ok))
+        out[f"image_to_text_R@{k}"] = float((sims.topk(kk, dim=1).indices == truth[:, None]).any(1).float().mean())
+        out[f"text_to_image_R@{k}"] = float((sims.t().topk(kk, dim=1).indices == truth[:, None]).any(1).float().mean())
+    return out
+
+
+def evaluate(model, preprocess, tokenizer, eval_dir: str | Path | None, device: str | torch.device = "cpu",
+             retrieval_data: str | Path | None = None, retrieval_limit: int = 1000,
+             batch_size: int = 256) -> dict[str, Any]:
+    """Zero-shot top-1/top-5 on EVAL_DIR (one sub-folder per class) and retrieval R@1/5/10.
+
+    Keys: zeroshot_top1, zeroshot_top5 (+ classes, images, chance), and when pairs exist
+    image_to_text_R@{1,5,10}, text_to_image_R@{1,5,10}, retrieval_pairs."""
+    was_training = model.training
+    model.eval()
+    results: dict[str, Any] = {}
+    try:
+        folder = Path(eval_dir) if eval_dir is not None else None
+        if folder is not None:
+            if not folder.is_dir():
+                raise UserError(f"--eval {folder}: no such directory; give a folder with one sub-folder per class")
+            results.update(zero_shot(model, preprocess, tokenizer, folder, device, batch_size))
+        pairs = retrieval_pairs(folder, retrieval_data, retrieval_limit)
+        if len(pairs) >= 2:
+            results.update(retrieval(model, preprocess, tokenizer, pairs, device, batch_size))
+    finally:
+        model.train(was_training)
+    return results

@@ -1,0 +1,154 @@
+"""The project's own small model configs, registered with open_clip (and timm for the towers).
+
+open_clip's timm towers ignore vision_cfg.image_size, so a small-image EVA02 or ConvNeXt
+needs its own timm model function; those are registered here under `clipcurate_*` names
+and referenced by the JSON configs in train/model_configs/.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+_registered = False
+
+
+def _strip_timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    # timm.create_model passes these to every entry point; our builders resolve their own cfg.
+    kwargs.pop("pretrained_cfg", None)
+    kwargs.pop("pretrained_cfg_overlay", None)
+    kwargs.pop("cache_dir", None)
+    return kwargs
+
+
+def _register_timm_towers() -> None:
+    from timm.models import register_model
+    from timm.models._registry import is_model
+
+    if is_model("clipcurate_eva02_tiny_32"):
+        return
+
+    @register_model
+    def clipcurate_eva02_tiny_32(pretrained: bool = False, **kwargs: Any):
+        """EVA02 tower at 32 px: patch 4, width 128, 4 blocks, rope, SwiGLU (EVA02's recipe)."""
+        from timm.models.eva import _create_eva
+
+        args = dict(
+            img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4,
+            mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True,
+            use_rot_pos_emb=True, ref_feat_shape=(8, 8),
+        )
+        # Borrow eva02_tiny's pretrained_cfg only for metadata; weights are never loaded.
+        return _create_eva("eva02_tiny_patch14_224", pretrained=False, **dict(args, **_strip_timm_kwargs(kwargs)))
+
+    @register_model
+    def clipcurate_convnext_tiny_32(pretrained: bool = False, **kwargs: Any):
+        """ConvNeXt tower for 32 px: dims 32-256, depths 1-1-2-1."""
+        from timm.models.convnext import _create_convnext
+
+        args = dict(depths=(1, 1, 2, 1), dims=(32, 64, 128, 256))
+        return _create_convnext("convnext_atto", pretrained=False, **dict(args, **_strip_timm_kwargs(kwargs)))
+
+
+def register_model_configs() -> None:
+    """Register the project's model configs with open_clip (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    import open_clip
+
+    _register_timm_towers()
+    if CONFIG_DIR not in [Path(p) for p in open_clip.factory._MODEL_CONFIG_PATHS]:
+        open_clip.add_model_config(CONFIG_DIR)
+    _registered = True
+
+
+class _RegisterWhenOpenClipLoads(importlib.abc.MetaPathFinder):
+    """Registers our configs right after `import open_clip`, so `import train` stays cheap."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "open_clip":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("open_clip")
+        if spec is None or spec.loader is None:
+            return spec
+        original = spec.loader.exec_module
+
+        def exec_module(module):
+            original(module)
+            register_model_configs()
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def register_on_import() -> None:
+    """Register now if open_clip is loaded, else as soon as it is imported (cheap, idempotent)."""
+    if "open_clip" in sys.modules:
+        register_model_configs()
+    elif not any(isinstance(f, _RegisterWhenOpenClipLoads) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterWhenOpenClipLoads())
+
+
+def project_model_names() -> list[str]:
+    """Names of the configs shipped in train/model_configs/."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def all_model_names() -> list[str]:
+    """Every model name open_clip knows, the project's own included."""
+    import open_clip
+
+    register_model_configs()
+    return open_clip.list_models()
+
+
+def check_model_name(name: str) -> None:
+    """Raise UserError for a model open_clip does not know."""
+    from curate.errors import UserError
+
+    names = all_model_names()
+    if name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UserError(
+            f"unknown model {name!r}{hint}; run `train models` to list the {len(names)} model names"
+        )
+
+
+def create_model(name: str, patch_dropout: float = 0.0, device: str = "cpu"):
+    """Build an untrained open_clip model plus (train preprocess, val preprocess, tokenizer)."""
+    import open_clip
+
+    check_model_name(name)
+    kwargs: dict[str, Any] = {}
+    if patch_dropout > 0:
+        kwargs["force_patch_dropout"] = patch_dropout
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights" for every fresh model
+    try:
+        model, train_pre, val_pre = open_clip.create_model_and_transforms(
+            name, pretrained=None, device=device, **kwargs
+        )
+    finally:
+        root.setLevel(level)
+    tokenizer = open_clip.get_tokenizer(name)
+    return model, train_pre, val_pre, tokenizer
+
+
+def image_size(model) -> int:
+    """The square input size the model's vision tower expects."""
+    size = getattr(model.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,144 @@
+"""Training strategies: clip, flip, clip-aug, slip. One module runs a strategy's whole
+forward (augmentation, towers, losses) so DDP, FLOP counting and the loop treat every
+strategy alike, and each strategy's real extra cost lands in the measured FLOPs."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from curate.errors import UserError
+
+STRATEGIES = ("clip", "flip", "clip-aug", "slip")
+
+
+def check_strategy(name: str) -> None:
+    if name not in STRATEGIES:
+        raise UserError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+
+
+def patch_dropout_modules(model: nn.Module) -> list[nn.Module]:
+    """open_clip's and timm's PatchDropout modules inside a model (FLIP's token drop)."""
+    from open_clip.transformer import PatchDropout as OpenClipPatchDropout
+    from timm.layers import PatchDropout as TimmPatchDropout
+
+    return [m for m in model.modules() if isinstance(m, (OpenClipPatchDropout, TimmPatchDropout))]
+
+
+def set_patch_drop(model: nn.Module, prob: float) -> None:
+    for module in patch_dropout_modules(model):
+        module.prob = prob
+
+
+def clip_augment(image_size: int) -> nn.Module:
+    """CLIP + data augmentation: a RandAugment-style stack run on the batch (kornia)."""
+    import kornia.augmentation as K
+    from kornia.augmentation.auto import RandAugment
+
+    return nn.Sequential(
+        K.RandomResizedCrop((image_size, image_size), scale=(0.5, 1.0)),
+        K.RandomHorizontalFlip(),
+        RandAugment(n=2, m=9),
+    )
+
+
+def simclr_augment(image_size: int) -> nn.Module:
+    """SimCLR's view augmentation (crop, flip, colour jitter, grey, blur) on the batch."""
+    import kornia.augmentation as K
+
+    return nn.Sequential(
+        K.RandomResizedCrop((image_size, image_size), scale=(0.08, 1.0)),
+        K.RandomHorizontalFlip(),
+        K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+        K.RandomGrayscale(p=0.2),
+        K.RandomGaussianBlur((3, 3), (0.1, 2.0), p=0.5),
+    )
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """SimCLR's normalised-temperature cross entropy between two views of the same batch."""
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    n = z1.shape[0]
+    logits = z @ z.t() / temperature
+    logits.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, targets)
+
+
+class StrategyModule(nn.Module):
+    """The CLIP model plus whatever a strategy adds (augmenters, SLIP's SimCLR head)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        strategy: str,
+        image_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        rank: int = 0,
+        world_size: int = 1,
+        slip_scale: float = 1.0,
+    ):
+        super().__init__()
+        from open_clip.loss import ClipLoss
+
+        check_strategy(strategy)
+        self.model = model
+        self.strategy = strategy
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        # Global-batch contrastive loss: gather features with gradient, each rank scores its rows.
+        self.clip_loss = ClipLoss(local_loss=world_size > 1, gather_with_grad=world_size > 1,
+                                  cache_labels=True, rank=rank, world_size=world_size)
+        self.augment = clip_augment(image_size) if strategy == "clip-aug" else None
+        self.slip_scale = slip_scale
+        if strategy == "slip":
+            dim = _embed_dim(model)
+            self.views = simclr_augment(image_size)
+            self.slip_head = nn.Sequential(  # SLIP's 3-layer MLP projector, smaller
+                nn.Linear(dim, 4 * dim), nn.BatchNorm1d(4 * dim), nn.ReLU(inplace=True),
+                nn.Linear(4 * dim, 4 * dim), nn.BatchNorm1d(4 * dim), nn.ReLU(inplace=True),
+                nn.Linear(4 * dim, dim),
+            )
+        else:
+            self.views = None
+            self.slip_head = None
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+        if self.augment is not None:
+            x = self.augment(x)
+        image_features, text_features, logit_scale = self._clip_forward(self.normalize(x), texts)
+        loss = self.clip_loss(image_features, text_features, logit_scale)
+        logs: dict[str, Any] = {"clip_loss": loss.detach()}
+        if self.slip_head is not None:
+            v1 = self.model.encode_image(self.normalize(self.views(x)))
+            v2 = self.model.encode_image(self.normalize(self.views(x)))
+            ssl = nt_xent(self.slip_head(v1), self.slip_head(v2))
+            logs["ssl_loss"] = ssl.detach()
+            loss = loss + self.slip_scale * ssl
+        return loss, logs
+
+    def _clip_forward(self, images: torch.Tensor, texts: torch.Tensor):
+        out = self.model(images, texts)
+        if isinstance(out, dict):
+            return out["image_features"], out["text_features"], out["logit_scale"]
+        return out[0], out[1], out[2]
+
+
+def _embed_dim(model: nn.Module) -> int:
+    with torch.no_grad():
+        proj = getattr(model, "text_projection", None)
+        if isinstance(proj, torch.Tensor):
+            return int(proj.shape[1])
+        if isinstance(proj, nn.Linear):
+            return int(proj.out_features)
+        text = getattr(model, "text", None)
+        if text is not None and getattr(text, "output_dim", None):
+            return int(text.output_dim)
+    raise UserError("cannot find the model's embedding size for the SLIP head")
