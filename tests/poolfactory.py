@@ -168,6 +168,7 @@ def make_pool(
     failed_every: int = 6,
     png_every: int = 7,
     seed: int = 0,
+    side: tuple[int, int] = (24, 64),
 ) -> FakePool:
     """Write a pool under `path` and return what is in it (for assertions).
 
@@ -189,8 +190,8 @@ def make_pool(
                 caption = CAPTIONS[n % len(CAPTIONS)]  # keep the bad captions bad
             url = f"http://127.0.0.1:9/img/{seed}/{n}.jpg"
             success = (n % failed_every) != failed_every - 1
-            width = int(rng.integers(24, 64))
-            height = int(rng.integers(24, 64)) if n % 9 else width * 4  # some very tall images
+            width = int(rng.integers(*side))
+            height = int(rng.integers(*side)) if n % 9 else width * 4  # some very tall images
             s = FakeSample(
                 uid=sample_uid(url, caption), key=f"{shard_index:05d}{j:04d}", shard=shard, url=url,
                 caption=caption, success=success,
