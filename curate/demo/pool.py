@@ -158,7 +158,7 @@ def make_demo_pool(
     tmp.mkdir(parents=True)
     try:
         summary = _generate(tmp, params, progress)
-        (tmp / "demo.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        (tmp / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
