@@ -1,0 +1,176 @@
+"""`train run` end to end on real webdataset shards: files, metrics, final.pt through
+open_clip, `train eval`, exact resume after kill -9, torchrun with 2 CPU processes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ENV = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1",
+           OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ["--model", "tiny-vit-32", "--batch-size", "16", "--workers", "1", "--threads", "1",
+          "--no-progress", "--log-every", "1", "--shuffle-buffer", "50"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    from train.synthetic import make_eval_dir, make_shape_shards
+
+    root = tmp_path_factory.mktemp("shapes")
+    make_shape_shards(root / "data", 120, per_shard=40, corrupt=2)
+    make_eval_dir(root / "eval", per_class=2)
+    return root
+
+
+def train_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_run_writes_everything_and_final_loads_in_open_clip(shapes, tmp_path):
+    out = tmp_path / "run"
+    proc = train_cli("run", "--data", str(shapes / "data"), "--out", str(out), "--samples", "64",
+                     "--eval", str(shapes / "eval"), *COMMON)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 4 and summary["samples"] == 64
+    assert summary["flops"] == 4 * summary["flops_per_step"] > 0
+    assert summary["skipped"] >= 1  # the corrupt images were skipped and counted
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [1, 2, 3, 4]
+    for key in ("step", "samples", "flops", "loss", "lr", "temperature", "samples/s", "data-wait fraction"):
+        assert key in lines[-1]
+    import yaml
+
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["model"] == "tiny-vit-32" and config["samples"] == "64" and config["seed"] == 0
+    evals = json.loads((out / "eval.json").read_text())
+    assert 0.0 <= evals["zeroshot_top1"] <= evals["zeroshot_top5"] <= 1.0
+    assert "image_to_text_R@1" in evals and "text_to_image_R@10" in evals
+
+    # final.pt is an open_clip checkpoint once the project's configs are registered.
+    code = ("import train.models as m; m.register_on_import(); import open_clip, torch;"
+            f"model = open_clip.create_model('tiny-vit-32', pretrained={str(out / 'final.pt')!r});"
+            "print(sum(float(p.double().sum()) for p in model.parameters()))")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    expected = sum(float(v.double().sum()) for k, v in weights(out / "final.pt").items()
+                   if k not in ("attn_mask",) and v.is_floating_point())
+    assert abs(float(loaded.stdout.strip()) - expected) < 1e-3 * max(1.0, abs(expected))
+
+    from train.checkpoint import load_model
+
+    model, preprocess, tokenizer, name = load_model(out)
+    assert name == "tiny-vit-32" and not model.training
+
+    proc = train_cli("eval", str(out), "--eval", str(shapes / "eval"), "--out", str(tmp_path / "e.json"))
+    again = json.loads((tmp_path / "e.json").read_text())
+    assert again["zeroshot_top1"] == pytest.approx(evals["zeroshot_top1"])
+
+
+def test_kill9_resume_is_bitwise_identical(shapes, tmp_path):
+    args = ["--data", str(shapes / "data"), "--samples", "160", "--checkpoint-every", "2", *COMMON]
+    train_cli("run", "--out", str(tmp_path / "alone"), *args)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "train", "run", "--out", str(out), *args], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "checkpoints").glob("step_00000004.pt")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "final.pt").exists(), "the run finished before it could be killed"
+    train_cli("run", "--out", str(out), "--resume", *args)
+
+    a, b = torch.load(tmp_path / "alone" / "final.pt", weights_only=True), torch.load(out / "final.pt", weights_only=True)
+    assert (a["step"], a["samples"], a["flops"]) == (b["step"], b["samples"], b["flops"]) == (10, 160, a["flops"])
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 11))  # no step logged twice
+
+    # Resuming with a different schedule is refused, naming what changed.
+    from curate.errors import UserError
+    from train.loop import TrainConfig, run_training
+
+    cfg = TrainConfig(data=str(shapes / "data"), out=str(out), samples="160", batch_size=16, workers=1,
+                      shuffle_buffer=50, lr=5e-4, resume=True, progress=False)
+    with pytest.raises(UserError, match="lr"):
+        run_training(cfg)
+
+
+def test_torchrun_two_cpu_processes(shapes, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "train", "run", "--data", str(shapes / "data"), "--out", str(out), "--samples", "64",
+           *COMMON, "--workers", "0"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    assert len(summaries) == 1  # only rank 0 reports
+    summary = json.loads(summaries[0])
+    assert summary["step"] == 4 and summary["samples"] == 64
+    config = __import__("yaml").safe_load((out / "config.yaml").read_text())
+    assert config["world_size"] == 2 and config["local_batch"] == 8
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["step"] for l in lines] == [1, 2, 3, 4]
+    assert json.loads(lines[-1])["flops"] == 4 * config["flops_per_step"]
+    assert (out / "final.pt").is_file()
+
+
+def test_bad_input_is_one_line_and_exit_2(shapes, tmp_path):
+    from curate.errors import UserError
+    from train.loop import TrainConfig, run_training
+
+    data = str(shapes / "data")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (dict(data=str(tmp_path / "missing"), samples="10"), "no such directory"),
+        (dict(data=str(tmp_path / "empty"), samples="10"), "no .tar shards"),
+        (dict(data=data, samples="10", model="ViT-Nope"), "unknown model"),
+        (dict(data=data, samples="10", strategy="mae"), "unknown strategy"),
+        (dict(data=data, samples="10", opt="sgd"), "unknown optimiser"),
+        (dict(data=data, samples="10", budget="1e15"), "exactly one budget"),
+        (dict(data=data, budget="lots"), "not a number"),
+        (dict(data=data, budget="1e6"), "smaller than one step"),
+        (dict(data=data, samples="8"), "smaller than one step"),
+        (dict(data=data, samples="64", strategy="flip", model="tiny-resnet-32"), "no patch tokens"),
+        (dict(data=data, samples="64", subset=str(tmp_path / "nope.parquet")), "not found"),
+    ]
+    for kwargs, needle in cases:
+        cfg = TrainConfig(out=str(tmp_path / "r"), batch_size=16, workers=0, progress=False, **kwargs)
+        with pytest.raises(UserError, match=needle):
+            run_training(cfg)
+        assert not (tmp_path / "r" / "final.pt").exists()
+
+    # Through the CLI: one line on stderr, exit status 2, no traceback.
+    proc = train_cli("run", *COMMON, "--data", data, "--out", str(tmp_path / "r"), "--budget", "1e6", check=False)
+    err = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2 and len(err) == 1 and "smaller than one step" in err[0], proc.stderr
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage" * 10)
+    proc = train_cli("eval", str(bad), "--eval", str(shapes / "eval"), check=False)
+    assert proc.returncode == 2 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
+
+    # A checkpoint of another model does not load silently.
+    other = tmp_path / "other.pt"
+    torch.save({"model_name": "tiny-vit-32", "state_dict": {"visual.proj": torch.zeros(3, 3)}}, other)
+    proc = train_cli("eval", str(other), "--eval", str(shapes / "eval"), check=False)
+    assert proc.returncode == 2 and "does not match" in proc.stderr and "Traceback" not in proc.stderr
