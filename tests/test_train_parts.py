@@ -1,0 +1,216 @@
+"""The trainer's parts on real data: budget parsing and FLOP measurement, the shard loader
+(determinism, resume position, subsets, corrupt images, shard sets), optimiser groups,
+strategies, registry and evaluation."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    from train.synthetic import make_eval_dir, make_shape_shards
+
+    root = tmp_path_factory.mktemp("shapes_parts")
+    tars = make_shape_shards(root / "data", 90, per_shard=30, corrupt=2)
+    make_eval_dir(root / "eval", per_class=2)
+    return root, tars
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from train.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("tiny-vit-32")
+
+
+def test_budget_parsing():
+    from curate.errors import UserError
+    from train.budget import parse_flops, parse_samples, steps_for_budget
+
+    assert parse_flops("3e14") == 3e14
+    assert parse_flops("300T") == 3e14
+    assert parse_flops("2.5P") == 2.5e15
+    assert parse_samples("1M") == 1_000_000 and parse_samples("50k") == 50_000 and parse_samples("123") == 123
+    for bad in ("", "abc", "-1T", "0"):
+        with pytest.raises(UserError):
+            parse_flops(bad)
+    assert steps_for_budget(10e9, 3e9) == 3
+    with pytest.raises(UserError, match="smaller than one step"):
+        steps_for_budget(1e9, 3e9)
+
+
+def _stream(shapes, tokenizer, **kw):
+    from train.data import StreamConfig, resolve_shards
+
+    root, _ = shapes
+    defaults = dict(shards=resolve_shards(root / "data"), batch_size=8, image_size=32, context_length=32,
+                    tokenizer=tokenizer, seed=3, num_workers=2, shuffle_buffer=20)
+    defaults.update(kw)
+    return StreamConfig(**defaults)
+
+
+def _take(cfg, n):
+    from train.data import make_loader
+
+    it = iter(make_loader(cfg))
+    return [next(it) for _ in range(n)]
+
+
+def test_loader_is_deterministic_and_resumes_exactly(shapes, tiny):
+    tokenizer = tiny[3]
+    full = _take(_stream(shapes, tokenizer), 14)  # > one epoch (88 readable samples / 8)
+    again = _take(_stream(shapes, tokenizer), 14)
+    for a, b in zip(full, again):
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["texts"], b["texts"])
+    assert sum(b["skipped"] for b in full) >= 2  # corrupt images are skipped and counted
+    assert {b["logical"] for b in full} == {0, 1}
+
+    other_seed = _take(_stream(shapes, tokenizer, seed=4), 2)
+    assert not torch.equal(other_seed[0]["texts"], full[0]["texts"]) or not torch.equal(other_seed[0]["images"], full[0]["images"])
+
+    # Resume after 5 batches: positions per logical worker, rotation by batches taken.
+    positions = [0, 0]
+    for batch in full[:5]:
+        positions[batch["logical"]] = batch["position"]
+    resumed = _take(_stream(shapes, tokenizer, positions=positions, batches_taken=5), 9)
+    for a, b in zip(full[5:], resumed):
+        assert a["logical"] == b["logical"]
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["texts"], b["texts"])
+
+
+def test_subset_filter_and_shard_set_and_patterns(shapes, tiny, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import webdataset as wds
+
+    from curate.errors import UserError
+    from train.data import load_subset_uids, resolve_shards, sample_uid
+
+    root, tars = shapes
+    uids = [sample_uid(s) for s in wds.DataPipeline(wds.SimpleShardList(tars), wds.tarfile_to_samples())]
+    keep = set(uids[::3])
+    pool = tmp_path / "pool"
+    (pool / "subsets").mkdir(parents=True)
+    shutil.copytree(root / "data", pool / "shards")
+    pq.write_table(pa.table({"uid": sorted(keep)}), pool / "subsets" / "third.parquet")
+    assert resolve_shards(pool) == sorted(str(p) for p in (pool / "shards").glob("*.tar"))
+    assert load_subset_uids("third", pool) == keep
+
+    samples = list(wds.DataPipeline(wds.SimpleShardList(tars), wds.tarfile_to_samples()))
+    kept_captions = {s["txt"].decode() for i, s in enumerate(samples) if sample_uid(s) in keep and i >= 2}
+    cfg = _stream(shapes, tiny[3], shards=resolve_shards(pool), subset=frozenset(keep), num_workers=0, batch_size=29)
+    (batch,) = _take(cfg, 1)  # one epoch of the subset: 30 kept, the corrupt one skipped
+    assert batch["skipped"] == 1 and batch["epoch"] == 0 and batch["position"] == 30
+    expected = {tuple(t.tolist()) for t in tiny[3](sorted(kept_captions))}
+    assert {tuple(t.tolist()) for t in batch["texts"]} == expected
+
+    # a shard set: manifest.json naming its tars
+    shardset = tmp_path / "set"
+    shardset.mkdir()
+    for t in tars:
+        shutil.copy(t, shardset / os.path.basename(t).replace("0000", "00000"))
+    names = sorted(p.name for p in shardset.glob("*.tar"))
+    (shardset / "manifest.json").write_text(json.dumps({"shards": [{"name": n} for n in names]}))
+    assert [os.path.basename(p) for p in resolve_shards(shardset)] == names
+    pattern = str(root / "data" / "{00000..00002}.tar")
+    assert resolve_shards(pattern) == tars
+    with pytest.raises(UserError, match="missing"):
+        resolve_shards(str(root / "data" / "{00000..00009}.tar"))
+    with pytest.raises(UserError, match="empty"):
+        load_subset_uids(_empty_subset(tmp_path))
+
+
+def _empty_subset(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"uid": pa.array([], pa.string())}), path)
+    return path
+
+
+def test_param_groups_skip_decay_on_norms_biases_and_logit_scale(tiny):
+    from train.optim import make_optimizer, param_groups
+    from train.strategies import StrategyModule
+
+    module = StrategyModule(tiny[0], "clip", 32, (0.5,) * 3, (0.25,) * 3)
+    groups = param_groups(module, lr=1e-3, weight_decay=0.1, visual_lr=2e-3, text_lr=5e-4)
+    names = {n: p for n, p in module.named_parameters()}
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    assert by_id[id(names["model.logit_scale"])]["weight_decay"] == 0.0
+    assert by_id[id(names["model.visual.ln_post.weight"])]["weight_decay"] == 0.0
+    assert by_id[id(names["model.visual.transformer.resblocks.0.attn.in_proj_bias"])]["weight_decay"] == 0.0
+    assert by_id[id(names["model.visual.transformer.resblocks.0.attn.in_proj_weight"])]["weight_decay"] == 0.1
+    assert by_id[id(names["model.visual.conv1.weight"])]["lr"] == 2e-3
+    assert by_id[id(names["model.token_embedding.weight"])]["lr"] == 5e-4
+    assert sum(len(g["params"]) for g in groups) == len(names)
+    from timm.optim import Lamb
+
+    assert isinstance(make_optimizer(module, "lamb", 1e-3, 0.1), Lamb)
+
+
+def test_flip_steps_are_cheaper_and_every_strategy_trains(tiny):
+    from train.budget import measure_step_flops
+    from train.models import create_model
+    from train.strategies import StrategyModule, set_patch_drop
+
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    costs = {}
+    for strategy in ("clip", "flip", "clip-aug", "slip"):
+        torch.manual_seed(0)
+        model, _, _, tok = create_model("tiny-vit-32", patch_dropout=0.5 if strategy == "flip" else 0.0)
+        module = StrategyModule(model, strategy, 32, (0.5,) * 3, (0.25,) * 3)
+        texts = tok(["a red circle"] * 8)
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        costs[strategy] = measure_step_flops(lambda: module(x, texts)[0], [module])
+        assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())  # no trace left
+        opt = torch.optim.SGD(module.parameters(), lr=0.1)
+        loss, logs = module(x, texts)
+        loss.backward()
+        opt.step()
+        assert torch.isfinite(loss)
+        assert not torch.equal(before["model.visual.conv1.weight"], module.state_dict()["model.visual.conv1.weight"])
+        if strategy == "slip":
+            assert "ssl_loss" in logs
+        if strategy == "flip":
+            set_patch_drop(module, 0.0)
+            assert measure_step_flops(lambda: module(x, texts)[0], [module]) == costs["clip"]
+    assert costs["flip"] < 0.75 * costs["clip"]
+    assert costs["slip"] > 1.5 * costs["clip"]  # two extra image views are paid for
+
+
+def test_registry_all_tiny_models_and_eva_tower():
+    import open_clip
+
+    from train.models import create_model, project_model_names, register_model_configs
+
+    register_model_configs()
+    register_model_configs()  # idempotent
+    names = project_model_names()
+    assert {"tiny-vit-32", "tiny-eva02-32", "tiny-resnet-32", "tiny-convnext-32"} <= set(names)
+    assert set(names) <= set(open_clip.list_models())
+    model = create_model("tiny-eva02-32")[0]
+    trunk = model.visual.trunk
+    assert trunk.rope is not None and "SwiGLU" in type(trunk.blocks[0].mlp).__name__
+    assert model.visual.image_size == (32, 32)
+
+
+def test_evaluate_reports_zero_shot_and_retrieval(shapes, tiny):
+    from train.evaluate import evaluate
+
+    root, _ = shapes
+    model, _, preprocess, tokenizer = tiny
+    results = evaluate(model, preprocess, tokenizer, root / "eval")
+    assert results["zeroshot_classes"] == 12 and results["zeroshot_images"] == 24
+    assert 0 <= results["zeroshot_top1"] <= results["zeroshot_top5"] <= 1
+    assert results["retrieval_pairs"] == 24
+    for k in (1, 5, 10):
+        assert 0 <= results[f"image_to_text_R@{k}"] <= 1 and 0 <= results[f"text_to_image_R@{k}"] <= 1
