@@ -1,0 +1,74 @@
+"""`curate dedup`: group exact, perceptual and semantic duplicates; keep the best of each."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from curate.errors import UserError
+
+
+def _image_embedder(pool: Path, scores: str):
+    """embed_images(paths) with the scores tag's model, when the scorer provides one."""
+    try:
+        from curate.score.embed import image_embedder  # the scorer's hook (scores/TAG/model.json)
+    except ImportError:
+        return None
+    return image_embedder(pool, scores)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("dedup")
+    def dedup(
+        pool: Path = typer.Argument(..., help="Pool folder (the one `curate download` wrote)."),
+        scores: str = typer.Option(..., "--scores", help="Scoring tag to read: scores/TAG and embeddings/TAG."),
+        method: str = typer.Option(
+            "all", "--method",
+            help="exact: same image bytes (sha256); phash: perceptual hashes within --phash-bits; "
+                 "knn: embeddings with cosine >= --threshold (FAISS); semdedup: k-means clusters, "
+                 "then pairs within each (SemDeDup); all: exact + phash + knn.",
+        ),
+        threshold: float = typer.Option(0.95, "--threshold", help="Cosine similarity in (0, 1] at which two images are near duplicates (also for --against)."),
+        tag: Optional[str] = typer.Option(None, "--tag", help="Output name: dedup/NAME/. Default: the method."),
+        keep: str = typer.Option("best-score", "--keep", help="Member kept per group: best-score (highest clip_score, ties by uid) or first (pool order)."),
+        clusters: Optional[int] = typer.Option(None, "--clusters", help="semdedup: number of k-means clusters. Default: sqrt(samples)."),
+        phash_bits: int = typer.Option(4, "--phash-bits", help="phash: largest Hamming distance (of 64 bits) that counts as a duplicate; 0 = identical hashes."),
+        index: str = typer.Option("auto", "--index", help="knn search: flat (exact, O(n^2)), ivf (k-means cells, --nprobe probed), auto (flat up to 30,000 samples)."),
+        nlist: Optional[int] = typer.Option(None, "--nlist", help="ivf: number of cells. Default: sqrt(samples)."),
+        nprobe: Optional[int] = typer.Option(None, "--nprobe", help="ivf: cells probed per sample (more: higher recall, slower). Default: 4 at --threshold >= 0.95, 6 at >= 0.9, else 10."),
+        against: Optional[Path] = typer.Option(
+            None, "--against",
+            help="Decontaminate against an evaluation set: .npy image embeddings (same model), or a folder of "
+                 "images or .tar shards. Pool samples within --threshold of it get contaminated=true, keep=false.",
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed for k-means sampling, so reruns give the same groups."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dedup/NAME made with other arguments."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    ) -> None:
+        """Find duplicate groups and keep one sample per group: writes dedup/NAME/groups.parquet
+        (uid, group_id, group_size, keep, method, contaminated) and dedup/NAME/summary.json."""
+        from curate.dedup.run import DedupSettings, run_dedup
+
+        settings = DedupSettings(
+            scores=scores, method=method, threshold=threshold, tag=tag, keep=keep, clusters=clusters,
+            phash_bits=phash_bits, index=index, nlist=nlist, nprobe=nprobe,
+            against=str(against) if against else None, seed=seed, overwrite=overwrite, progress=not quiet,
+        )
+        embedder = None
+        if against is not None and against.is_dir() and not any(against.glob("*.npy")):
+            if not (pool / "scores" / scores).is_dir():
+                raise UserError(f"no scores tag {scores!r} in {pool}; pass one with --scores")
+            embedder = _image_embedder(pool, scores)
+        summary = run_dedup(pool, settings, embed_images=embedder)
+        out = pool / "dedup" / summary["name"]
+        if summary["skipped"]:
+            typer.echo(f"{out}: up to date (same arguments and inputs); nothing to do")
+            return
+        methods = ", ".join(f"{m} {v['pairs']} pairs" for m, v in summary["per_method"].items())
+        typer.echo(
+            f"{out}: {summary['samples']} samples, {summary['groups']} duplicate groups ({methods}); "
+            f"kept {summary['kept']}, removed {summary['removed_duplicates']} duplicates"
+            + (f" and {summary['contaminated']} contaminated" if summary["args"]["against"] else "")
+            + f" in {summary['seconds']['total']:.1f} s"
+        )

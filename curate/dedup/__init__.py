@@ -1,0 +1,15 @@
+"""`curate dedup`: exact, perceptual and semantic duplicate groups over a scored pool.
+
+Modules, one job each:
+
+- pool_inputs  find a scoring tag's shards, read their score columns, stream embeddings
+- graph        collect duplicate pairs per method and join them into groups
+- hashes       exact (sha256) and perceptual-hash (Hamming ball) pair finders
+- vectors      FAISS pair finders on embeddings: flat, IVF (knn) and SemDeDup clusters
+- keep         which member of each group is kept
+- decontam     mark pool samples that are near duplicates of an evaluation set
+- run          the whole stage: arguments, outputs written atomically, skip when complete
+- quality      precision/recall of found pairs against a demo pool's truth.parquet
+
+Nothing here imports faiss at module import; callers pay for it only when they search.
+"""

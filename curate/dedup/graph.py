@@ -1,0 +1,102 @@
+"""Duplicate pairs from every method, joined into groups (connected components).
+
+Pairs are kept as canonical (low, high) global positions. When a pool has huge cliques
+(thousands of copies of one placeholder image) the pair list could outgrow memory, so
+past a limit it is replaced by a spanning forest with the same components: the groups
+stay exact, only the per-method pair counts become lower bounds.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+METHOD_ORDER = ("exact", "phash", "knn", "semdedup")
+
+
+class DuplicateGraph:
+    """Collects pairs per method over n samples; `components()` gives the groups."""
+
+    def __init__(self, n: int, max_pairs: int = 20_000_000) -> None:
+        self.n = n
+        self.max_pairs = max_pairs
+        self._pending: dict[str, list[np.ndarray]] = {}
+        self._pairs: dict[str, np.ndarray] = {}  # method -> unique packed keys
+        self._forest: list[np.ndarray] = []  # packed keys standing for compacted pairs
+        self.pair_counts: dict[str, int] = {}
+        self.counts_exact = True
+        # The first method (in the order run) that joined each sample; -1 for none.
+        self.method_of = np.full(n, -1, dtype=np.int8)
+        self._pending_size = 0
+
+    def add(self, a: np.ndarray, b: np.ndarray, method: str) -> None:
+        """Add pairs (a[i], b[i]) found by `method`; self pairs and repeats are dropped."""
+        a = np.asarray(a, dtype=np.int64)
+        b = np.asarray(b, dtype=np.int64)
+        keep = a != b
+        a, b = a[keep], b[keep]
+        if a.size == 0:
+            self.pair_counts.setdefault(method, 0)
+            return
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        code = METHOD_ORDER.index(method)
+        for side in (lo, hi):
+            unset = self.method_of[side] < 0
+            self.method_of[side[unset]] = code
+        self._pending.setdefault(method, []).append(lo * self.n + hi)
+        self._pending_size += lo.size
+        if self._pending_size > self.max_pairs // 4:
+            self._flush()
+
+    def _flush(self) -> None:
+        for method, chunks in self._pending.items():
+            old = self._pairs.get(method, np.zeros(0, np.int64))
+            self._pairs[method] = np.unique(np.concatenate([old, *chunks]))
+        self._pending.clear()
+        self._pending_size = 0
+        for method, keys in self._pairs.items():
+            self.pair_counts[method] = max(self.pair_counts.get(method, 0), int(keys.size))
+        if sum(k.size for k in self._pairs.values()) + sum(k.size for k in self._forest) > self.max_pairs:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Replace all pairs by a star per component: same groups, far fewer pairs."""
+        labels = self._labels(np.concatenate([*self._pairs.values(), *self._forest]))
+        self._pairs = {m: np.zeros(0, np.int64) for m in self._pairs}
+        self._forest = [_star_edges(labels, self.n)]
+        self.counts_exact = False
+
+    def _labels(self, keys: np.ndarray) -> np.ndarray:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        lo, hi = np.divmod(keys, self.n)
+        graph = coo_matrix((np.ones(lo.size, dtype=np.int8), (lo, hi)), shape=(self.n, self.n))
+        return connected_components(graph, directed=False)[1]
+
+    def components(self) -> np.ndarray:
+        """Component label per sample (labels are arbitrary ints; singletons get their own)."""
+        self._flush()
+        return self._labels(np.concatenate([np.zeros(0, np.int64), *self._pairs.values(), *self._forest]))
+
+    def pairs(self, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (low, high) pairs stored for a method (empty after compaction)."""
+        self._flush()
+        keys = self._pairs.get(method, np.zeros(0, np.int64))
+        return np.divmod(keys, self.n)
+
+
+def _star_edges(labels: np.ndarray, n: int) -> np.ndarray:
+    """Packed edges linking every sample to the first sample of its component."""
+    first = np.full(labels.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(n))
+    root = first[labels]
+    members = np.flatnonzero(root != np.arange(n))
+    return root[members] * n + members
+
+
+def group_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group_id, group_size) per sample: a group's id is its first member's global position."""
+    n = labels.size
+    first = np.full(labels.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(n))
+    sizes = np.bincount(labels)
+    return first[labels], sizes[labels].astype(np.int64)

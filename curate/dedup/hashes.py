@@ -1,0 +1,59 @@
+"""Pair finders on per-image hashes: identical bytes (sha256) and near perceptual hashes."""
+from __future__ import annotations
+
+import numpy as np
+
+MAX_PHASH_BITS = 12
+
+
+def equal_value_pairs(codes: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs linking every row to the first row with the same code: a star per value."""
+    idx = np.arange(codes.size) if valid is None else np.flatnonzero(valid)
+    if idx.size == 0:
+        return idx, idx
+    _, first, inverse = np.unique(codes[idx], return_index=True, return_inverse=True)
+    anchor = idx[first][inverse]
+    dup = anchor != idx
+    return anchor[dup], idx[dup]
+
+
+def exact_pairs(sha256) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose stored image bytes have the same sha256 (nulls never match)."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(sha256).combine_chunks()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    valid = pc.is_valid(encoded).to_numpy(zero_copy_only=False)
+    codes = np.where(valid, codes, -1).astype(np.int64)
+    return equal_value_pairs(codes, valid)
+
+
+def phash_pairs(phash: np.ndarray, valid: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose 64-bit perceptual hashes differ in at most `max_bits` bits.
+
+    Identical hashes are joined first; the Hamming search then runs on distinct hashes
+    only, with FAISS's multi-index hashing: split the 64 bits into m chunks and probe each
+    chunk's bucket and its one-bit flips. By pigeonhole some chunk of a pair within
+    max_bits differs in at most max_bits // m bits, so m = max_bits // 2 + 1 chunks with
+    one flip find every pair; verification uses the full 64-bit distance.
+    """
+    a, b = equal_value_pairs(phash, valid)
+    if max_bits == 0:
+        return a, b
+    rows = np.flatnonzero(valid)
+    values, first = np.unique(phash[rows], return_index=True)
+    reps = rows[first]  # one row per distinct hash; the others are already joined to it
+    if values.size < 2:
+        return a, b
+    import faiss
+
+    chunks = max_bits // 2 + 1
+    index = faiss.IndexBinaryMultiHash(64, chunks, 64 // chunks)
+    index.nflip = 1
+    codes = np.ascontiguousarray(values.astype("<u8")).view(np.uint8).reshape(-1, 8)
+    index.add(codes)
+    lims, _, found = index.range_search(codes, max_bits + 1)  # radius is exclusive
+    query = np.repeat(np.arange(values.size), np.diff(lims).astype(np.int64))
+    found = found.astype(np.int64)
+    near = found != query
+    return np.concatenate([a, reps[query[near]]]), np.concatenate([b, reps[found[near]]])

@@ -1,0 +1,170 @@
+"""Read what `curate score` wrote: scores/TAG/NNNNN.parquet and embeddings/TAG/NNNNN.npy.
+
+Rows are addressed by a global position (shard order, then row order inside the shard),
+the same order the embeddings are stored in, so no stage here ever copies all vectors
+just to find a row.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from curate.errors import UserError
+
+_SHARD_PARQUET = re.compile(r"^(\d+)\.parquet$")
+SCORE_COLUMNS = ("uid", "clip_score", "image_sha256", "phash")
+
+
+@dataclass(frozen=True)
+class ScoredPool:
+    """The scored shards of one pool and tag: names, row counts and global offsets."""
+
+    pool: Path
+    tag: str
+    shards: tuple[str, ...]  # "00000", ...
+    rows: tuple[int, ...]
+    offsets: tuple[int, ...]  # global position of each shard's first row
+
+    @property
+    def size(self) -> int:
+        return self.offsets[-1] + self.rows[-1] if self.shards else 0
+
+    def scores_path(self, shard: str) -> Path:
+        return self.pool / "scores" / self.tag / f"{shard}.parquet"
+
+    def embeddings_path(self, shard: str) -> Path:
+        return self.pool / "embeddings" / self.tag / f"{shard}.npy"
+
+
+def list_score_tags(pool: Path) -> list[str]:
+    """Tags under pool/scores that hold at least one shard parquet."""
+    root = pool / "scores"
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and any(_SHARD_PARQUET.match(p.name) for p in d.iterdir()))
+
+
+def open_scored_pool(pool: str | Path, tag: str) -> ScoredPool:
+    """The shards of scores/TAG; a UserError naming the available tags when it is missing."""
+    import pyarrow.parquet as pq
+
+    pool = Path(pool)
+    if not pool.is_dir():
+        raise UserError(f"pool folder {pool} does not exist; pass the folder `curate download` wrote")
+    tags = list_score_tags(pool)
+    if tag not in tags:
+        have = ", ".join(tags) if tags else "none: run `curate score` first"
+        raise UserError(f"no scores tag {tag!r} in {pool} (available: {have}); pass one with --scores")
+    folder = pool / "scores" / tag
+    shards = sorted(m.group(1) for p in folder.iterdir() if (m := _SHARD_PARQUET.match(p.name)))
+    rows = []
+    for shard in shards:
+        path = folder / f"{shard}.parquet"
+        try:
+            meta = pq.read_metadata(path)
+        except Exception as exc:  # a truncated or foreign file
+            raise UserError(f"{path} is not a readable parquet file ({exc}); rerun `curate score`") from exc
+        missing = [c for c in SCORE_COLUMNS if c not in meta.schema.names]
+        if missing:
+            raise UserError(f"{path} lacks column(s) {', '.join(missing)}; rerun `curate score` with this version")
+        rows.append(meta.num_rows)
+    offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(int).tolist() if rows else []
+    return ScoredPool(pool, tag, tuple(shards), tuple(rows), tuple(offsets))
+
+
+@dataclass
+class ScoreColumns:
+    """The score columns dedup needs, concatenated over shards in global row order."""
+
+    uid: np.ndarray  # object (str)
+    clip_score: np.ndarray  # float64, NaN where null
+    sha256: "object"  # pyarrow ChunkedArray of strings (nulls allowed)
+    phash: np.ndarray  # uint64
+    phash_valid: np.ndarray  # bool
+
+
+def read_score_columns(scored: ScoredPool) -> ScoreColumns:
+    """uid, clip_score, image_sha256 and phash of every scored row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(scored.scores_path(s), columns=list(SCORE_COLUMNS)) for s in scored.shards]
+    table = pa.concat_tables(tables, promote_options="permissive") if tables else None
+    if table is None or table.num_rows == 0:
+        raise UserError(f"scores tag {scored.tag!r} in {scored.pool} has no rows; nothing to deduplicate")
+    if table.column("uid").null_count:
+        raise UserError(f"scores tag {scored.tag!r} has rows without a uid; rerun `curate score`")
+    phash = table.column("phash")
+    valid = pc.is_valid(phash).to_numpy(zero_copy_only=False)
+    phash_np = pc.fill_null(phash.cast(pa.uint64()), 0).to_numpy()
+    score = pc.fill_null(table.column("clip_score").cast(pa.float64()), float("nan")).to_numpy()
+    return ScoreColumns(
+        uid=np.asarray(table.column("uid").to_pylist(), dtype=object),
+        clip_score=np.asarray(score, dtype=np.float64),
+        sha256=table.column("image_sha256"),
+        phash=np.asarray(phash_np, dtype=np.uint64),
+        phash_valid=np.asarray(valid, dtype=bool),
+    )
+
+
+def check_embeddings(scored: ScoredPool) -> int:
+    """Validate every shard's embeddings file against its parquet; return the dimension."""
+    dim = None
+    for shard, rows in zip(scored.shards, scored.rows):
+        path = scored.embeddings_path(shard)
+        if not path.is_file():
+            raise UserError(
+                f"no embeddings for shard {shard} of tag {scored.tag!r} ({path} missing); "
+                "rerun `curate score` (it writes embeddings/) or use --method exact/phash"
+            )
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except Exception as exc:
+            raise UserError(f"{path} is not a readable .npy file ({exc}); rerun `curate score`") from exc
+        if arr.ndim != 2 or arr.shape[0] != rows or not np.issubdtype(arr.dtype, np.floating):
+            raise UserError(
+                f"{path} holds {arr.dtype} {arr.shape}, expected float ({rows}, dim) to match {shard}.parquet; "
+                "rerun `curate score`"
+            )
+        if dim is not None and arr.shape[1] != dim:
+            raise UserError(f"{path} has dimension {arr.shape[1]}, other shards {dim}; rerun `curate score`")
+        dim = arr.shape[1]
+        del arr
+    if dim is None:
+        raise UserError(f"scores tag {scored.tag!r} has no shards")
+    return dim
+
+
+def normalized(block: np.ndarray) -> np.ndarray:
+    """float32 copy with unit rows (zero rows stay zero): float16 storage loses ~1e-3 of norm."""
+    x = np.asarray(block, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, norms, out=x, where=norms > 0)
+    return x
+
+
+def iter_embedding_batches(scored: ScoredPool, batch: int = 32768) -> Iterator[tuple[int, np.ndarray]]:
+    """(global start, float32 unit rows) over all shards, each shard memory-mapped in turn."""
+    for shard, start in zip(scored.shards, scored.offsets):
+        arr = np.load(scored.embeddings_path(shard), mmap_mode="r")
+        for i in range(0, arr.shape[0], batch):
+            yield start + i, normalized(arr[i : i + batch])
+        del arr  # unmap, so resident pages stay bounded by one shard
+
+
+def gather_rows(scored: ScoredPool, positions: np.ndarray) -> np.ndarray:
+    """float32 unit rows at sorted global positions (a training sample), read shard by shard."""
+    out = []
+    bounds = np.asarray(scored.offsets + (scored.size,))
+    for k, shard in enumerate(scored.shards):
+        lo, hi = np.searchsorted(positions, [bounds[k], bounds[k + 1]])
+        if hi > lo:
+            arr = np.load(scored.embeddings_path(shard), mmap_mode="r")
+            out.append(normalized(arr[positions[lo:hi] - bounds[k]]))
+            del arr
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
