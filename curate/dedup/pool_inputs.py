@@ -142,7 +142,7 @@ def check_embeddings(scored: ScoredPool) -> int:
 
 def normalized(block: np.ndarray) -> np.ndarray:
     """float32 copy with unit rows (zero rows stay zero): float16 storage loses ~1e-3 of norm."""
-    x = np.asarray(block, dtype=np.float32)
+    x = np.array(block, dtype=np.float32)  # always a writable copy (mmaps are read-only)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.divide(x, norms, out=x, where=norms > 0)
     return x

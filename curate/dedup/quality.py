@@ -1,0 +1,106 @@
+"""Quality of a dedup run on a pool with known duplicates (the demo pool's truth.parquet)."""
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+NEAR_KIND = "dup-near"
+COPY_KINDS = ("dup-exact", "dup-near")
+
+
+def _pairs(groups: dict[Any, list[str]]) -> set[tuple[str, str]]:
+    return {tuple(sorted(p)) for members in groups.values() for p in combinations(members, 2)}
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def pair_quality(groups_parquet: str | Path, truth_parquet: str | Path) -> dict[str, Any]:
+    """Precision and recall of found duplicate pairs against truth's dup_group.
+
+    Only samples present in groups.parquet (scored ones) are judged. A truth pair is
+    "near" when either member is a dup-near copy, else "exact" (original and byte copies).
+    A found pair is "exact" when both members were joined by the exact method, else
+    "near"; precision_T = found pairs of type T that are true / found pairs of type T,
+    recall_T = true pairs of type T that were found / true pairs of type T.
+    Kept member: per truth group with a found duplicate, whether exactly one member is
+    kept and whether it is the original (and, when the run's scores can be read, the
+    best-scored member).
+    """
+    import pyarrow.parquet as pq
+
+    groups = pq.read_table(groups_parquet, columns=["uid", "group_id", "keep", "method"]).to_pylist()
+    truth = pq.read_table(truth_parquet, columns=["uid", "kind", "dup_group"]).to_pylist()
+    present = {g["uid"]: g for g in groups}
+    kind = {t["uid"]: t["kind"] for t in truth}
+
+    found_groups: dict[int, list[str]] = {}
+    for g in groups:
+        found_groups.setdefault(g["group_id"], []).append(g["uid"])
+    true_groups: dict[int, list[str]] = {}
+    for t in truth:
+        if t["dup_group"] is not None and t["uid"] in present:
+            true_groups.setdefault(t["dup_group"], []).append(t["uid"])
+
+    def true_type(pair):
+        return "near" if NEAR_KIND in (kind.get(pair[0]), kind.get(pair[1])) else "exact"
+
+    def found_type(pair):
+        return "exact" if all(present[u]["method"] == "exact" for u in pair) else "near"
+
+    truth_pairs, found_pairs = _pairs(true_groups), _pairs(found_groups)
+    out: dict[str, Any] = {"samples": len(groups), "truth_groups": len(true_groups)}
+    for t in ("exact", "near"):
+        tp_truth = {p for p in truth_pairs if true_type(p) == t}
+        fp_found = {p for p in found_pairs if found_type(p) == t}
+        out[t] = {
+            "true_pairs": len(tp_truth),
+            "found_pairs": len(fp_found),
+            "precision": _ratio(len(fp_found & truth_pairs), len(fp_found)),
+            "recall": _ratio(len(tp_truth & found_pairs), len(tp_truth)),
+        }
+    out["all"] = {
+        "true_pairs": len(truth_pairs), "found_pairs": len(found_pairs),
+        "precision": _ratio(len(found_pairs & truth_pairs), len(found_pairs)),
+        "recall": _ratio(len(truth_pairs & found_pairs), len(truth_pairs)),
+    }
+
+    scores = _scores_of_run(Path(groups_parquet))
+    judged = one_kept = original = best = 0
+    for members in true_groups.values():
+        if len({present[u]["group_id"] for u in members}) == len(members):
+            continue  # no duplicate of this group was found
+        judged += 1
+        kept = [u for u in members if present[u]["keep"]]
+        if len(kept) == 1:
+            one_kept += 1
+            original += kind.get(kept[0]) not in COPY_KINDS
+            if scores:
+                top = max(members, key=lambda u: (scores.get(u, float("-inf")), [-ord(c) for c in u]))
+                best += kept[0] == top
+    out["kept"] = {
+        "groups_judged": judged,
+        "one_kept": _ratio(one_kept, judged),
+        "original_kept": _ratio(original, judged),
+        "best_score_kept": _ratio(best, judged) if scores else None,
+    }
+    return out
+
+
+def _scores_of_run(groups_parquet: Path) -> dict[str, float]:
+    """clip_score by uid from the scores tag named in the run's summary.json, if readable."""
+    import pyarrow.parquet as pq
+
+    summary = groups_parquet.with_name("summary.json")
+    try:
+        tag = json.loads(summary.read_text())["scores_tag"]
+        folder = groups_parquet.parents[2] / "scores" / tag
+        rows = []
+        for path in sorted(folder.glob("*.parquet")):
+            rows += pq.read_table(path, columns=["uid", "clip_score"]).to_pylist()
+    except (OSError, KeyError, ValueError, IndexError):
+        return {}
+    return {r["uid"]: (r["clip_score"] if r["clip_score"] is not None else float("-inf")) for r in rows}
