@@ -1,0 +1,1 @@
+"""`curate score`: CLIP scores and image embeddings for every sample of a pool."""

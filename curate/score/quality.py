@@ -1,0 +1,45 @@
+"""How well a scores tag separates good captions from bad ones, against the demo's truth.parquet."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from curate.score.run import SCORES_DIR
+
+GOOD_KINDS = ("clean",)
+BAD_KINDS = ("mismatched", "generic")
+
+
+def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Probability that a random positive outscores a random negative (ties count half)."""
+    if len(positive) == 0 or len(negative) == 0:
+        return float("nan")
+    values = np.concatenate([positive, negative])
+    order = values.argsort(kind="mergesort")
+    ranks = np.empty(len(values))
+    sorted_values = values[order]
+    # average ranks over ties (Mann-Whitney U)
+    _, first, counts = np.unique(sorted_values, return_index=True, return_counts=True)
+    average = first + (counts - 1) / 2.0 + 1
+    ranks[order] = np.repeat(average, counts)
+    u = ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2
+    return float(u / (len(positive) * len(negative)))
+
+
+def score_quality(pool: Path, tag: str, truth: Path) -> dict:
+    """ROC AUC of clip_score for clean pairs vs mismatched/generic captions, with the counts used."""
+    kinds = dict(zip(*pq.read_table(truth, columns=["uid", "kind"]).to_pydict().values()))
+    scores: dict[str, float] = {}
+    for path in sorted((Path(pool) / SCORES_DIR / tag).glob("*.parquet")):
+        table = pq.read_table(path, columns=["uid", "clip_score"]).to_pydict()
+        scores.update((u, s) for u, s in zip(table["uid"], table["clip_score"]) if s is not None)
+    good = np.array([s for u, s in scores.items() if kinds.get(u) in GOOD_KINDS])
+    bad = np.array([s for u, s in scores.items() if kinds.get(u) in BAD_KINDS])
+    by_kind = {}
+    for kind in sorted({k for k in kinds.values()}):
+        values = [s for u, s in scores.items() if kinds.get(u) == kind]
+        if values:
+            by_kind[kind] = round(float(np.mean(values)), 4)
+    return {"auc": roc_auc(good, bad), "good": len(good), "bad": len(bad), "mean_score_by_kind": by_kind}

@@ -1,0 +1,257 @@
+"""Scoring a pool shard by shard: scores/TAG/NNNNN.parquet and embeddings/TAG/NNNNN.npy."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from curate.download.pool import SHARDS_DIR, shard_ids
+from curate.errors import UserError
+from curate.score.reader import ChunkedShards, ShardJob
+from curate.score.seed_model import SeedModel, load_seed_model
+
+SCORES_DIR = "scores"
+EMBEDDINGS_DIR = "embeddings"
+MODEL_JSON = "model.json"
+
+SCORE_SCHEMA = pa.schema([
+    ("uid", pa.string()), ("key", pa.string()), ("clip_score", pa.float32()), ("error", pa.string()),
+    ("image_sha256", pa.string()), ("phash", pa.uint64()), ("width", pa.int32()), ("height", pa.int32()),
+    ("caption_tokens", pa.int32()), ("caption_truncated", pa.bool_()),
+    ("image_norm", pa.float32()), ("text_norm", pa.float32()),
+])
+
+
+@dataclass
+class ScoreSettings:
+    batch_size: int = 256
+    workers: int | None = None  # DataLoader workers; default: up to 4, one core left for the model
+    text_embeddings: bool = False
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class ScoreResult:
+    tag: str
+    shards_scored: int
+    shards_skipped: int
+    rows: int
+    seconds: float
+    dim: int
+    failures: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Rank:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+
+def _init_distributed() -> _Rank:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Rank()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return _Rank(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _device(choice: str, ranks: _Rank) -> torch.device:
+    if choice == "auto":
+        return torch.device(f"cuda:{ranks.local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def _check_tag(tag: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", tag):
+        raise UserError(f"tag {tag!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
+
+
+def shard_done(scores_dir: Path, embeddings_dir: Path, shard: str, text: bool) -> bool:
+    needed = [scores_dir / f"{shard}.parquet", embeddings_dir / f"{shard}.npy"]
+    if text:
+        needed.append(embeddings_dir / f"{shard}.text.npy")
+    return all(p.exists() for p in needed)
+
+
+def _replace_atomic(write, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_model_json(path: Path, seed: SeedModel, dim: int, tag: str) -> None:
+    info = {**seed.describe(), "dim": dim, "tag": tag}
+    if path.exists():
+        old = json.loads(path.read_text())
+        if (old.get("model"), old.get("weights")) != (info["model"], info["weights"]):
+            raise UserError(
+                f"scores tag {tag!r} already holds scores from {old.get('model')} ({old.get('weights')}); "
+                "pass another --tag, or delete that folder to rescore"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _replace_atomic(lambda tmp: tmp.write_text(json.dumps(info, indent=2, sort_keys=True)), path)
+
+
+class _ShardBuffer:
+    """Chunks of one shard as they arrive (in any order); complete when all rows are in."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[int, tuple] = {}
+        self.received = 0
+        self.total: int | None = None
+
+    def complete(self) -> bool:
+        return self.total is not None and self.received == self.total
+
+
+def _encode_chunk(seed: SeedModel, item: dict, device: torch.device, dim: int, text_embeddings: bool):
+    """Scores and embeddings of one chunk; failed images get a null score and zero embedding."""
+    n = len(item["rows"])
+    ok = torch.tensor(item["ok"], dtype=torch.bool)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    with torch.inference_mode(), autocast:
+        text = seed.model.encode_text(item["texts"].to(device, non_blocking=True)).float()
+        image_emb = torch.zeros(n, dim, device=device)
+        image_norm = torch.full((n,), float("nan"), device=device)
+        if item["images"] is not None:
+            image = seed.model.encode_image(item["images"].to(device, non_blocking=True)).float()
+            image_norm[ok.to(device)] = image.norm(dim=-1)
+            image_emb[ok.to(device)] = torch.nn.functional.normalize(image, dim=-1)
+    text_norm = text.norm(dim=-1)
+    text_emb = torch.nn.functional.normalize(text, dim=-1)
+    score = (image_emb * text_emb).sum(dim=-1)
+    score[~ok.to(device)] = float("nan")
+    return (score.cpu().numpy(), image_emb.cpu().numpy().astype(np.float16), image_norm.cpu().numpy(),
+            text_norm.cpu().numpy(), text_emb.cpu().numpy().astype(np.float16) if text_embeddings else None)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # np.save(path) would append ".npy" to the temporary name
+        np.save(f, array)
+
+
+def _write_shard(buffer: _ShardBuffer, shard: str, scores_dir: Path, embeddings_dir: Path, dim: int, text: bool) -> int:
+    rows, images, texts = [], [], []
+    for first in sorted(buffer.chunks):
+        keys, meta, (score, image_emb, image_norm, text_norm, text_emb) = buffer.chunks[first]
+        for i, (key, row) in enumerate(zip(keys, meta)):
+            valid = row["error"] is None
+            rows.append({
+                "uid": row["uid"], "key": key, "clip_score": float(score[i]) if valid else None, "error": row["error"],
+                "image_sha256": row["image_sha256"], "phash": row["phash"], "width": row["width"], "height": row["height"],
+                "caption_tokens": row["caption_tokens"], "caption_truncated": row["caption_truncated"],
+                "image_norm": float(image_norm[i]) if valid else None, "text_norm": float(text_norm[i]),
+            })
+        images.append(image_emb)
+        if text:
+            texts.append(text_emb)
+    image_matrix = np.concatenate(images) if images else np.zeros((0, dim), np.float16)
+    # Embeddings first, parquet last: the parquet's presence marks the shard finished.
+    _replace_atomic(lambda tmp: _save_npy(tmp, image_matrix), embeddings_dir / f"{shard}.npy")
+    if text:
+        text_matrix = np.concatenate(texts) if texts else np.zeros((0, dim), np.float16)
+        _replace_atomic(lambda tmp: _save_npy(tmp, text_matrix), embeddings_dir / f"{shard}.text.npy")
+    table = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
+    _replace_atomic(lambda tmp: pq.write_table(table, tmp), scores_dir / f"{shard}.parquet")
+    return sum(r["error"] is not None for r in rows)
+
+
+def _success_rows(pool: Path, shards: list[str]) -> int:
+    total = 0
+    for shard in shards:
+        status = pq.read_table(pool / SHARDS_DIR / f"{shard}.parquet", columns=["status"])["status"].to_pylist()
+        total += sum(s == "success" for s in status)
+    return total
+
+
+def score_pool(
+    pool: Path,
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    checkpoint: str | None = None,
+    tag: str | None = None,
+    settings: ScoreSettings | None = None,
+) -> ScoreResult:
+    """Score every finished shard of POOL that TAG has not scored yet (see docs/design.md)."""
+    settings = settings or ScoreSettings()
+    pool = Path(pool)
+    if not (pool / SHARDS_DIR).is_dir():
+        raise UserError(f"{pool} is not a pool folder with shards/ (run `curate download INPUT {pool}` first)")
+    all_shards = [f"{s:05d}" for s in shard_ids(pool / SHARDS_DIR)]
+    if not all_shards:
+        raise UserError(f"{pool} has no finished shards; run or resume `curate download` into it")
+    if settings.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    ranks = _init_distributed()
+    device = _device(settings.device, ranks)
+    seed = load_seed_model(model, pretrained, checkpoint, device=str(device))
+    tag = tag or seed.default_tag
+    _check_tag(tag)
+    scores_dir, embeddings_dir = pool / SCORES_DIR / tag, pool / EMBEDDINGS_DIR / tag
+    with torch.inference_mode():
+        dim = int(seed.model.encode_text(seed.tokenizer(["a"]).to(device)).shape[-1])
+    if ranks.rank == 0:
+        _write_model_json(scores_dir / MODEL_JSON, seed, dim, tag)
+    scores_dir.mkdir(parents=True, exist_ok=True)
+    embeddings_dir.mkdir(parents=True, exist_ok=True)
+
+    mine = [s for i, s in enumerate(all_shards) if i % ranks.world == ranks.rank]
+    pending = [s for s in mine if not shard_done(scores_dir, embeddings_dir, s, settings.text_embeddings)]
+    started = time.perf_counter()
+    result = ScoreResult(tag=tag, shards_scored=0, shards_skipped=len(mine) - len(pending), rows=0, seconds=0.0, dim=dim)
+    if pending:
+        _score_shards(pool, seed, pending, scores_dir, embeddings_dir, device, dim, settings, result)
+    if ranks.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _score_shards(pool, seed, pending, scores_dir, embeddings_dir, device, dim, settings, result) -> None:
+    from tqdm import tqdm
+
+    workers = settings.workers if settings.workers is not None else max(1, min(4, (os.cpu_count() or 2) - 1))
+    jobs = [ShardJob(s, pool / SHARDS_DIR / f"{s}.tar") for s in pending]
+    dataset = ChunkedShards(jobs, settings.batch_size, seed.preprocess, seed.tokenizer)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
+        persistent_workers=False, prefetch_factor=4 if workers else None,
+    )
+    buffers: dict[str, _ShardBuffer] = {s: _ShardBuffer() for s in pending}
+    bar = tqdm(total=_success_rows(pool, pending), unit="img", desc=f"score {result.tag}", disable=not settings.progress)
+    for item in loader:
+        buffer = buffers[item["shard"]]
+        if item["end"]:
+            buffer.total = item["total"]
+        else:
+            outputs = _encode_chunk(seed, item, device, dim, settings.text_embeddings)
+            buffer.chunks[item["first"]] = (item["keys"], item["rows"], outputs)
+            buffer.received += len(item["rows"])
+            bar.update(len(item["rows"]))
+        if buffer.complete():
+            result.failures += _write_shard(buffer, item["shard"], scores_dir, embeddings_dir, dim, settings.text_embeddings)
+            result.shards_scored += 1
+            result.rows += buffer.total
+            result.files.append(str(scores_dir / f"{item['shard']}.parquet"))
+            del buffers[item["shard"]]
+    bar.close()
+    if buffers:
+        raise UserError(f"shards {', '.join(sorted(buffers))} were not fully read; rerun to finish them")
