@@ -17,9 +17,10 @@ class SeedModel:
     model_name: str
     weights: str  # what the weights came from: a path, a pretrained tag or a run
     default_tag: str
+    source: str = "pretrained"  # or "checkpoint": how `weights` is loaded again
 
     def describe(self) -> dict:
-        return {"model": self.model_name, "weights": self.weights}
+        return {"model": self.model_name, "weights": self.weights, "source": self.source}
 
 
 def _slug(text: str) -> str:
@@ -46,7 +47,7 @@ def load_seed_model(model: str | None, pretrained: str | None, checkpoint: str |
         if model and model != name:
             raise UserError(f"--model {model} does not match the checkpoint's model {name}; drop --model")
         run_name = path.name if path.is_dir() else (path.parent.name if path.name == "final.pt" else path.stem)
-        return SeedModel(net, preprocess, tokenizer, name, str(path.resolve()), _slug(f"{name}-{run_name}"))
+        return SeedModel(net, preprocess, tokenizer, name, str(path.resolve()), _slug(f"{name}-{run_name}"), "checkpoint")
     if not model:
         raise UserError("give --model NAME with --pretrained PATH_OR_TAG, or --checkpoint RUN_OR_PATH")
     if model not in open_clip.list_models():

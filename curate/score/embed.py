@@ -1,0 +1,41 @@
+"""Image embeddings with the model a scores tag was made with (for dedup's --against)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from curate.errors import UserError
+
+
+def image_embedder(pool: Path, tag: str, batch_size: int = 128) -> Callable[[list[Path]], np.ndarray]:
+    """embed_images(paths) -> float32 (len(paths), dim) L2-normalised, from scores/TAG/model.json's model."""
+    from curate.score.run import MODEL_JSON, SCORES_DIR
+    from curate.score.seed_model import load_seed_model
+
+    info_path = Path(pool) / SCORES_DIR / tag / MODEL_JSON
+    if not info_path.is_file():
+        raise UserError(f"{info_path} is missing: score the pool with `curate score --tag {tag}` first")
+    info = json.loads(info_path.read_text())
+    if info.get("source") == "checkpoint":
+        seed = load_seed_model(None, None, info["weights"])
+    else:
+        seed = load_seed_model(info["model"], info["weights"], None)
+
+    def embed_images(paths: list[Path]) -> np.ndarray:
+        out = []
+        for start in range(0, len(paths), batch_size):
+            batch = []
+            for path in paths[start:start + batch_size]:
+                with Image.open(path) as img:
+                    batch.append(seed.preprocess(img.convert("RGB")))
+            with torch.inference_mode():
+                features = seed.model.encode_image(torch.stack(batch)).float()
+            out.append(torch.nn.functional.normalize(features, dim=-1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, int(info["dim"])), np.float32)
+
+    return embed_images
