@@ -43,6 +43,9 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "pairs": np.stack([q[keep
 """
 
 
+CPU_SECONDS: dict[str, float] = {}  # user + system CPU of each child: unaffected by other load
+
+
 def run_child(cmd: list[str]) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MiB, stdout) of one child, reaped with wait4 for its own rusage."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -58,6 +61,7 @@ def run_child(cmd: list[str]) -> tuple[float, float, str]:
         err.seek(0)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{err.read()[-3000:]}")
+        CPU_SECONDS[" ".join(cmd)] = usage.ru_utime + usage.ru_stime
         return wall, usage.ru_maxrss / 1024, out.read()
 
 
@@ -105,29 +109,33 @@ def main() -> None:
         cmd = [sys.executable, "-m", "curate", "dedup", str(pool), "--scores", "synth", "--method", method,
                "--threshold", str(args.threshold), "--tag", method, "--quiet"]
         wall, rss, out = run_child(cmd)
+        cpu = CPU_SECONDS[" ".join(cmd)]
         groups = group_of(pool, method)
         found = groups[truth[:, 0]] == groups[truth[:, 1]]
         summary = json.loads((pool / "dedup" / method / "summary.json").read_text())
-        results[method] = dict(wall=wall, rss=rss, recall=float(found.mean()), summary=summary, groups=groups)
+        results[method] = dict(wall=wall, cpu=cpu, rss=rss, recall=float(found.mean()), summary=summary, groups=groups)
         print(f"{method}: {out.strip()}")
 
     # Baseline: exact all-pairs range search on the first `subset` rows.
     sub = min(args.subset, args.rows)
-    wall_b, rss_b, out_b = run_child([sys.executable, "-c", BASELINE_CODE, str(pool), str(sub), str(args.threshold - 2e-4)])
+    cmd_b = [sys.executable, "-c", BASELINE_CODE, str(pool), str(sub), str(args.threshold - 2e-4)]
+    wall_b, rss_b, out_b = run_child(cmd_b)
+    cpu_b = CPU_SECONDS[" ".join(cmd_b)]
     base = json.loads(out_b)
     exact = np.asarray(base["pairs"], dtype=np.int64).reshape(-1, 2)
     base_s = base["seconds"]
     extrapolated = base_s * (args.rows / sub) ** 2  # all-pairs cost grows with n^2
 
     print()
-    print(f"{'run':<34}{'rows':>10}{'wall s':>9}{'rows/s':>11}{'peak MiB':>10}{'recall':>9}")
-    print(f"{'exact flat all-pairs (baseline)':<34}{sub:>10}{base_s:>9.1f}{sub / base_s:>11.0f}{rss_b:>10.0f}{1.0:>9.4f}")
+    print(f"{'run':<34}{'rows':>10}{'wall s':>9}{'cpu s':>9}{'rows/s':>11}{'peak MiB':>10}{'recall':>9}")
+    print(f"{'exact flat all-pairs (baseline)':<34}{sub:>10}{base_s:>9.1f}{cpu_b:>9.1f}{sub / base_s:>11.0f}{rss_b:>10.0f}{1.0:>9.4f}")
     for method, r in results.items():
         sub_groups = r["groups"]
         sub_recall = float((sub_groups[exact[:, 0]] == sub_groups[exact[:, 1]]).mean()) if len(exact) else 1.0
         r["subset_recall"] = sub_recall
-        print(f"{'curate dedup --method ' + method:<34}{args.rows:>10}{r['wall']:>9.1f}{args.rows / r['wall']:>11.0f}"
+        print(f"{'curate dedup --method ' + method:<34}{args.rows:>10}{r['wall']:>9.1f}{r['cpu']:>9.1f}{args.rows / r['wall']:>11.0f}"
               f"{r['rss']:>10.0f}{r['recall']:>9.4f}")
+    print("(cpu s: user + system CPU of the process, all threads; the baseline's cpu s covers loading too)")
     print()
     print(f"baseline exact pairs in the {sub}-row subset: {len(exact)}; exact all-pairs on {args.rows} rows "
           f"extrapolated (x{(args.rows / sub) ** 2:.0f}): {extrapolated:.0f} s")
