@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/clipcurate-bench"))
     parser.add_argument("--export-samples", type=int, default=4000, help="samples in the export benchmark pool")
     parser.add_argument("--skip-filter", action="store_true")
+    parser.add_argument("--skip-export", action="store_true")
     parser.add_argument("--pandas-baseline", nargs=2, metavar=("POOL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pandas_baseline:
@@ -151,7 +152,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     if not args.skip_filter:
         bench_filter(args.work, args.rows, args.files)
-    bench_export(args.work, per_shard=args.export_samples // 4, shards=4)
+    if not args.skip_export:
+        bench_export(args.work, per_shard=args.export_samples // 4, shards=4)
 
 
 if __name__ == "__main__":

@@ -30,30 +30,15 @@ import numpy as np
 
 from curate.catalog import Catalog, open_catalog
 from curate.errors import UserError
+from curate.uidpack import (  # noqa: F401  (uids_to_pairs, pairs_to_uids: public here too)
+    DATACOMP_UID_DTYPE, UidBlock, UidFormatError, pairs_to_text, pairs_to_uids, sorted_order, text_to_arrow,
+)
+from curate.uidpack import uids_to_pairs as _uids_to_pairs
 
-DATACOMP_UID_DTYPE = np.dtype("u8,u8")  # exactly what DataComp's baselines np.save
 METADATA_KEY = b"clipcurate"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PARAM_LINE = re.compile(r"^--\s*@param\s+([A-Za-z_]\w*)\s*=\s*(\S+)\s*(.*)$")
 _PARAM_USE = re.compile(r"\$([A-Za-z_]\w*)")
-_HEX_DIGITS = b"0123456789abcdef"
-
-
-def _hex_pair_table() -> np.ndarray:
-    """Lookup from two hex characters (read as one little-endian uint16) to a byte; 256 = bad."""
-    table = np.full(1 << 16, 256, dtype=np.uint16)
-    values = {c: i for i, c in enumerate(_HEX_DIGITS)} | {c: 10 + i for i, c in enumerate(b"ABCDEF")}
-    for hi_char, hi in values.items():
-        for lo_char, lo in values.items():
-            table[hi_char | (lo_char << 8)] = (hi << 4) | lo
-    return table
-
-
-_HEX_PAIRS = _hex_pair_table()
-_digits = np.frombuffer(_HEX_DIGITS, dtype=np.uint8).astype(np.uint16)
-_BYTE_TO_HEX = (_digits[np.arange(256) >> 4] | (_digits[np.arange(256) & 15] << 8)).astype("<u2")
-
-
 # ---------------------------------------------------------------- names and values
 
 def check_subset_name(name: str) -> str:
@@ -180,58 +165,16 @@ def load_recipe(name_or_path: str) -> Recipe:
 # ---------------------------------------------------------------- uids <-> DataComp pairs
 
 def uids_to_pairs(uids) -> np.ndarray:
-    """32-hex uids (pyarrow string array or list) -> unsorted np.dtype("u8,u8") array.
-
-    Vectorised: the hex text is decoded from arrow's contiguous buffer with a lookup
-    table, so 10M uids take well under a second.
-    """
-    import pyarrow as pa
-
-    array = pa.array(uids, pa.string()) if not isinstance(uids, (pa.Array, pa.ChunkedArray)) else uids
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks() if array.num_chunks else pa.array([], pa.string())
-    array = array.cast(pa.large_string()) if array.type != pa.large_string() else array
-    n = len(array)
-    out = np.empty(n, DATACOMP_UID_DTYPE)
-    if n == 0:
-        return out
-    if array.null_count:
-        raise UserError("the query returned null uids; a recipe must return the uid of each kept sample")
-    _, offsets_buf, data_buf = array.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[array.offset : array.offset + n + 1]
-    if not np.array_equal(np.diff(offsets), np.full(n, 32)):
-        raise UserError("some uids are not 32 hex characters; a recipe must return the pool's uid column")
-    raw = np.frombuffer(data_buf, dtype="<u2", count=16 * n, offset=int(offsets[0]))
-    packed = _HEX_PAIRS[raw]  # two hex characters -> one byte, in one lookup
-    if packed.max(initial=0) > 255:
-        raise UserError("some uids are not hexadecimal; a recipe must return the pool's uid column")
-    halves = packed.astype(np.uint8).reshape(n, 16).view(">u8")  # big-endian high, low halves
-    out["f0"] = halves[:, 0]
-    out["f1"] = halves[:, 1]
-    return out
-
-
-def pairs_to_uids(pairs: np.ndarray):
-    """np.dtype("u8,u8") array -> pyarrow string array of 32-hex uids (vectorised)."""
-    import pyarrow as pa
-
-    n = len(pairs)
-    halves = np.empty((n, 2), dtype=">u8")
-    halves[:, 0] = pairs[pairs.dtype.names[0]]
-    halves[:, 1] = pairs[pairs.dtype.names[1]]
-    text = _BYTE_TO_HEX[halves.view(np.uint8).reshape(n, 16)]  # one byte -> two hex characters
-    offsets = np.arange(0, 32 * n + 1, 32, dtype=np.int64)
-    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text)).cast(pa.string())
+    """32-hex uids (pyarrow string array or list) -> unsorted np.dtype("u8,u8") array."""
+    try:
+        return _uids_to_pairs(uids)
+    except UidFormatError as exc:
+        raise UserError(str(exc)) from None
 
 
 def sort_pairs(pairs: np.ndarray) -> np.ndarray:
     """Permutation that sorts DataComp pairs (by high, then low 64 bits)."""
-    hi, lo = pairs["f0"], pairs["f1"]
-    order = np.argsort(hi)
-    hi_sorted = hi[order]
-    if len(hi_sorted) > 1 and (hi_sorted[1:] == hi_sorted[:-1]).any():
-        order = np.lexsort((lo, hi))  # rare: equal high halves, order by the low ones too
-    return order
+    return sorted_order(pairs)
 
 
 # ---------------------------------------------------------------- subsets on disk
@@ -244,27 +187,52 @@ def subset_paths(pool: str | Path, name: str) -> tuple[Path, Path]:
 def write_subset(pool: str | Path, name: str, uids, metadata: dict[str, Any], overwrite: bool = False) -> int:
     """Write subsets/NAME.parquet and .npy (both sorted by uid); returns the uid count.
 
-    Duplicate uids are dropped. Both files are written under temporary names and renamed
-    when complete, the .npy first: the parquet's presence is what marks the subset made.
+    `uids`: a pyarrow string (Chunked)Array or a list of 32-hex uids. Duplicate uids are
+    dropped. Both files are written under temporary names and renamed when complete, the
+    .npy first: the parquet's presence is what marks the subset made.
     """
+    check_subset_name(name)
+    _check_free(pool, name, overwrite)
+    try:
+        block = UidBlock.from_arrow(uids)
+    except UidFormatError as exc:
+        raise UserError(str(exc)) from None
+    return write_uid_block(pool, name, block, None, metadata, overwrite=overwrite)
+
+
+def _check_free(pool: str | Path, name: str, overwrite: bool) -> None:
+    parquet_path, _ = subset_paths(pool, name)
+    if parquet_path.exists() and not overwrite:
+        raise UserError(f"subset {name!r} already exists in {parquet_path.parent}; pick another --name or pass --overwrite")
+
+
+def write_uid_block(
+    pool: str | Path,
+    name: str,
+    block: UidBlock,
+    rows: np.ndarray | None,
+    metadata: dict[str, Any],
+    overwrite: bool = False,
+) -> int:
+    """write_subset for uids already decoded (curate.uidpack); `rows` picks some of them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     check_subset_name(name)
+    _check_free(pool, name, overwrite)
     parquet_path, npy_path = subset_paths(pool, name)
-    if parquet_path.exists() and not overwrite:
-        raise UserError(f"subset {name!r} already exists in {parquet_path.parent}; pick another --name or pass --overwrite")
     parquet_path.parent.mkdir(parents=True, exist_ok=True)
-    array = uids if isinstance(uids, (pa.Array, pa.ChunkedArray)) else pa.array(list(uids), pa.string())
-    pairs = uids_to_pairs(array)
-    pairs = pairs[sort_pairs(pairs)]
+    order = sorted_order(block.pairs, rows)
+    pairs = block.pairs[order]
     if len(pairs) > 1:
         fresh = np.ones(len(pairs), dtype=bool)
         fresh[1:] = (pairs["f0"][1:] != pairs["f0"][:-1]) | (pairs["f1"][1:] != pairs["f1"][:-1])
         if not fresh.all():
             metadata = {**metadata, "duplicates_dropped": int((~fresh).sum())}
-            pairs = pairs[fresh]
-    table = pa.table({"uid": pairs_to_uids(pairs)})  # rebuilt from the sorted pairs: no string sort
+            pairs, order = pairs[fresh], order[fresh]
+    del order
+    # spelt again from the sorted pairs: always the canonical lowercase spelling
+    table = pa.table({"uid": text_to_arrow(pairs_to_text(pairs))})
     metadata = {**metadata, "name": name, "count": int(len(pairs))}
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, default=str).encode()})
     tmp_npy = npy_path.with_name(f".{npy_path.name}.tmp")
@@ -433,10 +401,16 @@ def run_filter(
 
     with open_catalog(pool, scores=scores, dedup=dedup) as catalog:
         candidates_sql = build_candidates(catalog, by, use_dedup or dedup is not None, where)
-        scored = _run_query(catalog, "SELECT count(score) FROM candidates").fetchall()[0][0]
+        fast = _top_fraction_fast(catalog, chosen, bound)
+        if fast is not None:
+            scored, selected = fast.scored, fast.selected
+        else:
+            scored = _run_query(catalog, "SELECT count(score) FROM candidates").fetchall()[0][0]
         if scored == 0:
             raise UserError(f"no candidate has a {by}; check --where/--dedup or run `curate score`")
-        result = _run_query(catalog, f"SELECT uid FROM (\n{chosen.sql}\n) AS recipe", bound).to_arrow_table()
+        if fast is None:
+            result = _run_query(catalog, f"SELECT uid FROM (\n{chosen.sql}\n) AS recipe", bound).to_arrow_table()
+            selected = result.num_rows
         pool_samples = (
             _run_query(catalog, "SELECT count(*) FROM samples WHERE status = 'success'").fetchall()[0][0]
             if "samples" in catalog.views else None
@@ -453,15 +427,33 @@ def run_filter(
             "scores_tag": catalog.scores_tag,
             "dedup_name": catalog.dedup_name if (use_dedup or dedup is not None) else None,
             "seed_model": _seed_model(pool, catalog.scores_tag),
-            "counts": {"pool_samples": pool_samples, "candidates_scored": int(scored), "selected": result.num_rows},
+            "counts": {"pool_samples": pool_samples, "candidates_scored": int(scored), "selected": int(selected)},
             "pool": str(pool.resolve()),
             "created": _now(),
             "tool_version": tool_version(),
         }
-    count = write_subset(pool, name, result.column("uid"), metadata, overwrite=overwrite)
+    if fast is not None:
+        count = write_uid_block(pool, name, fast.block, fast.rows, metadata, overwrite=overwrite)
+    else:
+        count = write_subset(pool, name, result.column("uid"), metadata, overwrite=overwrite)
     parquet_path, npy_path = subset_paths(pool, name)
     metadata["count"] = count
     return FilterResult(name, count, parquet_path, npy_path, metadata)
+
+
+def _top_fraction_fast(catalog: Catalog, chosen: Recipe, bound: dict[str, Any]):
+    """The built-in top_fraction recipe's result computed in one score pass and one uid
+    pass (curate.topcut); None for any other recipe, or when the fast way declines."""
+    if Path(chosen.path).resolve() != (recipe_dir() / "top_fraction.sql").resolve():
+        return None
+    from curate.topcut import top_fraction
+
+    import duckdb
+
+    try:
+        return top_fraction(catalog.con, bound)
+    except duckdb.Error:
+        return None  # the SQL path reports the problem in its own words
 
 
 def import_npy(pool: str | Path, npy: str | Path, name: str, overwrite: bool = False) -> FilterResult:
