@@ -30,6 +30,12 @@ class QuickstartConfig:
     threads: int = 32
     image_size: int = 64
     samples_per_shard: int = 500
+    model: str = "tiny-resnet-32"
+    seed_samples: str = "12000"  # samples seen by the seed CLIP on the clean seed set
+    compare_budget: str | None = None  # FLOPs for the full-vs-top40 runs; default: FLOPs of compare_samples on the full pool
+    compare_samples: str = "12000"
+    top: str = "40%"
+    batch_size: int = 64
 
 
 @dataclass
@@ -110,16 +116,120 @@ class Quickstart:
         with self._step("inspect"):
             self.say(format_report(inspect_pool(self.pool)))
 
+    @property
+    def runs(self) -> Path:
+        return self.config.workdir / "runs"
+
+    @property
+    def shardset(self) -> Path:
+        return self.config.workdir / "shardset"
+
+    def train(self, name: str, data: Path, *, samples: str | None = None, budget: str | None = None) -> dict:
+        """Train (or reuse) DIR/runs/NAME; returns its summary (counters and zero-shot results)."""
+        from train.loop import TrainConfig, run_training
+
+        out = self.runs / name
+        with self._step(f"train {name}"):
+            if (out / "final.pt").exists() and (out / "summary.json").exists():
+                self.say(f"   {out}: already trained")
+                return json.loads((out / "summary.json").read_text())
+            cfg = TrainConfig(
+                data=str(data), out=str(out), model=self.config.model, samples=samples, budget=budget,
+                batch_size=self.config.batch_size, eval_dir=str(self.demo / "eval"), seed=self.config.seed,
+                resume=out.exists(), progress=True,
+            )
+            summary = run_training(cfg)
+            self.say(f"   {out}: {summary['samples']} samples, zero-shot top-1 {summary['zeroshot_top1']:.1%}")
+            return summary
+
+    def score(self) -> dict:
+        from curate.score.quality import score_quality
+        from curate.score.run import ScoreSettings, score_pool
+
+        with self._step("score pool with the seed CLIP"):
+            result = score_pool(self.pool, checkpoint=str(self.runs / "seed"), tag="seed", settings=ScoreSettings())
+            quality = score_quality(self.pool, "seed", self.demo / "truth.parquet")
+            self.say(f"   scores/seed: {result.shards_scored} shards scored, {result.shards_skipped} reused")
+            self.say(f"   ROC AUC clean vs mismatched/generic captions: {quality['auc']:.3f} "
+                     f"({quality['good']} clean, {quality['bad']} noisy; goal >= 0.9)")
+            return quality
+
+    def dedup(self) -> dict:
+        from curate.dedup.quality import pair_quality
+        from curate.dedup.run import DedupSettings, run_dedup
+
+        with self._step("dedup"):
+            summary = run_dedup(self.pool, DedupSettings(scores="seed", method="all", tag="all"))
+            quality = pair_quality(self.pool / "dedup/all/groups.parquet", self.demo / "truth.parquet")
+            removed = summary.get("removed", summary.get("samples_removed"))
+            self.say(f"   dedup/all: {summary.get('groups')} groups, {removed} samples removed")
+            self.say("   pairs vs truth: " + ", ".join(f"{k} {v}" for k, v in quality.items() if not isinstance(v, dict)))
+            return quality
+
+    def filter_and_export(self) -> dict:
+        import pyarrow.parquet as pq
+
+        from curate.export import export_subset
+        from curate.filtering import read_subset_metadata, run_filter
+        from curate.verify import verify_shardset
+
+        with self._step(f"filter --top {self.config.top} and export"):
+            subset = self.pool / "subsets" / "top40.parquet"
+            if not subset.exists():
+                run_filter(self.pool, "top40", top=self.config.top, scores="seed", dedup="all")
+            meta = read_subset_metadata(self.pool, "top40")
+            if not (self.shardset / "manifest.json").exists():
+                export_subset(self.pool, "top40", self.shardset, samples_per_shard=250, shuffle=True, seed=self.config.seed)
+            report = verify_shardset(self.shardset)
+            if not report.ok:
+                raise UserError(f"exported shard set {self.shardset} failed verification: {report.problems[:3]}")
+            kept = set(pq.read_table(subset, columns=["uid"])["uid"].to_pylist())
+            kinds = dict(zip(*pq.read_table(self.demo / "truth.parquet", columns=["uid", "kind"]).to_pydict().values()))
+            counts: dict[str, int] = {}
+            for uid in kept:
+                counts[kinds.get(uid, "?")] = counts.get(kinds.get(uid, "?"), 0) + 1
+            good = sum(n for k, n in counts.items() if k not in ("mismatched", "generic", "partial"))
+            pool_scored = meta.get("counts", {}).get("candidates_scored") or meta.get("counts", {}).get("pool_samples")
+            precision = good / len(kept) if kept else 0.0
+            self.say(f"   subsets/top40: {len(kept)} of {pool_scored} kept; verified shard set {self.shardset}")
+            self.say(f"   precision of the kept slice (captions that match their image): {precision:.1%}; kinds {counts}")
+            return {"kept": len(kept), "precision": precision, "kinds": counts}
+
+    def compare(self) -> dict:
+        """Same FLOP budget on the full pool and on the top slice."""
+        from train.budget import format_flops
+
+        budget = self.config.compare_budget
+        full = self.train("full", self.pool, samples=None if budget else self.config.compare_samples, budget=budget)
+        if budget is None:
+            budget = str(full["flops"])
+        top = self.train("top40", self.shardset, budget=budget)
+        self.say(f"== same budget ({format_flops(float(budget))} training FLOPs), zero-shot on {self.demo / 'eval'}:")
+        self.say(f"   {'data':<22}{'top-1':>8}{'top-5':>8}")
+        self.say(f"   {'full pool':<22}{full['zeroshot_top1']:>8.1%}{full['zeroshot_top5']:>8.1%}")
+        self.say(f"   {'top ' + self.config.top + ' shard set':<22}{top['zeroshot_top1']:>8.1%}{top['zeroshot_top5']:>8.1%}")
+        return {"full": full, "top40": top}
+
     def run(self) -> None:
         started = time.perf_counter()
         with self._stack:
             self.make_demo()
             self.download(self.demo / "metadata.parquet", self.pool, "pool")
             self.inspect()
+            self.download(self.demo / "seed.parquet", self.config.workdir / "seed-pool", "seed set")
+        seed_eval = self.train("seed", self.config.workdir / "seed-pool", samples=self.config.seed_samples)
+        classes = len([p for p in (self.demo / "eval").iterdir() if p.is_dir()])
+        self.say(f"   seed CLIP zero-shot top-1 {seed_eval['zeroshot_top1']:.1%} vs chance {1 / classes:.1%}")
+        self.score()
+        self.dedup()
+        self.filter_and_export()
+        self.compare()
         total = time.perf_counter() - started
         self.say("== done in {:.0f}s ({})".format(total, ", ".join(f"{k} {v:.0f}s" for k, v in self.timings.items())))
         self.say(f"   demo pool:   {self.demo} (truth.parquet, seed.parquet, eval/)")
-        self.say(f"   pool:        {self.pool} (shards/, pool.json)")
+        self.say(f"   pool:        {self.pool} (shards/, scores/seed, dedup/all, subsets/top40)")
+        self.say(f"   runs:        {self.runs} (seed, full, top40)")
+        self.say(f"   shard set:   {self.shardset}")
 
 
 def run_quickstart(config: QuickstartConfig) -> None:
