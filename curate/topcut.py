@@ -6,13 +6,13 @@ several times and sorts the scores in DuckDB. Here:
 
 1. one pass over the score column alone (numpy): the count n, the quota k (computed by
    DuckDB with the recipe's own expression, so rounding is identical) and the cut t, the
-   k-th largest score (np.partition; NaN counts as the largest value, as in DuckDB);
+   k-th largest score (np.partition);
 2. one pass over the uids of the rows with score >= t, streamed from DuckDB straight into
    fixed-width bytes and decoded pairs (curate.uidpack), never a Python object per uid;
 3. only the rows tied at t are ordered by uid, to keep the first k - #(score > t).
 
-Anything unusual (a score type numpy cannot compare exactly, a null or malformed uid, a
-row count that disagrees) returns None and the caller runs the recipe's SQL instead, so
+Anything unusual (a score type numpy cannot compare exactly, NaN scores, a null or
+malformed uid, a row count that disagrees) returns None and the caller runs the recipe's SQL instead, so
 behaviour and error messages stay those of the SQL.
 """
 from __future__ import annotations
@@ -67,26 +67,19 @@ def top_fraction(con, params: dict[str, Any]) -> TopCut | None:
         return None
 
     scores = con.sql("SELECT score FROM candidates WHERE score IS NOT NULL").fetchnumpy()["score"]
-    scores = np.asarray(getattr(scores, "data", scores))
+    scores = np.ma.getdata(scores)  # no nulls are left: a plain array
     n = len(scores)
     if n == 0:
         return TopCut(UidBlock.empty(0), None, 0, 0)
     k = _quota(con, n, params)
     if k is None or k < 1:
         return None
-    cut = np.partition(scores, n - k)[n - k]  # NaN sorts last in numpy: the largest, as in DuckDB
-    if scores.dtype.kind == "f":
-        nans = int(np.count_nonzero(np.isnan(scores)))
-        if np.isnan(cut):
-            above, at_or_above = 0, nans
-        else:
-            above = int(np.count_nonzero(scores > cut)) + nans
-            at_or_above = int(np.count_nonzero(scores >= cut)) + nans
-        value: Any = float(cut)
-    else:
-        above = int(np.count_nonzero(scores > cut))
-        at_or_above = int(np.count_nonzero(scores >= cut))
-        value = int(cut)
+    if scores.dtype.kind == "f" and np.isnan(scores).any():
+        return None  # DuckDB's pushed-down parquet filters and its ORDER BY disagree on NaN
+    cut = np.partition(scores, n - k)[n - k]
+    above = int(np.count_nonzero(scores > cut))
+    at_or_above = int(np.count_nonzero(scores >= cut))
+    value: Any = float(cut) if scores.dtype.kind == "f" else int(cut)
     del scores
     extra_ties = at_or_above > k  # some rows tied at the cut must be left out
 

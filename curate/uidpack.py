@@ -42,8 +42,10 @@ def _hex_pair_table() -> np.ndarray:
 
 
 _HEX_PAIRS = _hex_pair_table()
-_digits = np.frombuffer(_HEX_DIGITS, dtype=np.uint8).astype(np.uint16)
-_BYTE_TO_HEX = (_digits[np.arange(256) >> 4] | (_digits[np.arange(256) & 15] << 8)).astype("<u2")
+_digits = np.frombuffer(_HEX_DIGITS, dtype=np.uint8).astype(np.uint32)
+_BYTE_TO_HEX = _digits[np.arange(256) >> 4] | (_digits[np.arange(256) & 15] << 8)  # byte -> 2 chars
+# two bytes (read as one little-endian uint16) -> their 4 hex characters, in one lookup
+_WORD_TO_HEX = (_BYTE_TO_HEX[np.arange(1 << 16) & 255] | (_BYTE_TO_HEX[np.arange(1 << 16) >> 8] << 16)).astype("<u4")
 
 
 def _string_chunks(uids):
@@ -125,10 +127,10 @@ def uids_to_pairs(uids) -> np.ndarray:
 def pairs_to_text(pairs: np.ndarray) -> np.ndarray:
     """np.dtype("u8,u8") array -> lowercase 32-hex uids as numpy "V32" rows."""
     n = len(pairs)
-    halves = np.empty((n, 2), dtype=">u8")
+    halves = np.empty((n, 2), dtype=">u8")  # big-endian: the bytes in the uid's order
     halves[:, 0] = pairs[pairs.dtype.names[0]]
     halves[:, 1] = pairs[pairs.dtype.names[1]]
-    return _BYTE_TO_HEX[halves.view(np.uint8).reshape(n, 16)].view(f"V{UID_CHARS}").reshape(n)
+    return _WORD_TO_HEX[halves.view("<u2")].view(f"V{UID_CHARS}").reshape(n)
 
 
 def text_to_arrow(text: np.ndarray):
@@ -170,9 +172,9 @@ def sorted_order(pairs: np.ndarray, rows: np.ndarray | None = None) -> np.ndarra
         keys = hi[rows] & ~index_mask
         keys |= rows.astype(np.uint64)
     keys.sort()
-    prefix_tie = (keys[1:] >> np.uint64(bits)) == (keys[:-1] >> np.uint64(bits))
-    order = (keys & index_mask).astype(np.int64)
-    del keys
+    prefix_tie = (keys[1:] ^ keys[:-1]) <= index_mask  # same high bits: order unsure
+    keys &= index_mask
+    order = keys.view(np.int64)  # row indices < 2**63: the same bits as int64
     if prefix_tie.any():
         involved = np.flatnonzero(np.r_[prefix_tie, False] | np.r_[False, prefix_tie])
         run = np.cumsum(np.r_[True, ~prefix_tie])[involved]  # one id per run of equal prefixes

@@ -155,3 +155,77 @@ def test_cli_errors_name_the_choices(tmp_path):
     assert not (pool.path / "subsets" / "x.parquet").exists()
     ok = run_curate("filter", pool.path, "--name", "x", "--top", "40%", "--scores", "big")
     assert ok.returncode == 0 and "kept" in ok.stdout
+
+
+def _recipe_sql_uids(pool_path, by="clip_score", **params):
+    """What queries/top_fraction.sql itself returns, run as SQL (the definition)."""
+    from curate.catalog import open_catalog
+    from curate.filtering import build_candidates
+
+    with open_catalog(pool_path) as catalog:
+        build_candidates(catalog, by, False, None)
+        sql = load_recipe("top_fraction").sql
+        rows = catalog.con.sql(f"SELECT uid FROM ({sql})", params={"fraction": None, "count": None, **params}).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+@pytest.mark.parametrize("kind", ["float_ties", "int", "nan"])
+def test_fast_top_matches_the_recipe_sql(tmp_path, kind):
+    """The one-pass top_fraction (curate.topcut) returns exactly what the recipe's SQL does:
+    heavy ties at the cut, nulls, integer columns; with NaN scores it leaves the work to
+    the SQL (DuckDB's parquet filters and ORDER BY disagree on NaN), same result."""
+    import pyarrow as pa
+
+    from curate.topcut import top_fraction
+    from curate.catalog import open_catalog
+    from curate.filtering import build_candidates
+
+    rng = np.random.default_rng(7)
+    n = 400
+    uids = [f"{int(x):032x}" for x in rng.integers(0, 2**62, n)] + [f"{i:032x}" for i in range(20)]
+    if kind == "int":
+        score = pa.array(rng.integers(0, 9, len(uids)), pa.int64())
+    else:
+        nan_share = 0.05 if kind == "nan" else 0.0
+        values = rng.choice([0.1, 0.2, 0.25, np.nan], len(uids), p=[0.4, 0.3, 0.3 - nan_share, nan_share])
+        values = values.astype(np.float32)
+        score = pa.array(values, pa.float32(), mask=rng.random(len(uids)) < 0.05)
+    scores_dir = tmp_path / "pool" / "scores" / "t"
+    scores_dir.mkdir(parents=True)
+    table = pa.table({"uid": uids, "clip_score": score})
+    pq.write_table(table.slice(0, 200), scores_dir / "00000.parquet")
+    pq.write_table(table.slice(200), scores_dir / "00001.parquet")
+    pool_path = tmp_path / "pool"
+    scored = sum(v is not None for v in score.to_pylist())
+    for k in list(range(1, 40)) + [scored // 2, scored - 1, scored, scored + 5]:
+        with open_catalog(pool_path) as catalog:
+            build_candidates(catalog, "clip_score", False, None)
+            cut = top_fraction(catalog.con, {"fraction": None, "count": k})
+        expected = _recipe_sql_uids(pool_path, count=k)
+        if kind == "nan":
+            assert cut is None
+        else:
+            assert cut is not None, "the fast path must handle this input"
+            rows = cut.rows if cut.rows is not None else np.arange(len(cut.block.pairs))
+            assert sorted(pairs_to_uids(cut.block.pairs[rows]).to_pylist()) == expected, k
+        got = _uids(run_filter(pool_path, "k", top=str(k), overwrite=True).parquet)
+        assert got == sorted(set(expected)), k
+    for share in ("40%", "0.33", "100%"):
+        got = _uids(run_filter(pool_path, "s", top=share, overwrite=True).parquet)
+        assert got == _recipe_sql_uids(pool_path, fraction=parse_top(share).fraction), share
+
+
+def test_uids_that_are_not_canonical_fall_back_to_the_sql_path(tmp_path):
+    """Upper-case hex uids are stored in lower case; a malformed uid is a clear error."""
+    import pyarrow as pa
+
+    scores_dir = tmp_path / "pool" / "scores" / "t"
+    scores_dir.mkdir(parents=True)
+    uids = ["ABCDEF0123456789abcdef0123456789", f"{5:032x}", f"{6:032x}"]
+    pq.write_table(pa.table({"uid": uids, "clip_score": pa.array([0.3, 0.3, 0.1], pa.float32())}), scores_dir / "0.parquet")
+    got = _uids(run_filter(tmp_path / "pool", "a", top="2").parquet)
+    assert got == [f"{5:032x}", uids[0].lower()]
+    pq.write_table(pa.table({"uid": ["nothex", f"{5:032x}"], "clip_score": pa.array([0.3, 0.1], pa.float32())}),
+                   scores_dir / "0.parquet")
+    with pytest.raises(UserError, match="32 hex"):
+        run_filter(tmp_path / "pool", "b", top="100%")
