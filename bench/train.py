@@ -1,0 +1,128 @@
+"""Training throughput on CPU, one run, same model config, batch and shards:
+
+  1. `train run` (clip) vs open_clip's own loop (open_clip_train.main)    goal >= 1.0x
+  2. `train run --strategy flip --patch-drop 0.5` vs clip                   goal >= 1.6x
+  3. the data loader alone vs the model's consumption (clip)                goal >= 2x
+
+Prints samples/s and peak memory (max RSS) for each, and the ratios.
+
+    nice python bench/train.py [--samples 3200] [--batch-size 64] [--model tiny-vit-32] [--data DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+ENV = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="1")
+
+
+def peak_mb_children() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def steady_rate(metrics: Path) -> float:
+    """Mean samples/s over logged windows, the first (warm-up) window left out."""
+    rows = [json.loads(l) for l in metrics.read_text().splitlines()]
+    rows = rows[1:] if len(rows) > 1 else rows
+    return sum(r["samples/s"] for r in rows) / len(rows)
+
+
+def ours(data: str, out: Path, args, strategy: str) -> tuple[float, float]:
+    cmd = [sys.executable, "-m", "train", "run", "--data", data, "--out", str(out), "--model", args.model,
+           "--samples", str(args.samples), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+           "--threads", str(args.threads), "--opt", "adamw", "--strategy", strategy, "--log-every", "5", "--no-progress"]
+    before = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, env=ENV, check=True, capture_output=True)
+    wall = time.perf_counter() - before
+    return steady_rate(out / "metrics.jsonl"), wall
+
+
+def open_clip_loop(tars: list[str], logs: Path, args) -> float:
+    pattern = f"{os.path.dirname(tars[0])}/{{{Path(tars[0]).stem}..{Path(tars[-1]).stem}}}.tar"
+    code = ("import sys, train.models as m; m.register_model_configs(); "
+            "from open_clip_train.main import main; main(sys.argv[1:])")
+    cmd = [sys.executable, "-c", code, "--train-data", pattern, "--dataset-type", "webdataset",
+           "--train-num-samples", str(args.samples), "--model", args.model, "--batch-size", str(args.batch_size),
+           "--epochs", "1", "--workers", str(args.workers), "--device", "cpu", "--precision", "fp32", "--lr", "1e-3",
+           "--warmup", "10", "--logs", str(logs), "--name", "oc", "--save-frequency", "0", "--report-to", "",
+           "--log-every-n-steps", "5", "--seed", "0"]
+    env = dict(ENV, OMP_NUM_THREADS=str(args.threads))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    text = proc.stdout + proc.stderr + "".join(p.read_text() for p in logs.rglob("out.log"))
+    rates = [float(x) for x in re.findall(r"Batch \(t\): [0-9.]+, ([0-9.]+)/s,", text)]
+    if proc.returncode != 0 or not rates:
+        print(text[-3000:], file=sys.stderr)
+        raise SystemExit("open_clip_train.main failed; see its log above")
+    # same rule as ours: leave out the first (warm-up) log line
+    rates = rates[1:] if len(rates) > 1 else rates
+    return sum(rates) / len(rates)
+
+
+def loader_alone(tars: list[str], args) -> float:
+    from train.data import StreamConfig, make_loader
+    from train.models import create_model, image_size
+
+    model, _, _, tok = create_model(args.model)
+    cfg = StreamConfig(shards=tars, batch_size=args.batch_size, image_size=image_size(model),
+                       context_length=int(getattr(tok, "context_length", 77)), tokenizer=tok,
+                       num_workers=args.workers)
+    it = iter(make_loader(cfg))
+    next(it)  # worker start-up is not throughput
+    n_batches = max(5, args.samples // args.batch_size)
+    start = time.perf_counter()
+    for _ in range(n_batches):
+        next(it)
+    return n_batches * args.batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="directory of .tar shards (default: generate 2000 shape samples)")
+    parser.add_argument("--model", default="tiny-vit-32")
+    parser.add_argument("--samples", type=int, default=3200)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+
+    from train.data import resolve_shards
+    from train.synthetic import make_shape_shards
+
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    data = args.data or str(work / "data")
+    if not args.data:
+        make_shape_shards(data, 2000, per_shard=500, size=64)
+    tars = resolve_shards(data)
+    print(f"model {args.model}, batch {args.batch_size}, {args.samples} samples, workers {args.workers}, "
+          f"threads {args.threads}, shards {len(tars)} in {data}")
+
+    oc = open_clip_loop(tars, work / "oc_logs", args)
+    oc_mem = peak_mb_children()
+    clip, clip_wall = ours(data, work / "clip", args, "clip")
+    clip_mem = peak_mb_children()
+    flip, flip_wall = ours(data, work / "flip", args, "flip")
+    loader = loader_alone(tars, args)
+    self_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    print(f"{'measure':44s} {'samples/s':>10s}")
+    print(f"{'open_clip_train.main (baseline)':44s} {oc:10.1f}   peak RSS so far {oc_mem:.0f} MB")
+    print(f"{'train run --strategy clip':44s} {clip:10.1f}   peak RSS so far {clip_mem:.0f} MB, wall {clip_wall:.0f}s")
+    print(f"{'train run --strategy flip --patch-drop 0.5':44s} {flip:10.1f}   wall {flip_wall:.0f}s")
+    print(f"{'data loader alone':44s} {loader:10.1f}   bench process peak RSS {self_mem:.0f} MB")
+    print(f"ratio train run / open_clip loop : {clip / oc:5.2f}x  (goal >= 1.0x)")
+    print(f"ratio flip / clip                : {flip / clip:5.2f}x  (goal >= 1.6x)")
+    print(f"ratio loader / consumption       : {loader / clip:5.2f}x  (goal >= 2x)")
+
+
+if __name__ == "__main__":
+    main()
