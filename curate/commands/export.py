@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
         shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle samples across shards (default: pool order)."),
         seed: int = typer.Option(0, "--seed", help="Seed for --shuffle."),
     ) -> None:
-        """Copy the subset's samples into OUT/000000.tar... with <uid>.jpg|png, <uid>.txt,
+        """Export a subset as a shard set.
+
+        Copies the subset's samples into OUT/000000.tar... with <uid>.jpg|png, <uid>.txt,
         <uid>.json, plus sizes.json and manifest.json (written last). Check it with
         `curate verify OUT`; train with open_clip's --train-data 'OUT/{000000..00000K}.tar'."""
         from tqdm import tqdm

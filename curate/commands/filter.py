@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
         from_npy: Optional[Path] = typer.Option(None, "--from-npy", help="Import a DataComp/DFN subset .npy instead of running a recipe."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing subset of the same name."),
     ) -> None:
-        """Select a subset of POOL and write it as subsets/NAME.parquet + DataComp .npy.
+        """Select the best slice: --top 40%, recipes, SQL.
+
+        Writes subsets/NAME.parquet and DataComp's subsets/NAME.npy.
 
         Examples: --top 40% | --recipe combined --dedup default | --from-npy datacomp_top30.npy
         """

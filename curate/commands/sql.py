@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
         dedup: Optional[str] = typer.Option(None, "--dedup", help="Dedup run behind the `dedup` view (default: the pool's only one)."),
         max_rows: int = typer.Option(MAX_TABLE_ROWS, "--max-rows", help="Rows shown by --format table."),
     ) -> None:
-        """Run an SQL query over the pool's parquet (DuckDB) and print or save the result.
+        """Run SQL over the pool's tables (DuckDB).
+
+        Prints or saves the result of a query over the pool's parquet.
 
         Views: samples (every downloaded row + shard), scores (one tag), scores_all (all tags,
         + tag), scored (scores + url/caption), dedup (one run), dedup_all (+ name).

@@ -11,7 +11,9 @@ def register(app: typer.Typer) -> None:
     def verify(
         out: Path = typer.Argument(..., help="Shard-set folder written by `curate export`."),
     ) -> None:
-        """Check every shard against manifest.json: missing, truncated, wrong sha256, unsafe
+        """Check a shard set against its manifest.
+
+        Checks every shard against manifest.json: missing, truncated, wrong sha256, unsafe
         member names (../x, absolute paths, links), sample counts, sizes.json. Exits 1 and
         lists the problems if any."""
         from curate.verify import verify_shardset

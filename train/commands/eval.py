@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
         out: Optional[str] = typer.Option(None, "--out", help="Where to write eval.json (default: next to the checkpoint's run)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     ) -> None:
-        """Zero-shot top-1/top-5 on --eval and image<->text retrieval R@1/5/10; writes eval.json."""
+        """Zero-shot and retrieval metrics of a model.
+
+        Zero-shot top-1/top-5 on --eval and image<->text retrieval R@1/5/10; writes eval.json."""
         import json
         from pathlib import Path
 

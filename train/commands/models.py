@@ -10,7 +10,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table."),
         project_only: bool = typer.Option(False, "--project", help="Only the project's small configs (fast)."),
     ) -> None:
-        """List models: name, parameters, image size, training FLOPs per sample (measured)."""
+        """List models with parameters and FLOPs.
+
+        Name, parameters, image size and training FLOPs per sample (measured)."""
         import json
 
         from train.models import all_model_names, project_model_names

@@ -41,7 +41,9 @@ def register(app: typer.Typer) -> None:
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: cores left after loader workers)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
-        """Train MODEL on DATA with STRATEGY until the FLOP (or sample) budget is spent."""
+        """Train a CLIP model under a compute budget.
+
+        Trains MODEL on DATA with STRATEGY until the FLOP (or sample) budget is spent."""
         import json
 
         from train.loop import TrainConfig, run_training
