@@ -24,16 +24,28 @@ def register(app: typer.Typer) -> None:
         pool: Path = typer.Argument(..., help="Pool folder (the one `curate download` wrote)."),
         scores: str = typer.Option(..., "--scores", help="Scoring tag to read: scores/TAG and embeddings/TAG."),
         method: str = typer.Option(
-            "all", "--method",
-            help="exact: same image bytes (sha256); phash: perceptual hashes within --phash-bits; "
-                 "knn: embeddings with cosine >= --threshold (FAISS); semdedup: k-means clusters, "
-                 "then pairs within each (SemDeDup); all: exact + phash + knn.",
+            "exact,phash-knn", "--method",
+            help="One or more of, comma-separated: exact: same image bytes (sha256); phash: perceptual hashes "
+                 "within --phash-bits (default 4); phash-knn: phash within --phash-bits (default 8) AND image "
+                 "embeddings agreeing (cosine >= --threshold, default 0.9, at the largest distance, down to 0.1 "
+                 "lower for identical hashes); knn: embeddings with cosine >= --threshold (default 0.95; FAISS); "
+                 "semdedup: k-means clusters, then knn pairs within each (SemDeDup); all: exact,phash,knn. "
+                 "Default exact,phash-knn: either near signal alone is fooled (flat backgrounds collide in "
+                 "phash; a weak seed model puts look-alikes above 0.95), together they agree on copies.",
         ),
-        threshold: float = typer.Option(0.95, "--threshold", help="Cosine similarity in (0, 1] at which two images are near duplicates (also for --against)."),
-        tag: Optional[str] = typer.Option(None, "--tag", help="Output name: dedup/NAME/. Default: the method."),
+        threshold: Optional[float] = typer.Option(
+            None, "--threshold",
+            help="Cosine similarity in (0, 1] at which two images are near duplicates, for every embedding "
+                 "method and --against. Default: 0.95 (knn, semdedup, --against), 0.9 (phash-knn).",
+        ),
+        tag: Optional[str] = typer.Option(None, "--tag", help="Output name: dedup/NAME/. Default: the methods joined by '+' (dedup/exact+phash-knn)."),
         keep: str = typer.Option("best-score", "--keep", help="Member kept per group: best-score (highest clip_score, ties by uid) or first (pool order)."),
         clusters: Optional[int] = typer.Option(None, "--clusters", help="semdedup: number of k-means clusters. Default: sqrt(samples)."),
-        phash_bits: int = typer.Option(4, "--phash-bits", help="phash: largest Hamming distance (of 64 bits) that counts as a duplicate; 0 = identical hashes."),
+        phash_bits: Optional[int] = typer.Option(
+            None, "--phash-bits",
+            help="Largest Hamming distance (of 64 bits) between perceptual hashes that counts (0 = identical "
+                 "hashes). Default: 4 for phash, 8 for phash-knn (the embedding confirms those).",
+        ),
         index: str = typer.Option("auto", "--index", help="knn search: flat (exact, O(n^2)), ivf (k-means cells, --nprobe probed), auto (flat up to 30,000 samples)."),
         nlist: Optional[int] = typer.Option(None, "--nlist", help="ivf: number of cells. Default: sqrt(samples)."),
         nprobe: Optional[int] = typer.Option(None, "--nprobe", help="ivf: cells probed per sample (more: higher recall, slower). Default: 4 at --threshold >= 0.95, 6 at >= 0.9, else 10."),

@@ -6,6 +6,7 @@ Modules, one job each:
 - graph        collect duplicate pairs per method and join them into groups
 - hashes       exact (sha256) and perceptual-hash (Hamming ball) pair finders
 - vectors      FAISS pair finders on embeddings: flat, IVF (knn) and SemDeDup clusters
+- phash_knn    perceptual-hash candidates confirmed by the embeddings (the default with exact)
 - keep         which member of each group is kept
 - decontam     mark pool samples that are near duplicates of an evaluation set
 - run          the whole stage: arguments, outputs written atomically, skip when complete

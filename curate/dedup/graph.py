@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-METHOD_ORDER = ("exact", "phash", "knn", "semdedup")
+# Also the order methods run in, so a byte copy is labelled exact before any near method.
+METHOD_ORDER = ("exact", "phash", "phash-knn", "knn", "semdedup")
 
 
 class DuplicateGraph:

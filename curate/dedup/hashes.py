@@ -28,23 +28,17 @@ def exact_pairs(sha256) -> tuple[np.ndarray, np.ndarray]:
     return equal_value_pairs(codes, valid)
 
 
-def phash_pairs(phash: np.ndarray, valid: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows whose 64-bit perceptual hashes differ in at most `max_bits` bits.
+def near_hash_values(values: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j), i < j, over distinct 64-bit hashes `values` that differ in 1..max_bits bits.
 
-    Identical hashes are joined first; the Hamming search then runs on distinct hashes
-    only, with FAISS's multi-index hashing: split the 64 bits into m chunks and probe each
-    chunk's bucket and its one-bit flips. By pigeonhole some chunk of a pair within
-    max_bits differs in at most max_bits // m bits, so m = max_bits // 2 + 1 chunks with
-    one flip find every pair; verification uses the full 64-bit distance.
+    FAISS multi-index hashing: split the 64 bits into m chunks and probe each chunk's
+    bucket and its one-bit flips. By pigeonhole some chunk of a pair within max_bits
+    differs in at most max_bits // m bits, so m = max_bits // 2 + 1 chunks with one flip
+    find every pair; verification uses the full 64-bit distance.
     """
-    a, b = equal_value_pairs(phash, valid)
-    if max_bits == 0:
-        return a, b
-    rows = np.flatnonzero(valid)
-    values, first = np.unique(phash[rows], return_index=True)
-    reps = rows[first]  # one row per distinct hash; the others are already joined to it
-    if values.size < 2:
-        return a, b
+    empty = np.zeros(0, np.int64)
+    if max_bits == 0 or values.size < 2:
+        return empty, empty
     import faiss
 
     chunks = max_bits // 2 + 1
@@ -55,5 +49,19 @@ def phash_pairs(phash: np.ndarray, valid: np.ndarray, max_bits: int) -> tuple[np
     lims, _, found = index.range_search(codes, max_bits + 1)  # radius is exclusive
     query = np.repeat(np.arange(values.size), np.diff(lims).astype(np.int64))
     found = found.astype(np.int64)
-    near = found != query
-    return np.concatenate([a, reps[query[near]]]), np.concatenate([b, reps[found[near]]])
+    once = query < found  # each pair is found from both sides; self matches dropped
+    return query[once], found[once]
+
+
+def phash_pairs(phash: np.ndarray, valid: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose 64-bit perceptual hashes differ in at most `max_bits` bits.
+
+    Identical hashes are joined first (a star per hash); the Hamming search then runs on
+    distinct hashes only and links one representative row of each.
+    """
+    a, b = equal_value_pairs(phash, valid)
+    rows = np.flatnonzero(valid)
+    values, first = np.unique(phash[rows], return_index=True)
+    reps = rows[first]  # one row per distinct hash; the others are already joined to it
+    i, j = near_hash_values(values, max_bits)
+    return np.concatenate([a, reps[i]]), np.concatenate([b, reps[j]])
