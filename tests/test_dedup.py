@@ -60,7 +60,7 @@ def _groups(pool: Path, name: str) -> dict:
 
 def test_all_methods_group_and_keep_best_scored(planted):
     pool, _, uids = planted
-    summary = run_dedup(pool, DedupSettings(scores="seed", phash_bits=4))
+    summary = run_dedup(pool, DedupSettings(scores="seed", method="all", phash_bits=4))
     g = _groups(pool, "all")
     assert g["uid"] == uids.tolist()  # one row per scored sample, pool order
     gid = np.array(g["group_id"])
@@ -115,7 +115,7 @@ def test_decontamination_marks_and_never_keeps(planted, tmp_path):
     # 40 and 41 are byte-identical (one group) but their vectors differ: only 40 is near the eval set
     eval_vectors = np.concatenate([near_copy(x[[40, 5]], np.array([0.99, 0.98]), rng), random_vectors(50, DIM, rng)])
     np.save(tmp_path / "eval.npy", eval_vectors.astype(np.float32))
-    summary = run_dedup(pool, DedupSettings(scores="seed", against=str(tmp_path / "eval.npy")))
+    summary = run_dedup(pool, DedupSettings(scores="seed", method="all", against=str(tmp_path / "eval.npy")))
     g = _groups(pool, "all")
     contaminated = np.flatnonzero(g["contaminated"])
     assert contaminated.tolist() == [5, 40]
@@ -163,7 +163,7 @@ def test_bad_input_is_one_clear_line(planted, tmp_path):
 
 def test_pair_quality_against_truth(planted, tmp_path):
     pool, _, uids = planted
-    run_dedup(pool, DedupSettings(scores="seed"))
+    run_dedup(pool, DedupSettings(scores="seed", method="all"))
     # truth: 10/20 near, 30/31/32 near, 40/41 exact copy, 60/61 exact; 70/71 were never a pair;
     # 150/250 is a duplicate the truth does not list (a false positive); 90/91 are missed.
     rows = []
@@ -188,3 +188,109 @@ def test_pair_quality_against_truth(planted, tmp_path):
     originals = sum(keep[first] for first in (10, 30, 40, 60))  # 20 and 31 (copies) outscore theirs
     assert q["kept"]["best_score_kept"] == 1.0 and q["kept"]["original_kept"] == originals / 4 <= 0.5
     json.dumps(q)
+    lines = q["text"].splitlines()  # what the quickstart prints
+    assert len(lines) == 2
+    assert "exact P 1.00 R 1.00 (1 found, 2 true)" in lines[0] and "near P 0.71 R 0.80 (7 found, 5 true)" in lines[0]
+    assert "100% of 4 found groups" in lines[1] and "best clip_score 100%" in lines[1]
+
+
+def _flip(h: np.uint64, bits: int) -> np.uint64:
+    """A hash `bits` bits away from h."""
+    return h ^ np.uint64((1 << bits) - 1)
+
+
+@pytest.fixture
+def lookalikes(tmp_path):
+    """300 rows in 3 shards where each signal alone is fooled (cosines are exact, then stored
+    as float16 like `curate score` does):
+    - 10~11: phash 6 bits apart, cosine 0.30 (different pictures on one flat ground): phash only
+    - 20~21: phash far apart, cosine 0.97 (look-alikes under a weak model): knn only
+    - 30~31: phash 6 bits, cosine 0.92 (a re-encoded copy): both agree -> joined
+    - 40~41: identical phash, cosine 0.85 (a recolour): joined, identical hashes need 0.8
+    - 50~51: identical phash, cosine 0.50: not joined
+    - 60~61: phash 8 bits, cosine 0.88: not joined (0.9 needed at the largest distance)
+    - 70, 71, 72 share one phash; only 71~72 agree (0.95): a star from 70 would miss it
+    - 100..139 (40 rows across shards 1) share one phash (blank images): only 105~133 agree
+    - 150 = 151 byte copies (their vectors differ too much for knn)."""
+    rng = np.random.default_rng(5)
+    x = random_vectors(N, DIM, rng)
+    phash = rng.integers(0, 2**63, size=N, dtype=np.uint64)
+    for (i, j), cos, bits in (((10, 11), 0.30, 6), ((20, 21), 0.97, None), ((30, 31), 0.92, 6),
+                              ((40, 41), 0.85, 0), ((50, 51), 0.50, 0), ((60, 61), 0.88, 8),
+                              ((71, 72), 0.95, None), ((105, 133), 0.99, None), ((150, 151), 0.5, None)):
+        x[j] = near_copy(x[i : i + 1], np.array([cos]), rng)[0]
+        if bits is not None:
+            phash[j] = _flip(phash[i], bits)
+    phash[[71, 72]] = phash[70]
+    phash[100:140] = phash[100]
+    sha = [_sha(i) for i in range(N)]
+    sha[151] = sha[150]
+    pool = tmp_path / "pool"
+    for k in range(3):
+        sl = slice(100 * k, 100 * (k + 1))
+        write_shard(pool, "seed", k, x[sl], 100 * k, sha256=sha[sl], phash=phash[sl])
+    return pool, phash
+
+
+def _joined(pool: Path, name: str) -> set:
+    gid = np.array(_groups(pool, name)["group_id"])
+    return {frozenset(np.flatnonzero(gid == g).tolist()) for g in np.unique(gid) if (gid == g).sum() > 1}
+
+
+def test_phash_knn_needs_both_signals(lookalikes):
+    pool, _ = lookalikes
+    run_dedup(pool, DedupSettings(scores="seed", method="phash", phash_bits=8, tag="phash8"))
+    run_dedup(pool, DedupSettings(scores="seed", method="knn"))
+    summary = run_dedup(pool, DedupSettings(scores="seed", method="phash-knn"))
+    phash_only, knn_only, both = _joined(pool, "phash8"), _joined(pool, "knn"), _joined(pool, "phash-knn")
+    assert {10, 11} in phash_only and {50, 51} in phash_only  # flat grounds fool the hash
+    assert {20, 21} in knn_only and {30, 31} not in knn_only  # look-alikes fool the embedding; a copy at 0.92 is missed
+    assert both == {frozenset(s) for s in ({30, 31}, {40, 41}, {71, 72}, {105, 133})}
+    assert summary["search"]["phash-knn"]["phash_bits"] == 8 and summary["search"]["phash-knn"]["threshold"] == 0.9
+    assert summary["per_method"]["phash-knn"]["pairs"] == 4
+    # candidates: 10-11, 30-31, 40-41, 50-51, 60-61, 3 inside 70-72, 780 inside 100-139
+    assert summary["search"]["phash-knn"]["candidates"] == 5 + 3 + 40 * 39 // 2
+    # --threshold moves the whole bar: 0.96 at 8 bits, 0.935 at 6 (> 0.92), 0.86 at 0 (> 0.85)
+    strict = run_dedup(pool, DedupSettings(scores="seed", method="phash-knn", threshold=0.96, tag="strict"))
+    assert _joined(pool, "strict") == {frozenset(s) for s in ({71, 72}, {105, 133})}
+    assert strict["per_method"]["phash-knn"]["threshold"] == 0.96
+
+
+def test_phash_knn_matches_brute_force(lookalikes):
+    """Every pair within the Hamming bound whose cosine meets the bar for its distance, and no other."""
+    from curate.dedup.phash_knn import cosine_bar, hamming, phash_knn_pairs
+    from curate.dedup.pool_inputs import gather_rows, open_scored_pool, read_score_columns
+
+    pool, _ = lookalikes
+    scored = open_scored_pool(pool, "seed")
+    cols = read_score_columns(scored)
+    v = gather_rows(scored, np.arange(scored.size))
+    for bits, threshold in ((8, 0.9), (6, 0.8), (0, 0.9)):
+        (a, b), counts = phash_knn_pairs(scored, cols.phash, cols.phash_valid, bits, threshold)
+        found = {(min(p), max(p)) for p in zip(a.tolist(), b.tolist())}
+        assert len(found) == a.size == counts["confirmed"]  # each pair reported once
+        i, j = np.triu_indices(N, 1)
+        d = hamming(cols.phash[i], cols.phash[j])
+        ok = (d <= bits) & (np.einsum("ij,ij->i", v[i], v[j]) >= cosine_bar(d, bits, threshold) - 2e-4)
+        assert found == set(zip(i[ok].tolist(), j[ok].tolist()))
+        assert counts["candidates"] == int((d <= bits).sum())
+
+
+def test_method_lists_label_exact_first(lookalikes):
+    pool, _ = lookalikes
+    summary = run_dedup(pool, DedupSettings(scores="seed", method="phash-knn, exact"))
+    assert summary["name"] == "exact+phash-knn" == DedupSettings(scores="seed").name  # the default
+    g = _groups(pool, "exact+phash-knn")
+    assert g["method"][150] == g["method"][151] == "exact" and g["method"][30] == "phash-knn"
+    assert list(summary["per_method"]) == ["exact", "phash-knn"]
+    assert summary["args"]["resolved"] == {"exact": {}, "phash-knn": {"phash_bits": 8, "threshold": 0.9}}
+    combined = run_dedup(pool, DedupSettings(scores="seed", method="all,semdedup", tag="every"))
+    assert list(combined["per_method"]) == ["exact", "phash", "knn", "semdedup"]
+    assert combined["args"]["resolved"]["phash"] == {"phash_bits": 4}
+    with pytest.raises(UserError, match="'fuzzy' is not one of"):
+        run_dedup(pool, DedupSettings(scores="seed", method="exact,fuzzy"))
+    with pytest.raises(UserError, match="names no method"):
+        run_dedup(pool, DedupSettings(scores="seed", method=" , "))
+    cli = subprocess.run([sys.executable, "-m", "curate", "dedup", str(pool), "--scores", "seed", "--quiet"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0 and "up to date" in cli.stdout  # the CLI default is the same run

@@ -29,6 +29,11 @@ def pair_quality(groups_parquet: str | Path, truth_parquet: str | Path) -> dict[
     Kept member: per truth group with a found duplicate, whether exactly one member is
     kept and whether it is the original (and, when the run's scores can be read, the
     best-scored member).
+
+    The dict is JSON-ready; its "text" entry is the same figures in two lines for a
+    report (format_pair_quality), e.g.
+        dedup pairs: exact P 1.00 R 1.00 (42 found, 42 true); near P 0.97 R 1.00 (...)
+        kept: one per group in 100% of 70 found groups; best clip_score 100%; the original 27%
     """
     import pyarrow.parquet as pq
 
@@ -87,7 +92,31 @@ def pair_quality(groups_parquet: str | Path, truth_parquet: str | Path) -> dict[
         "original_kept": _ratio(original, judged),
         "best_score_kept": _ratio(best, judged) if scores else None,
     }
+    out["text"] = format_pair_quality(out)
     return out
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def _pr(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def format_pair_quality(quality: dict[str, Any]) -> str:
+    """pair_quality's figures in two lines: pair precision/recall, then the kept members."""
+    parts = [
+        f"{t} P {_pr(quality[t]['precision'])} R {_pr(quality[t]['recall'])} "
+        f"({quality[t]['found_pairs']} found, {quality[t]['true_pairs']} true)"
+        for t in ("exact", "near")
+    ]
+    k = quality["kept"]
+    return (
+        f"dedup pairs: {'; '.join(parts)}\n"
+        f"kept: one per group in {_pct(k['one_kept'])} of {k['groups_judged']} found groups; "
+        f"best clip_score {_pct(k['best_score_kept'])}; the original {_pct(k['original_kept'])}"
+    )
 
 
 def _scores_of_run(groups_parquet: Path) -> dict[str, float]:
