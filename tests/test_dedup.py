@@ -294,3 +294,26 @@ def test_method_lists_label_exact_first(lookalikes):
     cli = subprocess.run([sys.executable, "-m", "curate", "dedup", str(pool), "--scores", "seed", "--quiet"],
                          capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0 and "up to date" in cli.stdout  # the CLI default is the same run
+
+
+def test_hash_search_finds_every_pair_within_the_bound():
+    """FAISS multi-index hashing with 1, 2 or 3 bit flips per chunk against brute force."""
+    from curate.dedup.hashes import near_hash_values
+    from curate.dedup.phash_knn import hamming
+
+    rng = np.random.default_rng(11)
+    base = rng.integers(0, 2**63, size=600, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 600, dtype=np.uint64)
+    near = []
+    for d in range(1, 14):  # neighbours at every distance, bits anywhere in the 64
+        for h in base[:30]:
+            bits = rng.choice(64, size=d, replace=False)
+            near.append(h ^ np.uint64(sum(1 << int(b) for b in bits)))
+    values = np.unique(np.concatenate([base, np.array(near, dtype=np.uint64)]))
+    i, j = np.triu_indices(values.size, 1)
+    d = hamming(values[i], values[j])
+    for max_bits in (1, 4, 8, 12):
+        truth = set(zip(i[d <= max_bits].tolist(), j[d <= max_bits].tolist()))
+        assert len(truth) >= 30 * max_bits
+        for flips in (None, 1, 2, 3):
+            a, b = near_hash_values(values, max_bits, flips=flips)
+            assert set(zip(a.tolist(), b.tolist())) == truth and a.size == len(truth), (max_bits, flips)

@@ -1,6 +1,8 @@
 """Pair finders on per-image hashes: identical bytes (sha256) and near perceptual hashes."""
 from __future__ import annotations
 
+from math import comb
+
 import numpy as np
 
 MAX_PHASH_BITS = 12
@@ -28,22 +30,44 @@ def exact_pairs(sha256) -> tuple[np.ndarray, np.ndarray]:
     return equal_value_pairs(codes, valid)
 
 
-def near_hash_values(values: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray]:
+def _multihash_plan(max_bits: int, n: int) -> tuple[int, int]:
+    """(chunks, flips) for multi-index hashing with the least expected work.
+
+    With m chunks, a pair within max_bits differs in at most max_bits // m bits in some
+    chunk (pigeonhole), so m = max_bits // (flips + 1) + 1 chunks probed with `flips` bit
+    flips find every pair. Work per query ~ m x (buckets probed) x (1.15 + entries per
+    bucket), the constant measured on FAISS's IndexBinaryMultiHash (probing a bucket
+    costs about one verified code). At 8 bits on 180k hashes: 2 flips x 3 chunks of 21
+    bits is 3.5x faster than 1 flip x 5 chunks of 12 bits (whose buckets are crowded).
+    """
+    best = None
+    for flips in (1, 2, 3):
+        chunks = max_bits // (flips + 1) + 1
+        b = 64 // chunks
+        probes = sum(comb(b, k) for k in range(flips + 1))
+        cost = chunks * probes * (1.15 + n / 2.0**b)
+        if best is None or cost < best[0]:
+            best = (cost, chunks, flips)
+    return best[1], best[2]
+
+
+def near_hash_values(values: np.ndarray, max_bits: int, flips: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(i, j), i < j, over distinct 64-bit hashes `values` that differ in 1..max_bits bits.
 
-    FAISS multi-index hashing: split the 64 bits into m chunks and probe each chunk's
-    bucket and its one-bit flips. By pigeonhole some chunk of a pair within max_bits
-    differs in at most max_bits // m bits, so m = max_bits // 2 + 1 chunks with one flip
-    find every pair; verification uses the full 64-bit distance.
+    FAISS multi-index hashing: split the 64 bits into chunks and probe each chunk's bucket
+    and its few-bit flips (_multihash_plan; `flips` forces a plan, for tests); verification
+    uses the full 64-bit distance, so only true pairs are returned.
     """
     empty = np.zeros(0, np.int64)
     if max_bits == 0 or values.size < 2:
         return empty, empty
     import faiss
 
-    chunks = max_bits // 2 + 1
+    chunks, nflip = _multihash_plan(max_bits, values.size)
+    if flips is not None:
+        chunks, nflip = max_bits // (flips + 1) + 1, flips
     index = faiss.IndexBinaryMultiHash(64, chunks, 64 // chunks)
-    index.nflip = 1
+    index.nflip = nflip
     codes = np.ascontiguousarray(values.astype("<u8")).view(np.uint8).reshape(-1, 8)
     index.add(codes)
     lims, _, found = index.range_search(codes, max_bits + 1)  # radius is exclusive
