@@ -20,6 +20,8 @@ from typing import Callable
 
 from curate.errors import UserError
 
+DEDUP_TAG = "exact+phash-knn"
+
 
 @dataclass
 class QuickstartConfig:
@@ -159,11 +161,10 @@ class Quickstart:
         from curate.dedup.run import DedupSettings, run_dedup
 
         with self._step("dedup"):
-            summary = run_dedup(self.pool, DedupSettings(scores="seed", method="all", tag="all"))
-            quality = pair_quality(self.pool / "dedup/all/groups.parquet", self.demo / "truth.parquet")
-            removed = summary.get("removed", summary.get("samples_removed"))
-            self.say(f"   dedup/all: {summary.get('groups')} groups, {removed} samples removed")
-            self.say("   pairs vs truth: " + ", ".join(f"{k} {v}" for k, v in quality.items() if not isinstance(v, dict)))
+            summary = run_dedup(self.pool, DedupSettings(scores="seed", method="exact,phash-knn", tag=DEDUP_TAG))
+            quality = pair_quality(self.pool / "dedup" / summary["name"] / "groups.parquet", self.demo / "truth.parquet")
+            self.say(f"   dedup/{summary['name']}: {summary.get('groups')} groups, {summary.get('removed')} samples removed")
+            self.say("   " + quality["text"].replace("\n", "\n   "))
             return quality
 
     def filter_and_export(self) -> dict:
@@ -176,7 +177,7 @@ class Quickstart:
         with self._step(f"filter --top {self.config.top} and export"):
             subset = self.pool / "subsets" / "top40.parquet"
             if not subset.exists():
-                run_filter(self.pool, "top40", top=self.config.top, scores="seed", dedup="all")
+                run_filter(self.pool, "top40", top=self.config.top, scores="seed", dedup=DEDUP_TAG)
             meta = read_subset_metadata(self.pool, "top40")
             if not (self.shardset / "manifest.json").exists():
                 export_subset(self.pool, "top40", self.shardset, samples_per_shard=250, shuffle=True, seed=self.config.seed)
@@ -227,7 +228,7 @@ class Quickstart:
         total = time.perf_counter() - started
         self.say("== done in {:.0f}s ({})".format(total, ", ".join(f"{k} {v:.0f}s" for k, v in self.timings.items())))
         self.say(f"   demo pool:   {self.demo} (truth.parquet, seed.parquet, eval/)")
-        self.say(f"   pool:        {self.pool} (shards/, scores/seed, dedup/all, subsets/top40)")
+        self.say(f"   pool:        {self.pool} (shards/, scores/seed, dedup/{DEDUP_TAG}, subsets/top40)")
         self.say(f"   runs:        {self.runs} (seed, full, top40)")
         self.say(f"   shard set:   {self.shardset}")
 

@@ -1,0 +1,117 @@
+"""The stages joined on a real downloaded pool: score -> dedup -> filter -> export -> verify -> train's loader."""
+from __future__ import annotations
+
+import json
+import math
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def curated(pool_dir, tmp_path_factory):
+    """A copy of pool_dir scored (tiny random model), deduplicated, filtered to its top 40% and exported."""
+    import shutil
+
+    import open_clip
+
+    from curate.dedup.run import DedupSettings, run_dedup
+    from curate.export import export_subset
+    from curate.filtering import run_filter
+    from curate.score.run import ScoreSettings, score_pool
+    from train.models import register_model_configs
+
+    register_model_configs()
+    root = tmp_path_factory.mktemp("curated")
+    pool = root / "pool"
+    shutil.copytree(pool_dir, pool)
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("tiny-vit-32").state_dict(), root / "tiny.pt")
+    score_pool(pool, model="tiny-vit-32", pretrained=str(root / "tiny.pt"), tag="seed",
+               settings=ScoreSettings(batch_size=64, workers=1, progress=False))
+    run_dedup(pool, DedupSettings(scores="seed", method="exact", tag="exact"))
+    run_filter(pool, "top40", top="40%", scores="seed", dedup="exact")
+    export = export_subset(pool, "top40", root / "shardset", samples_per_shard=37, shuffle=True, seed=1)
+    return pool, export.out
+
+
+def _epoch_uids(data: str, subset=None) -> list[str]:
+    """Every sample uid train's loader streams in its first epoch (one slot)."""
+    import open_clip
+
+    from train.data import StreamConfig, _slot_items, load_subset_uids, resolve_shards, sample_uid
+
+    cfg = StreamConfig(shards=resolve_shards(data), batch_size=8, image_size=32, context_length=32,
+                       tokenizer=open_clip.get_tokenizer("tiny-vit-32"), num_workers=0,
+                       subset=load_subset_uids(subset, data) if subset else None)
+    uids = []
+    for epoch, sample in _slot_items(cfg, 0, 1):
+        if epoch > 0:
+            break
+        uids.append(sample_uid(sample))
+    return uids
+
+
+def test_training_on_pool_subset_and_on_export_sees_the_same_samples(curated):
+    from curate.verify import verify_shardset
+
+    pool, shardset = curated
+    assert verify_shardset(shardset).ok
+    subset = set(pq.read_table(pool / "subsets/top40.parquet")["uid"].to_pylist())
+    from_pool = _epoch_uids(str(pool), subset="top40")
+    from_export = _epoch_uids(str(shardset))
+    assert len(from_pool) == len(set(from_pool)) == len(subset)
+    assert sorted(from_pool) == sorted(from_export) == sorted(subset)
+
+
+def test_top_slice_is_the_best_scored_deduplicated_40_percent(curated):
+    pool, _ = curated
+    scores = {r["uid"]: r["clip_score"] for p in sorted((pool / "scores/seed").glob("0*.parquet"))
+              for r in pq.read_table(p).to_pylist() if r["clip_score"] is not None}
+    keep = {r["uid"] for r in pq.read_table(pool / "dedup/exact/groups.parquet").to_pylist() if r["keep"]}
+    candidates = sorted((u for u in scores if u in keep), key=lambda u: (-scores[u], u))
+    k = max(1, math.floor(0.4 * len(candidates) + 0.5))  # DuckDB's round(): half away from zero
+    expected = set(candidates[:k])
+    assert set(pq.read_table(pool / "subsets/top40.parquet")["uid"].to_pylist()) == expected
+
+
+def test_decontamination_against_an_image_folder_uses_the_scores_model(curated, tmp_path):
+    """Pool images copied into an eval folder are marked contaminated and never kept."""
+    import json
+    import tarfile
+
+    from curate.dedup.run import DedupSettings, run_dedup
+    from curate.score.embed import image_embedder
+
+    pool, _ = curated
+    eval_dir = tmp_path / "eval" / "leaked"
+    eval_dir.mkdir(parents=True)
+    leaked = []
+    with tarfile.open(sorted((pool / "shards").glob("*.tar"))[0]) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        for name in sorted(members):
+            if name.endswith(".jpg") and len(leaked) < 3:
+                (eval_dir / name).write_bytes(tar.extractfile(members[name]).read())
+                leaked.append(json.loads(tar.extractfile(members[name.replace(".jpg", ".json")]).read())["uid"])
+    summary = run_dedup(pool, DedupSettings(scores="seed", method="exact", tag="decontam", against=str(tmp_path / "eval")),
+                        embed_images=image_embedder(pool, "seed"))
+    rows = {r["uid"]: r for r in pq.read_table(pool / "dedup/decontam/groups.parquet").to_pylist()}
+    for uid in leaked:
+        assert rows[uid]["contaminated"] and not rows[uid]["keep"]
+    assert summary["contaminated"] >= len(leaked)
+
+
+def test_score_with_a_train_run_checkpoint(pool_copy, tmp_path):
+    from curate.score.run import ScoreSettings, score_pool
+    from train.loop import TrainConfig, run_training
+
+    run = tmp_path / "runs" / "seed"
+    run_training(TrainConfig(data=str(pool_copy), out=str(run), model="tiny-vit-32", samples="64", batch_size=16,
+                             workers=0, progress=False))
+    result = score_pool(pool_copy, checkpoint=str(run), settings=ScoreSettings(batch_size=64, workers=0, progress=False))
+    assert result.tag == "tiny-vit-32-seed"
+    info = json.loads((pool_copy / "scores" / result.tag / "model.json").read_text())
+    assert info["source"] == "checkpoint" and info["model"] == "tiny-vit-32"
+    scores = [s for p in (pool_copy / "scores" / result.tag).glob("0*.parquet") for s in pq.read_table(p)["clip_score"].to_pylist()]
+    assert scores and all(-1.0 <= s <= 1.0 for s in scores)
