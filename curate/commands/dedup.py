@@ -58,7 +58,9 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dedup/NAME made with other arguments."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
-        """Find duplicate groups and keep one sample per group: writes dedup/NAME/groups.parquet
+        """Group duplicates; keep the best of each.
+
+        Finds duplicate groups and keeps one sample per group: writes dedup/NAME/groups.parquet
         (uid, group_id, group_size, keep, method, contaminated) and dedup/NAME/summary.json."""
         from curate.dedup.run import DedupSettings, run_dedup
 
