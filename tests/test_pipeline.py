@@ -115,3 +115,19 @@ def test_score_with_a_train_run_checkpoint(pool_copy, tmp_path):
     assert info["source"] == "checkpoint" and info["model"] == "tiny-vit-32"
     scores = [s for p in (pool_copy / "scores" / result.tag).glob("0*.parquet") for s in pq.read_table(p)["clip_score"].to_pylist()]
     assert scores and all(-1.0 <= s <= 1.0 for s in scores)
+
+
+def test_init_vision_copies_the_image_tower_only(pool_dir, tmp_path):
+    from train.checkpoint import read_checkpoint
+    from train.loop import TrainConfig, run_training
+
+    common = dict(data=str(pool_dir), model="tiny-vit-32", samples="32", batch_size=16, workers=0, progress=False)
+    run_training(TrainConfig(out=str(tmp_path / "teacher"), **common))
+    # lr 0: the student's weights stay as initialised, so the image tower must be the teacher's exactly
+    run_training(TrainConfig(out=str(tmp_path / "student"), init_vision=str(tmp_path / "teacher"), lr=0.0, seed=1, **common))
+    teacher = read_checkpoint(tmp_path / "teacher" / "final.pt")["state_dict"]
+    student = read_checkpoint(tmp_path / "student" / "final.pt")["state_dict"]
+    visual = [k for k in teacher if k.startswith("visual.")]
+    assert visual and all(torch.equal(teacher[k], student[k]) for k in visual)
+    text = [k for k in teacher if k.startswith("transformer.")]
+    assert text and not all(torch.equal(teacher[k], student[k]) for k in text)
