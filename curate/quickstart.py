@@ -56,18 +56,22 @@ class Quickstart:
     def pool(self) -> Path:
         return self.config.workdir / "pool"
 
+    @property
+    def runs(self) -> Path:
+        return self.config.workdir / "runs"
+
+    @property
+    def shardset(self) -> Path:
+        return self.config.workdir / "shardset"
+
+    @contextlib.contextmanager
     def _step(self, name: str):
-        outer = self
-
-        class _Timer:
-            def __enter__(self):
-                outer.say(f"== {name}")
-                self.started = time.perf_counter()
-
-            def __exit__(self, *exc):
-                outer.timings[name] = time.perf_counter() - self.started
-
-        return _Timer()
+        self.say(f"== {name}")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.perf_counter() - started
 
     def server_url(self) -> str:
         """Serve DIR/demo on 127.0.0.1, on the port its URLs were generated for when it exists."""
@@ -117,14 +121,6 @@ class Quickstart:
 
         with self._step("inspect"):
             self.say(format_report(inspect_pool(self.pool)))
-
-    @property
-    def runs(self) -> Path:
-        return self.config.workdir / "runs"
-
-    @property
-    def shardset(self) -> Path:
-        return self.config.workdir / "shardset"
 
     def train(self, name: str, data: Path, *, samples: str | None = None, budget: str | None = None) -> dict:
         """Train (or reuse) DIR/runs/NAME; returns its summary (counters and zero-shot results)."""
