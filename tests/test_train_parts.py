@@ -187,6 +187,32 @@ def test_flip_steps_are_cheaper_and_every_strategy_trains(tiny):
     assert costs["slip"] > 1.5 * costs["clip"]  # two extra image views are paid for
 
 
+def test_bench_model_is_vision_dominated_so_flip_halves_its_step():
+    """tiny-vit-64 (bench/train.py's model): 256 patch tokens and a narrow 16-token text tower,
+    so the image tower is nearly the whole measured step and FLIP's 0.5 drop about halves it
+    (in tiny-vit-32 the text tower, its 49408-row embedding and the optimiser made a FLIP step
+    still cost 64% of a CLIP step in CPU time)."""
+    from train.budget import measure_step_flops
+    from train.models import create_model, image_size, project_model_names
+    from train.strategies import StrategyModule, set_patch_drop
+
+    assert "tiny-vit-64" in project_model_names()
+    torch.manual_seed(0)
+    model, _, _, tok = create_model("tiny-vit-64", patch_dropout=0.5)
+    assert image_size(model) == 64 and tok.context_length == 16
+    module = StrategyModule(model, "flip", 64, (0.5,) * 3, (0.25,) * 3)
+    module.train()
+    x = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    texts = tok(["a photo of a red circle"] * 4)
+    flip = measure_step_flops(lambda: module(x, texts)[0], [module])
+    set_patch_drop(module, 0.0)
+    clip = measure_step_flops(lambda: module(x, texts)[0], [module])
+    text = measure_step_flops(lambda: model.encode_text(texts).sum(), [module])
+    assert model.visual.positional_embedding.shape[0] == 257  # 16 x 16 patches + cls
+    assert text < 0.02 * clip  # the image tower is the step
+    assert 0.45 * clip < flip < 0.55 * clip  # half the patches: about half the measured FLOPs
+
+
 def test_registry_all_tiny_models_and_eva_tower():
     import open_clip
 
