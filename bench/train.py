@@ -4,7 +4,9 @@
   2. `train run --strategy flip --patch-drop 0.5` vs clip                   goal >= 1.6x
   3. the data loader alone vs the model's consumption (clip)                goal >= 2x
 
-Prints samples/s and peak memory (max RSS) for each, the ratios, and the FLOPs per step that
+Prints samples/s and peak memory (max RSS) for each, the ratios, the whole-process CPU
+seconds of each training run (start-up included; a check on wall-clock rates when others
+load the shared cores), and the FLOPs per step that
 each `train run` measured (torch.utils.flop_counter, forward + backward; written to its
 config.yaml), so FLIP's speed-up can be read against its measured, not assumed, saving.
 
@@ -38,6 +40,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 ENV = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="1")
+
+
+def cpu_s_children() -> float:
+    """User + system CPU seconds of the finished child processes (their own children included):
+    unlike wall time it barely moves when others load the shared cores."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_mb_children() -> float:
@@ -125,24 +134,29 @@ def main() -> None:
     print(f"model {args.model}, batch {args.batch_size}, {args.samples} samples, workers {args.workers}, "
           f"threads {args.threads}, shards {len(tars)} in {data}")
 
+    cpu0 = cpu_s_children()
     oc = open_clip_loop(tars, work / "oc_logs", args)
+    cpu1 = cpu_s_children()
     oc_mem = peak_mb_children()
     clip, clip_wall, clip_flops = ours(data, work / "clip", args, "clip")
+    cpu2 = cpu_s_children()
     clip_mem = peak_mb_children()
     flip, flip_wall, flip_flops = ours(data, work / "flip", args, "flip")
+    cpu3 = cpu_s_children()
+    oc_cpu, clip_cpu, flip_cpu = cpu1 - cpu0, cpu2 - cpu1, cpu3 - cpu2
     loader = loader_alone(tars, args)
     self_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"{'measure':44s} {'samples/s':>10s}")
-    print(f"{'open_clip_train.main (baseline)':44s} {oc:10.1f}   peak RSS so far {oc_mem:.0f} MB")
-    print(f"{'train run --strategy clip':44s} {clip:10.1f}   peak RSS so far {clip_mem:.0f} MB, wall {clip_wall:.0f}s, "
+    print(f"{'open_clip_train.main (baseline)':44s} {oc:10.1f}   peak RSS so far {oc_mem:.0f} MB, cpu {oc_cpu:.0f}s")
+    print(f"{'train run --strategy clip':44s} {clip:10.1f}   peak RSS so far {clip_mem:.0f} MB, wall {clip_wall:.0f}s, cpu {clip_cpu:.0f}s, "
           f"measured {clip_flops / 1e9:.1f} GFLOPs/step")
-    print(f"{'train run --strategy flip --patch-drop 0.5':44s} {flip:10.1f}   wall {flip_wall:.0f}s, "
+    print(f"{'train run --strategy flip --patch-drop 0.5':44s} {flip:10.1f}   wall {flip_wall:.0f}s, cpu {flip_cpu:.0f}s, "
           f"measured {flip_flops / 1e9:.1f} GFLOPs/step")
     print(f"{'data loader alone':44s} {loader:10.1f}   bench process peak RSS {self_mem:.0f} MB")
-    print(f"ratio train run / open_clip loop : {clip / oc:5.2f}x  (goal >= 1.0x)")
+    print(f"ratio train run / open_clip loop : {clip / oc:5.2f}x  (goal >= 1.0x; by process CPU s {oc_cpu / clip_cpu:.2f}x)")
     print(f"ratio flip / clip                : {flip / clip:5.2f}x  (goal >= 1.6x; "
-          f"measured FLOPs/step clip / flip {clip_flops / flip_flops:.2f}x)")
+          f"by process CPU s {clip_cpu / flip_cpu:.2f}x; measured FLOPs/step clip / flip {clip_flops / flip_flops:.2f}x)")
     print(f"ratio loader / consumption       : {loader / clip:5.2f}x  (goal >= 2x)")
 
 
