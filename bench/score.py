@@ -44,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from curate.score.run import default_workers
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 for _name, _value in (("NO_ALBUMENTATIONS_UPDATE", "1"), ("WANDB_MODE", "disabled"), ("HF_HUB_OFFLINE", "1")):
@@ -57,11 +59,6 @@ LABELS = {
     "decode": "decode ceiling",
     "model": "model ceiling",
 }
-
-
-def default_workers() -> int:
-    """The worker count curate score picks when none is given (curate/score/run.py)."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
 # ---------------------------------------------------------------- pool and model

@@ -15,13 +15,14 @@ def score(
     tag: Annotated[Optional[str], typer.Option(help="Output folder name under scores/ and embeddings/ (default: from model and weights).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
     workers: Annotated[Optional[int], typer.Option(help="DataLoader decoding workers (default: up to 4).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads for the model (default: torch's choice; on a shared CPU try cores minus workers).")] = None,
     text_embeddings: Annotated[bool, typer.Option("--text-embeddings", help="Also write NNNNN.text.npy.")] = False,
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda, cuda:N.")] = "auto",
 ) -> None:
     """Score every image-text pair with a seed CLIP."""
     from curate.score.run import ScoreSettings, score_pool
 
-    settings = ScoreSettings(batch_size=batch_size, workers=workers, text_embeddings=text_embeddings, device=device)
+    settings = ScoreSettings(batch_size=batch_size, workers=workers, threads=threads, text_embeddings=text_embeddings, device=device)
     result = score_pool(pool, model=model, pretrained=pretrained, checkpoint=checkpoint, tag=tag, settings=settings)
     rate = result.rows / result.seconds if result.seconds > 0 else 0.0
     typer.echo(

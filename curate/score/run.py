@@ -33,7 +33,8 @@ SCORE_SCHEMA = pa.schema([
 @dataclass
 class ScoreSettings:
     batch_size: int = 256
-    workers: int | None = None  # DataLoader workers; default: up to 4, one core left for the model
+    workers: int | None = None  # DataLoader workers; default: default_workers()
+    threads: int | None = None  # torch threads for the model; default: torch's own choice
     text_embeddings: bool = False
     device: str = "auto"
     progress: bool = True
@@ -225,10 +226,18 @@ def score_pool(
     return result
 
 
+def default_workers() -> int:
+    """Decoding workers: up to 4, leaving one core for the model."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
 def _score_shards(pool, seed, pending, scores_dir, embeddings_dir, device, dim, settings, result) -> None:
     from tqdm import tqdm
 
-    workers = settings.workers if settings.workers is not None else max(1, min(4, (os.cpu_count() or 2) - 1))
+    workers = settings.workers if settings.workers is not None else default_workers()
+    if settings.threads is not None:
+        # On a shared CPU, cores minus workers is often faster than torch's default (see bench/score.py).
+        torch.set_num_threads(settings.threads)
     jobs = [ShardJob(s, pool / SHARDS_DIR / f"{s}.tar") for s in pending]
     dataset = ChunkedShards(jobs, settings.batch_size, seed.preprocess, seed.tokenizer)
     loader = torch.utils.data.DataLoader(
