@@ -44,10 +44,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from curate.score.run import default_workers
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from curate.score.run import default_workers  # noqa: E402 - after the path is set
 for _name, _value in (("NO_ALBUMENTATIONS_UPDATE", "1"), ("WANDB_MODE", "disabled"), ("HF_HUB_OFFLINE", "1")):
     os.environ.setdefault(_name, _value)
 
