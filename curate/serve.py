@@ -42,6 +42,15 @@ class _PoolServer(ThreadingHTTPServer):
         self.slow_seconds = slow_seconds
         super().__init__((HOST, port), _Handler)
 
+    def handle_error(self, request, client_address) -> None:
+        # A client that hangs up mid-response (a downloader's timeout, a refused huge image)
+        # is routine here, not a server fault worth a traceback.
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _PoolServer
