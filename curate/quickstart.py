@@ -125,7 +125,8 @@ class Quickstart:
         with self._step("inspect"):
             self.say(format_report(inspect_pool(self.pool)))
 
-    def train(self, name: str, data: Path, *, samples: str | None = None, budget: str | None = None) -> dict:
+    def train(self, name: str, data: Path, *, samples: str | None = None, budget: str | None = None,
+              retrieval: Path | None = None) -> dict:
         """Train (or reuse) DIR/runs/NAME; returns its summary (counters and zero-shot results)."""
         from train.loop import TrainConfig, run_training
 
@@ -137,6 +138,7 @@ class Quickstart:
             cfg = TrainConfig(
                 data=str(data), out=str(out), model=self.config.model, samples=samples, budget=budget,
                 batch_size=self.config.batch_size, lr=self.config.lr, eval_dir=str(self.demo / "eval"), seed=self.config.seed,
+                retrieval_data=str(retrieval) if retrieval else None,
                 resume=out.exists(), progress=True,
             )
             summary = run_training(cfg)
@@ -200,14 +202,20 @@ class Quickstart:
         from train.budget import format_flops
 
         budget = self.config.compare_budget
-        full = self.train("full", self.pool, samples=None if budget else self.config.compare_samples, budget=budget)
+        # The seed set is disjoint from the pool: held-out image-text pairs for retrieval.
+        held_out = self.config.workdir / "seed-pool"
+        full = self.train("full", self.pool, samples=None if budget else self.config.compare_samples, budget=budget,
+                          retrieval=held_out)
         if budget is None:
             budget = str(full["flops"])
-        top = self.train("top40", self.shardset, budget=budget)
-        self.say(f"== same budget ({format_flops(float(budget))} training FLOPs), zero-shot on {self.demo / 'eval'}:")
-        self.say(f"   {'data':<22}{'top-1':>8}{'top-5':>8}")
-        self.say(f"   {'full pool':<22}{full['zeroshot_top1']:>8.1%}{full['zeroshot_top5']:>8.1%}")
-        self.say(f"   {'top ' + self.config.top + ' shard set':<22}{top['zeroshot_top1']:>8.1%}{top['zeroshot_top5']:>8.1%}")
+        top = self.train("top40", self.shardset, budget=budget, retrieval=held_out)
+        self.say(f"== same budget ({format_flops(float(budget))} training FLOPs); zero-shot on {self.demo / 'eval'}, "
+                 f"retrieval on {len(list(held_out.glob('shards/*.tar')))} held-out seed shard(s):")
+        self.say(f"   {'data':<22}{'samples':>9}{'top-1':>8}{'top-5':>8}{'I->T R@5':>10}{'T->I R@5':>10}")
+        for label, run in (("full pool", full), (f"top {self.config.top} shard set", top)):
+            self.say(f"   {label:<22}{run['samples']:>9}{run['zeroshot_top1']:>8.1%}{run['zeroshot_top5']:>8.1%}"
+                     f"{run.get('image_to_text_R@5', float('nan')):>10.1%}{run.get('text_to_image_R@5', float('nan')):>10.1%}")
+        self.say(f"   chance: top-1 {full.get('zeroshot_chance_top1', float('nan')):.1%}")
         return {"full": full, "top40": top}
 
     def run(self) -> None:
