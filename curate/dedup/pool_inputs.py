@@ -13,6 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
+from curate.catalog import list_score_tags  # one definition of "a scores tag" for every stage
 from curate.errors import UserError
 
 _SHARD_PARQUET = re.compile(r"^(\d+)\.parquet$")
@@ -38,14 +39,6 @@ class ScoredPool:
 
     def embeddings_path(self, shard: str) -> Path:
         return self.pool / "embeddings" / self.tag / f"{shard}.npy"
-
-
-def list_score_tags(pool: Path) -> list[str]:
-    """Tags under pool/scores that hold at least one shard parquet."""
-    root = pool / "scores"
-    if not root.is_dir():
-        return []
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and any(_SHARD_PARQUET.match(p.name) for p in d.iterdir()))
 
 
 def open_scored_pool(pool: str | Path, tag: str) -> ScoredPool:
