@@ -162,10 +162,8 @@ class Quickstart:
         from curate.dedup.run import DedupSettings, run_dedup
 
         with self._step("dedup"):
-            # phash within 6 bits confirmed at cosine 0.95: measured >= 0.95 pair precision and recall on the
-            # demo pool with two different seed models (the CLI defaults 8/0.9 fit only one of them).
             summary = run_dedup(self.pool, DedupSettings(scores="seed", method="exact,phash-knn", tag=DEDUP_TAG,
-                                                         phash_bits=6, threshold=0.95, overwrite=True))
+                                                         overwrite=True))
             quality = pair_quality(self.pool / "dedup" / summary["name"] / "groups.parquet", self.demo / "truth.parquet")
             self.say(f"   dedup/{summary['name']}: {summary.get('groups')} groups, {summary.get('removed')} samples removed")
             self.say("   " + quality["text"].replace("\n", "\n   "))

@@ -241,7 +241,7 @@ def test_phash_knn_needs_both_signals(lookalikes):
     pool, _ = lookalikes
     run_dedup(pool, DedupSettings(scores="seed", method="phash", phash_bits=8, tag="phash8"))
     run_dedup(pool, DedupSettings(scores="seed", method="knn"))
-    summary = run_dedup(pool, DedupSettings(scores="seed", method="phash-knn"))
+    summary = run_dedup(pool, DedupSettings(scores="seed", method="phash-knn", phash_bits=8, threshold=0.9))
     phash_only, knn_only, both = _joined(pool, "phash8"), _joined(pool, "knn"), _joined(pool, "phash-knn")
     assert {10, 11} in phash_only and {50, 51} in phash_only  # flat grounds fool the hash
     assert {20, 21} in knn_only and {30, 31} not in knn_only  # look-alikes fool the embedding; a copy at 0.92 is missed
@@ -251,7 +251,7 @@ def test_phash_knn_needs_both_signals(lookalikes):
     # candidates: 10-11, 30-31, 40-41, 50-51, 60-61, 3 inside 70-72, 780 inside 100-139
     assert summary["search"]["phash-knn"]["candidates"] == 5 + 3 + 40 * 39 // 2
     # --threshold moves the whole bar: 0.96 at 8 bits, 0.935 at 6 (> 0.92), 0.86 at 0 (> 0.85)
-    strict = run_dedup(pool, DedupSettings(scores="seed", method="phash-knn", threshold=0.96, tag="strict"))
+    strict = run_dedup(pool, DedupSettings(scores="seed", method="phash-knn", phash_bits=8, threshold=0.96, tag="strict"))
     assert _joined(pool, "strict") == {frozenset(s) for s in ({71, 72}, {105, 133})}
     assert strict["per_method"]["phash-knn"]["threshold"] == 0.96
 
@@ -281,9 +281,9 @@ def test_method_lists_label_exact_first(lookalikes):
     summary = run_dedup(pool, DedupSettings(scores="seed", method="phash-knn, exact"))
     assert summary["name"] == "exact+phash-knn" == DedupSettings(scores="seed").name  # the default
     g = _groups(pool, "exact+phash-knn")
-    assert g["method"][150] == g["method"][151] == "exact" and g["method"][30] == "phash-knn"
+    assert g["method"][150] == g["method"][151] == "exact" and g["method"][71] == g["method"][72] == "phash-knn"
     assert list(summary["per_method"]) == ["exact", "phash-knn"]
-    assert summary["args"]["resolved"] == {"exact": {}, "phash-knn": {"phash_bits": 8, "threshold": 0.9}}
+    assert summary["args"]["resolved"] == {"exact": {}, "phash-knn": {"phash_bits": 6, "threshold": 0.95}}
     combined = run_dedup(pool, DedupSettings(scores="seed", method="all,semdedup", tag="every"))
     assert list(combined["per_method"]) == ["exact", "phash", "knn", "semdedup"]
     assert combined["args"]["resolved"]["phash"] == {"phash_bits": 4}

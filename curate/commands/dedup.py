@@ -26,8 +26,8 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option(
             "exact,phash-knn", "--method",
             help="One or more of, comma-separated: exact: same image bytes (sha256); phash: perceptual hashes "
-                 "within --phash-bits (default 4); phash-knn: phash within --phash-bits (default 8) AND image "
-                 "embeddings agreeing (cosine >= --threshold, default 0.9, at the largest distance, down to 0.1 "
+                 "within --phash-bits (default 4); phash-knn: phash within --phash-bits (default 6) AND image "
+                 "embeddings agreeing (cosine >= --threshold, default 0.95, at the largest distance, down to 0.1 "
                  "lower for identical hashes); knn: embeddings with cosine >= --threshold (default 0.95; FAISS); "
                  "semdedup: k-means clusters, then knn pairs within each (SemDeDup); all: exact,phash,knn. "
                  "Default exact,phash-knn: either near signal alone is fooled (flat backgrounds collide in "
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         threshold: Optional[float] = typer.Option(
             None, "--threshold",
             help="Cosine similarity in (0, 1] at which two images are near duplicates, for every embedding "
-                 "method and --against. Default: 0.95 (knn, semdedup, --against), 0.9 (phash-knn).",
+                 "method and --against. Default: 0.95.",
         ),
         tag: Optional[str] = typer.Option(None, "--tag", help="Output name: dedup/NAME/. Default: the methods joined by '+' (dedup/exact+phash-knn)."),
         keep: str = typer.Option("best-score", "--keep", help="Member kept per group: best-score (highest clip_score, ties by uid) or first (pool order)."),
