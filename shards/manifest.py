@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from shards.atomic import write_json_atomic  # noqa: F401 - re-exported for curate.export
 
 MANIFEST_NAME = "manifest.json"
 SIZES_NAME = "sizes.json"
@@ -34,18 +35,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    """Write JSON to a temporary name, fsync, rename: readers see the old file or the new."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> None:

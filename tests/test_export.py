@@ -1,7 +1,6 @@
 """`curate export`: shard sets that webdataset and open_clip's own training script read."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess

@@ -6,7 +6,6 @@ Every file train run writes (checkpoints/step_*.pt and final.pt) is a dict with
 """
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import zipfile
@@ -22,14 +21,10 @@ CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary name in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
+    from shards.atomic import replacing
+
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
         torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:

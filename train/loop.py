@@ -99,11 +99,9 @@ def _validate(cfg: TrainConfig) -> None:
 def _write_yaml(path: Path, data: dict[str, Any]) -> None:
     import yaml
 
-    from train.checkpoint import save_atomic  # noqa: F401  (same temp-then-rename rule)
+    from shards.atomic import write_text_atomic
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -117,9 +115,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError):
             break  # a torn last line from the kill
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(l + "\n" for l in kept))
-    tmp.replace(path)
+    from shards.atomic import write_text_atomic
+
+    write_text_atomic(path, "".join(l + "\n" for l in kept))
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -406,9 +404,9 @@ def _run(cfg: TrainConfig, info) -> dict[str, Any]:
         "out": str(out), "model": cfg.model, "strategy": cfg.strategy, **eval_results,
     }
     if info.is_main:
+        from shards.atomic import write_json_atomic
+
         if eval_results:
-            (out / ".eval.json.tmp").write_text(json.dumps(eval_results, indent=2))
-            (out / ".eval.json.tmp").replace(out / "eval.json")
-        (out / ".summary.json.tmp").write_text(json.dumps(summary, indent=2))
-        (out / ".summary.json.tmp").replace(out / "summary.json")
+            write_json_atomic(out / "eval.json", eval_results)
+        write_json_atomic(out / "summary.json", summary)
     return summary

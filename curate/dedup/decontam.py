@@ -2,7 +2,6 @@
 so a benchmark never scores what the model trained on."""
 from __future__ import annotations
 
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Callable

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from curate.download.inputs import normalise_input, read_input_table, resolve_mapping
 from curate.download.pool import SHARDS_DIR, read_shard_tables, repair_unfinished, shard_ids
 from curate.errors import UserError
+from shards.atomic import replacing, write_json_atomic
 
 POOL_JSON = "pool.json"
 INPUT_DIR = "_input"
@@ -84,18 +85,6 @@ def _fingerprint(table: pa.Table, mapping: dict, samples_per_shard: int) -> str:
         digest.update(uid.encode())
     digest.update(json.dumps([mapping, samples_per_shard], sort_keys=True).encode())
     return digest.hexdigest()
-
-
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 def tool_versions() -> dict[str, str]:
@@ -193,7 +182,8 @@ def download_pool(
     input_parquet = pool / INPUT_DIR / "input.parquet"
     input_parquet.parent.mkdir(exist_ok=True)
     if not input_parquet.exists():
-        _write_parquet_atomic(table, input_parquet)
+        with replacing(input_parquet) as tmp:
+            pq.write_table(table, tmp)
 
     started = time.time()
     repair_unfinished(shards_dir)
@@ -220,7 +210,8 @@ def download_pool(
         pool=pool, input_rows=table.num_rows, success=success, failed=failed, failures_by_reason=reasons,
         shards=len(finished), seconds=time.time() - started, fetched_shards=len(set(finished) - finished_before),
     )
-    _write_json_atomic(
+    write_json_atomic(
+        pool_json,
         {
             "source": [str(input_path.resolve())],
             "preset": preset,
@@ -233,6 +224,7 @@ def download_pool(
             "created": previous.get("created") if previous else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
-        pool_json,
+        sort_keys=True,
+        default=str,
     )
     return result

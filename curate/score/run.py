@@ -17,6 +17,7 @@ from curate.download.pool import SHARDS_DIR, shard_ids
 from curate.errors import UserError
 from curate.score.reader import ChunkedShards, ShardJob
 from curate.score.seed_model import SeedModel, load_seed_model
+from shards.atomic import replacing, write_json_atomic
 
 SCORES_DIR = "scores"
 EMBEDDINGS_DIR = "embeddings"
@@ -88,12 +89,6 @@ def shard_done(scores_dir: Path, embeddings_dir: Path, shard: str, text: bool) -
     return all(p.exists() for p in needed)
 
 
-def _replace_atomic(write, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _write_model_json(path: Path, seed: SeedModel, dim: int, tag: str) -> None:
     info = {**seed.describe(), "dim": dim, "tag": tag}
     if path.exists():
@@ -105,7 +100,7 @@ def _write_model_json(path: Path, seed: SeedModel, dim: int, tag: str) -> None:
             )
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    _replace_atomic(lambda tmp: tmp.write_text(json.dumps(info, indent=2, sort_keys=True)), path)
+    write_json_atomic(path, info, sort_keys=True)
 
 
 class _ShardBuffer:
@@ -142,7 +137,7 @@ def _encode_chunk(seed: SeedModel, item: dict, device: torch.device, dim: int, t
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # np.save(path) would append ".npy" to the temporary name
+    with replacing(path) as tmp, open(tmp, "wb") as f:  # np.save(tmp) would append ".npy" to the name
         np.save(f, array)
 
 
@@ -163,12 +158,13 @@ def _write_shard(buffer: _ShardBuffer, shard: str, scores_dir: Path, embeddings_
             texts.append(text_emb)
     image_matrix = np.concatenate(images) if images else np.zeros((0, dim), np.float16)
     # Embeddings first, parquet last: the parquet's presence marks the shard finished.
-    _replace_atomic(lambda tmp: _save_npy(tmp, image_matrix), embeddings_dir / f"{shard}.npy")
+    _save_npy(embeddings_dir / f"{shard}.npy", image_matrix)
     if text:
         text_matrix = np.concatenate(texts) if texts else np.zeros((0, dim), np.float16)
-        _replace_atomic(lambda tmp: _save_npy(tmp, text_matrix), embeddings_dir / f"{shard}.text.npy")
+        _save_npy(embeddings_dir / f"{shard}.text.npy", text_matrix)
     table = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
-    _replace_atomic(lambda tmp: pq.write_table(table, tmp), scores_dir / f"{shard}.parquet")
+    with replacing(scores_dir / f"{shard}.parquet") as tmp:
+        pq.write_table(table, tmp)
     return sum(r["error"] is not None for r in rows)
 
 
