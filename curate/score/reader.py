@@ -74,9 +74,12 @@ def decode_sample(sample: dict[str, bytes], preprocess: Callable, tokenizer: Any
     row: dict[str, Any] = {"uid": meta.get("uid"), "caption": caption, "error": None, "image": None,
                            "image_sha256": None, "phash": None, "width": None, "height": None}
     context_length = getattr(tokenizer, "context_length", 77)
-    row["caption_tokens"] = caption_token_count(tokenizer, caption)
-    row["caption_truncated"] = row["caption_tokens"] > context_length
     row["text"] = tokenizer([caption])[0]
+    # The padded ids already give the length of a caption that fits (pad id 0); only a caption
+    # that fills the context is encoded again, to count what truncation cut off.
+    fits = bool(row["text"][-1] == 0)
+    row["caption_tokens"] = int((row["text"] != 0).sum()) if fits else caption_token_count(tokenizer, caption)
+    row["caption_truncated"] = row["caption_tokens"] > context_length
     data = next((sample[s] for s in IMAGE_SUFFIXES if s in sample), None)
     if data is None:
         row["error"] = "no image member"
