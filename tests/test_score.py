@@ -177,3 +177,39 @@ def test_roc_auc_matches_its_definition():
     brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
     assert roc_auc(pos, neg) == pytest.approx(brute)
     assert roc_auc(np.array([2.0, 2.0]), np.array([2.0])) == 0.5
+
+
+def test_batched_chunk_decoding_equals_the_per_image_reference(pool_dir, weights):
+    """decode_chunk's batched phash, ToTensor/Normalize and tokenizer give exactly what
+    imagehash.phash, the model's own preprocess and the tokenizer give one by one."""
+    import imagehash
+    from PIL import Image
+
+    from curate.score.batched import SplitPreprocess
+    from curate.score.reader import caption_token_count, decode_chunk, iter_tar_samples
+    from curate.score.seed_model import load_seed_model
+
+    seed = load_seed_model(MODEL, str(weights), None)
+    split = SplitPreprocess(seed.preprocess)
+    assert split.head is not None  # open_clip's Compose ends in ToTensor + Normalize: the batched tail is used
+    samples = [s for tar in sorted((pool_dir / "shards").glob("*.tar")) for _, s in iter_tar_samples(tar)][:200]
+    samples.append({"txt": b"a caption with no image", "json": b'{"uid": "x"}'})
+    samples.append({"jpg": b"\xff\xd8 not a jpeg", "txt": b"broken " * 40, "json": b'{"uid": "y"}'})
+    decoded = decode_chunk(samples, split, seed.tokenizer)
+    reference_images, checked = [], 0
+    for sample, row, ok in zip(samples, decoded["rows"], decoded["ok"]):
+        assert ok == (row["error"] is None)
+        assert row["caption_tokens"] == caption_token_count(seed.tokenizer, row["caption"])
+        assert row["caption_truncated"] == (row["caption_tokens"] > seed.tokenizer.context_length)
+        if not ok:
+            continue
+        with Image.open(io.BytesIO(sample["jpg"])) as img:
+            rgb = img.convert("RGB")
+        assert row["phash"] == int(np.packbits(imagehash.phash(rgb).hash.flatten()).view(">u8")[0])
+        reference_images.append(seed.preprocess(rgb))
+        checked += 1
+    assert checked == 200 and decoded["ok"][-2:] == [False, False]
+    assert "undecodable" in decoded["rows"][-1]["error"] and decoded["rows"][-2]["error"] == "no image member"
+    assert decoded["rows"][-1]["caption_truncated"] is True
+    assert torch.equal(decoded["images"], torch.stack(reference_images))
+    assert torch.equal(decoded["texts"], seed.tokenizer([r["caption"] for r in decoded["rows"]]))

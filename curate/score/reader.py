@@ -4,12 +4,14 @@ Work is split into chunks of `batch_size` consecutive samples of one shard. A ch
 always the same batch whether or not earlier shards were already scored, so a resumed
 run computes every row in the same batch as an uninterrupted one and writes the same
 bytes. Workers take chunks round-robin and also tokenise the captions, keeping both off
-the model's critical path.
+the model's critical path; per-image overheads (phash, ToTensor/Normalize, tokenizer
+calls) are paid once per chunk (curate/score/batched.py).
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from PIL import Image
+
+from curate.score.batched import SplitPreprocess, phash_batch, phash_thumbnail, tokenize_batch
 
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
 
@@ -47,11 +51,8 @@ def iter_tar_samples(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 def perceptual_hash(image: Image.Image) -> int:
-    """64-bit DCT perceptual hash (imagehash.phash) as an unsigned integer."""
-    import imagehash
-
-    bits = imagehash.phash(image).hash.flatten()
-    return int(np.packbits(bits).view(">u8")[0])
+    """64-bit DCT perceptual hash (imagehash.phash) of one image as an unsigned integer."""
+    return int(phash_batch(phash_thumbnail(image)[None])[0])
 
 
 def caption_token_count(tokenizer: Any, caption: str) -> int:
@@ -66,24 +67,12 @@ def caption_token_count(tokenizer: Any, caption: str) -> int:
     return int((ids != 0).sum())
 
 
-def decode_sample(sample: dict[str, bytes], preprocess: Callable, tokenizer: Any) -> dict[str, Any]:
-    import json
-
-    meta = json.loads(sample["json"]) if "json" in sample else {}
-    caption = sample["txt"].decode("utf-8", "replace") if "txt" in sample else (meta.get("caption") or "")
-    row: dict[str, Any] = {"uid": meta.get("uid"), "caption": caption, "error": None, "image": None,
-                           "image_sha256": None, "phash": None, "width": None, "height": None}
-    context_length = getattr(tokenizer, "context_length", 77)
-    row["text"] = tokenizer([caption])[0]
-    # The padded ids already give the length of a caption that fits (pad id 0); only a caption
-    # that fills the context is encoded again, to count what truncation cut off.
-    fits = bool(row["text"][-1] == 0)
-    row["caption_tokens"] = int((row["text"] != 0).sum()) if fits else caption_token_count(tokenizer, caption)
-    row["caption_truncated"] = row["caption_tokens"] > context_length
+def _decode_image(row: dict[str, Any], sample: dict[str, bytes], preprocess: SplitPreprocess):
+    """Fills the row's image columns; returns (preprocess head, phash thumbnail) or None."""
     data = next((sample[s] for s in IMAGE_SUFFIXES if s in sample), None)
     if data is None:
         row["error"] = "no image member"
-        return row
+        return None
     row["image_sha256"] = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -91,11 +80,35 @@ def decode_sample(sample: dict[str, bytes], preprocess: Callable, tokenizer: Any
             rgb = img.convert("RGB")
     except Exception as exc:  # noqa: BLE001 - any undecodable image is a row with a reason
         row["error"] = f"undecodable image: {type(exc).__name__}: {str(exc)[:120]}"
-        return row
+        return None
     row["width"], row["height"] = rgb.size
-    row["phash"] = perceptual_hash(rgb)
-    row["image"] = preprocess(rgb)
-    return row
+    return preprocess.apply_head(rgb), phash_thumbnail(rgb)
+
+
+def decode_chunk(samples: list[dict[str, bytes]], preprocess: SplitPreprocess, tokenizer: Any) -> dict[str, Any]:
+    """Rows (uid, caption, error, sha256, phash, size, token counts), the image batch of the
+    decodable ones (None if none), their mask, and the token ids of every caption."""
+    rows: list[dict[str, Any]] = []
+    heads, thumbnails = [], []
+    for sample in samples:
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        caption = sample["txt"].decode("utf-8", "replace") if "txt" in sample else (meta.get("caption") or "")
+        row: dict[str, Any] = {"uid": meta.get("uid"), "caption": caption, "error": None,
+                               "image_sha256": None, "phash": None, "width": None, "height": None}
+        decoded = _decode_image(row, sample, preprocess)
+        if decoded is not None:
+            heads.append(decoded[0])
+            thumbnails.append(decoded[1])
+        rows.append(row)
+    ok = [row["error"] is None for row in rows]
+    for row, value in zip((r for r in rows if r["error"] is None), phash_batch(np.stack(thumbnails)) if thumbnails else []):
+        row["phash"] = int(value)
+    context_length = getattr(tokenizer, "context_length", 77)
+    texts, counts = tokenize_batch(tokenizer, [r["caption"] for r in rows], lambda c: caption_token_count(tokenizer, c))
+    for row, count in zip(rows, counts):
+        row["caption_tokens"] = count
+        row["caption_truncated"] = count > context_length
+    return {"rows": rows, "ok": ok, "texts": texts, "images": preprocess.finish(heads) if heads else None}
 
 
 class ChunkedShards(torch.utils.data.IterableDataset):
@@ -104,39 +117,48 @@ class ChunkedShards(torch.utils.data.IterableDataset):
     def __init__(self, jobs: list[ShardJob], batch_size: int, preprocess: Callable, tokenizer: Any) -> None:
         self.jobs = jobs
         self.batch_size = batch_size
-        self.preprocess = preprocess
+        self.preprocess = SplitPreprocess(preprocess)
         self.tokenizer = tokenizer
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        chunk_counter = 0
-        for job in self.jobs:
-            chunk: list[tuple[str, dict]] = []
-            first = total = 0
-            for total, (key, sample) in enumerate(iter_tar_samples(job.tar), start=1):
-                if not chunk:
-                    first = total - 1
-                chunk.append((key, sample))
-                if len(chunk) == self.batch_size:
-                    if chunk_counter % workers == worker:
-                        yield self._decode(job.shard, first, chunk)
-                    chunk_counter += 1
-                    chunk = []
-            if chunk:
-                if chunk_counter % workers == worker:
+        if len(self.jobs) >= workers:
+            # Whole shards per worker: each tar is parsed once (tarfile's header parsing
+            # costs as much as decoding a small image), and chunks are still the same batches.
+            for job in self.jobs[worker::workers]:
+                total = 0
+                for first, chunk in self._chunks(job):
                     yield self._decode(job.shard, first, chunk)
-                chunk_counter += 1
+                    total = first + len(chunk)
+                yield {"shard": job.shard, "end": True, "total": total}
+            return
+        # Fewer shards than workers: share out the chunks, each worker reading every tar.
+        counter = 0
+        for job in self.jobs:
+            total = 0
+            for first, chunk in self._chunks(job):
+                if counter % workers == worker:
+                    yield self._decode(job.shard, first, chunk)
+                counter += 1
+                total = first + len(chunk)
             if worker == 0:  # tells the consumer the shard's size without reading the tar again
                 yield {"shard": job.shard, "end": True, "total": total}
 
+    def _chunks(self, job: ShardJob) -> Iterator[tuple[int, list[tuple[str, dict]]]]:
+        """(index of the chunk's first sample, its samples) for consecutive batch_size samples."""
+        chunk: list[tuple[str, dict]] = []
+        first = 0
+        for index, sample in enumerate(iter_tar_samples(job.tar)):
+            if not chunk:
+                first = index
+            chunk.append(sample)
+            if len(chunk) == self.batch_size:
+                yield first, chunk
+                chunk = []
+        if chunk:
+            yield first, chunk
+
     def _decode(self, shard: str, first: int, chunk: list) -> dict:
-        rows = [decode_sample(sample, self.preprocess, self.tokenizer) for _, sample in chunk]
-        images = [r.pop("image") for r in rows]
-        ok = [image is not None for image in images]
-        return {
-            "shard": shard, "first": first, "keys": [k for k, _ in chunk], "end": False, "ok": ok,
-            "images": torch.stack([i for i in images if i is not None]) if any(ok) else None,
-            "texts": torch.stack([r.pop("text") for r in rows]),
-            "rows": rows,
-        }
+        decoded = decode_chunk([sample for _, sample in chunk], self.preprocess, self.tokenizer)
+        return {"shard": shard, "first": first, "keys": [k for k, _ in chunk], "end": False, **decoded}
