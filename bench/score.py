@@ -1,6 +1,6 @@
 """Benchmark `curate score` against a naive scoring loop and the decode-only ceiling.
 
-    nice python bench/score.py [--size 3000] [--image-size 64] [--model micro-vit-32,tiny-vit-32]
+    nice python bench/score.py [--size 10000] [--image-size 64] [--model micro-vit-32,tiny-vit-32]
                                [--batch-size 256] [--rounds 3] [--threads N] [--dir DIR]
 
 Builds a demo pool of --size rows (generated, served on 127.0.0.1, downloaded by
@@ -302,7 +302,8 @@ def run_mode(mode: str, pool: Path, weights: Path, args, round_: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=3000, help="demo pool rows (about 93%% download)")
+    ap.add_argument("--size", type=int, default=10000,
+                    help="demo pool rows (about 93%% download); big enough that starting the workers is not the figure")
     ap.add_argument("--image-size", type=int, default=64, help="download image size in pixels")
     ap.add_argument("--samples-per-shard", type=int, default=500, help="download shard size")
     ap.add_argument("--model", default="micro-vit-32,tiny-vit-32",
