@@ -225,6 +225,10 @@ def test_uids_that_are_not_canonical_fall_back_to_the_sql_path(tmp_path):
     pq.write_table(pa.table({"uid": uids, "clip_score": pa.array([0.3, 0.3, 0.1], pa.float32())}), scores_dir / "0.parquet")
     got = _uids(run_filter(tmp_path / "pool", "a", top="2").parquet)
     assert got == [f"{5:032x}", uids[0].lower()]
+    # no tie at the cut: the fast path keeps the text it read, but not an upper-case spelling
+    pq.write_table(pa.table({"uid": uids, "clip_score": pa.array([0.5, 0.3, 0.1], pa.float32())}), scores_dir / "0.parquet")
+    got = _uids(run_filter(tmp_path / "pool", "c", top="2").parquet)
+    assert got == [f"{5:032x}", uids[0].lower()]
     pq.write_table(pa.table({"uid": ["nothex", f"{5:032x}"], "clip_score": pa.array([0.3, 0.1], pa.float32())}),
                    scores_dir / "0.parquet")
     with pytest.raises(UserError, match="32 hex"):
