@@ -151,7 +151,21 @@ def test_bad_input_is_one_clear_line(planted, tmp_path):
     ):
         with pytest.raises(UserError, match=message):
             run_dedup(pool, settings)
-    (pool / "embeddings" / "seed" / "00001.npy").unlink()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "text.npy").write_bytes(b"not numpy")
+    np.save(bad / "dim.npy", np.zeros((3, DIM + 1), np.float16))
+    np.save(bad / "ints.npy", np.zeros((3, DIM), np.int64))
+    for name, message in (("text.npy", "not a readable .npy"), ("dim.npy", rf"expected float \(n, {DIM}\)"),
+                          ("ints.npy", "int64")):
+        with pytest.raises(UserError, match=message):
+            run_dedup(pool, DedupSettings(scores="seed", method="knn", against=str(bad / name)))
+    shard = pool / "embeddings" / "seed" / "00001.npy"
+    rows = np.load(shard)
+    np.save(shard, rows[:-1])  # one row short of its parquet
+    with pytest.raises(UserError, match=r"00001.npy holds .*rerun `curate score` to match 00001.parquet"):
+        run_dedup(pool, DedupSettings(scores="seed", method="knn"))
+    shard.unlink()
     with pytest.raises(UserError, match="no embeddings for shard 00001"):
         run_dedup(pool, DedupSettings(scores="seed", method="semdedup"))
     assert run_dedup(pool, DedupSettings(scores="seed", method="exact"))["groups"] == 1  # hashes need no vectors

@@ -80,6 +80,7 @@ def test_shuffle_is_seeded_and_same_subset_gives_same_bytes(pool, tmp_path):
     c = export_subset(pool.path, "top", tmp_path / "c", samples_per_shard=5, shuffle=True, seed=4)
     plain = export_subset(pool.path, "top", tmp_path / "d", samples_per_shard=5)
     assert [s["sha256"] for s in a.manifest["shards"]] == [s["sha256"] for s in b.manifest["shards"]]
+    assert a.count == c.count == plain.count > 5
     order = lambda out: [s["__key__"] for s in _read_set(out)]
     assert order(tmp_path / "a") != order(tmp_path / "c")
     assert sorted(order(tmp_path / "a")) == sorted(order(tmp_path / "d"))

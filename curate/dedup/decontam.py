@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from curate.dedup.pool_inputs import ScoredPool, iter_embedding_batches, normalized
+from curate.dedup.pool_inputs import ScoredPool, iter_embedding_batches, normalized, open_embedding_matrix
 from curate.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
@@ -17,16 +17,8 @@ ImageEmbedder = Callable[[list[Path]], np.ndarray]
 
 
 def _load_npy(path: Path, dim: int) -> np.ndarray:
-    try:
-        arr = np.load(path, mmap_mode="r")
-    except Exception as exc:
-        raise UserError(f"--against {path} is not a readable .npy file ({exc})") from exc
-    if arr.ndim != 2 or arr.shape[1] != dim or not np.issubdtype(arr.dtype, np.floating):
-        raise UserError(
-            f"--against {path} holds {arr.dtype} {arr.shape}; expected float (n, {dim}) image embeddings "
-            "from the same model as the scores tag"
-        )
-    return normalized(arr)
+    fix = "give image embeddings from the same model as the scores tag"
+    return normalized(open_embedding_matrix(path, "--against", fix, dim=dim))
 
 
 def _images_in_tars(tars: list[Path], folder: Path) -> list[Path]:

@@ -105,6 +105,23 @@ def read_score_columns(scored: ScoredPool) -> ScoreColumns:
     )
 
 
+def open_embedding_matrix(path: Path, label: str, fix: str, rows: int | None = None, dim: int | None = None) -> np.ndarray:
+    """A float (rows, dim) .npy, memory-mapped; a UserError naming `label` and `fix` otherwise.
+
+    One check for every embeddings file dedup reads: the pool's own and --against's.
+    """
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except Exception as exc:  # noqa: BLE001 - numpy raises several types for a bad file
+        raise UserError(f"{label} {path} is not a readable .npy file ({exc}); {fix}") from None
+    want_rows = rows if rows is not None else "n"
+    want_dim = dim if dim is not None else "dim"
+    if (arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating)
+            or (rows is not None and arr.shape[0] != rows) or (dim is not None and arr.shape[1] != dim)):
+        raise UserError(f"{label} {path} holds {arr.dtype} {arr.shape}, expected float ({want_rows}, {want_dim}); {fix}")
+    return arr
+
+
 def check_embeddings(scored: ScoredPool) -> int:
     """Validate every shard's embeddings file against its parquet; return the dimension."""
     dim = None
@@ -115,15 +132,7 @@ def check_embeddings(scored: ScoredPool) -> int:
                 f"no embeddings for shard {shard} of tag {scored.tag!r} ({path} missing); "
                 "rerun `curate score` (it writes embeddings/) or use --method exact/phash"
             )
-        try:
-            arr = np.load(path, mmap_mode="r")
-        except Exception as exc:
-            raise UserError(f"{path} is not a readable .npy file ({exc}); rerun `curate score`") from exc
-        if arr.ndim != 2 or arr.shape[0] != rows or not np.issubdtype(arr.dtype, np.floating):
-            raise UserError(
-                f"{path} holds {arr.dtype} {arr.shape}, expected float ({rows}, dim) to match {shard}.parquet; "
-                "rerun `curate score`"
-            )
+        arr = open_embedding_matrix(path, "embeddings", f"rerun `curate score` to match {shard}.parquet", rows=rows)
         if dim is not None and arr.shape[1] != dim:
             raise UserError(f"{path} has dimension {arr.shape[1]}, other shards {dim}; rerun `curate score`")
         dim = arr.shape[1]
