@@ -14,8 +14,8 @@ def score(
     checkpoint: Annotated[Optional[str], typer.Option(help="A `train run` output: runs/NAME, its final.pt or a step checkpoint.")] = None,
     tag: Annotated[Optional[str], typer.Option(help="Output folder name under scores/ and embeddings/ (default: from model and weights).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
-    workers: Annotated[Optional[int], typer.Option(help="DataLoader decoding workers (default: up to 4).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch threads for the model (default: torch's choice; on a shared CPU try cores minus workers).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader decoding workers (default: one per CPU core, up to 8).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads for the model (default: torch's choice; with a model cheaper than decoding on a small CPU, 1 leaves the cores to the workers).")] = None,
     text_embeddings: Annotated[bool, typer.Option("--text-embeddings", help="Also write NNNNN.text.npy.")] = False,
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda, cuda:N.")] = "auto",
 ) -> None:

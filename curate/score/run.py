@@ -237,7 +237,7 @@ def _score_shards(pool, seed, pending, scores_dir, embeddings_dir, device, dim, 
 
     workers = settings.workers if settings.workers is not None else default_workers()
     if settings.threads is not None:
-        # On a shared CPU, cores minus workers is often faster than torch's default (see bench/score.py).
+        # With a model cheaper than decoding on a small CPU, fewer model threads leave cores to the workers.
         torch.set_num_threads(settings.threads)
     jobs = [ShardJob(s, pool / SHARDS_DIR / f"{s}.tar") for s in pending]
     dataset = ChunkedShards(jobs, settings.batch_size, seed.preprocess, seed.tokenizer)
