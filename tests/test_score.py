@@ -137,6 +137,23 @@ def test_killed_scoring_resumes_to_byte_identical_files(pool_dir, tmp_path, weig
             assert (reference / folder / name).read_bytes() == (killed / folder / name).read_bytes(), name
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # more workers than cores, on purpose
+def test_worker_count_does_not_change_a_byte(pool_copy, weights):
+    """Whole shards per worker (workers <= shards) and shared-out chunks (more workers
+    than shards) compute every row in the same batch: the files are identical."""
+    shards = len(list((pool_copy / "shards").glob("*.tar")))
+    for workers in (1, 2, shards + 1):
+        score_pool(pool_copy, model=MODEL, pretrained=str(weights), tag=f"w{workers}",
+                   settings=_settings(workers=workers, text_embeddings=True))
+    for folder in ("scores", "embeddings"):
+        names = sorted(p.name for p in (pool_copy / folder / "w1").iterdir() if p.name != "model.json")
+        assert len(names) >= shards
+        for workers in (2, shards + 1):
+            for name in names:
+                mine = (pool_copy / folder / f"w{workers}" / name).read_bytes()
+                assert mine == (pool_copy / folder / "w1" / name).read_bytes(), (workers, folder, name)
+
+
 def test_torchrun_two_ranks_write_each_shard_once(pool_copy, weights, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "curate", "score", str(pool_copy), "--model", MODEL, "--pretrained", str(weights), "--tag", "d",
