@@ -230,3 +230,21 @@ def test_batched_chunk_decoding_equals_the_per_image_reference(pool_dir, weights
     assert decoded["rows"][-1]["caption_truncated"] is True
     assert torch.equal(decoded["images"], torch.stack(reference_images))
     assert torch.equal(decoded["texts"], seed.tokenizer([r["caption"] for r in decoded["rows"]]))
+
+
+def test_split_preprocess_falls_back_to_per_image_for_other_shapes():
+    """A greyscale pipeline (2-D arrays) takes the per-image tail, still exactly the preprocess."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from curate.score.batched import SplitPreprocess
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8), mode="L") for _ in range(3)]
+    preprocess = T.Compose([T.Resize((16, 16)), T.ToTensor(), T.Normalize([0.5], [0.25])])
+    split = SplitPreprocess(preprocess)
+    assert split.head is not None
+    batch = split.finish([split.apply_head(i) for i in images])
+    assert batch.shape == (3, 1, 16, 16) and torch.equal(batch, torch.stack([preprocess(i) for i in images]))
+    whole = SplitPreprocess(lambda image: torch.zeros(3, 2, 2))  # not a Compose: run as it is
+    assert whole.head is None and whole.finish([whole.apply_head(images[0])]).shape == (1, 3, 2, 2)

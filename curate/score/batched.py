@@ -60,11 +60,13 @@ class SplitPreprocess:
 
         self.preprocess = preprocess
         self.head: list[Callable] | None = None
+        self.to_tensor: Callable | None = None
         self.normalize: list[Normalize] = []
         transforms = list(getattr(preprocess, "transforms", [])) if isinstance(preprocess, Compose) else []
         cut = next((i for i, t in enumerate(transforms) if _is_to_tensor(t)), None)
         if cut is not None and all(isinstance(t, Normalize) and not t.inplace for t in transforms[cut + 1 :]):
             self.head = transforms[:cut]
+            self.to_tensor = transforms[cut]
             self.normalize = transforms[cut + 1 :]
 
     def apply_head(self, image: Image.Image) -> Any:
@@ -86,7 +88,7 @@ class SplitPreprocess:
         if not same:  # odd modes or sizes: the per-image way, still exact
             finished = []
             for h in heads:
-                for transform in [_to_tensor_transform(), *self.normalize]:
+                for transform in [self.to_tensor, *self.normalize]:
                     h = transform(h)
                 finished.append(h)
             return torch.stack(finished)
@@ -98,12 +100,6 @@ class SplitPreprocess:
             std = torch.as_tensor(norm.std, dtype=batch.dtype).view(1, -1, 1, 1)
             batch.sub_(mean).div_(std)
         return batch
-
-
-def _to_tensor_transform() -> Callable:
-    from torchvision.transforms import ToTensor
-
-    return ToTensor()
 
 
 def tokenize_batch(tokenizer: Any, captions: list[str], count_long: Callable[[str], int]) -> tuple[torch.Tensor, list[int]]:

@@ -3,8 +3,9 @@
 Work is split into chunks of `batch_size` consecutive samples of one shard. A chunk is
 always the same batch whether or not earlier shards were already scored, so a resumed
 run computes every row in the same batch as an uninterrupted one and writes the same
-bytes. Workers take chunks round-robin and also tokenise the captions, keeping both off
-the model's critical path; per-image overheads (phash, ToTensor/Normalize, tokenizer
+bytes. Each worker takes whole shards (or, with fewer shards than workers, every
+workers-th chunk) and also tokenises the captions, keeping both off the model's critical
+path; per-image overheads (phash, ToTensor/Normalize, tokenizer
 calls) are paid once per chunk (curate/score/batched.py).
 """
 from __future__ import annotations
@@ -48,11 +49,6 @@ def iter_tar_samples(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
             sample[suffix.lower()] = tar.extractfile(member).read()
     if key is not None:
         yield key, sample
-
-
-def perceptual_hash(image: Image.Image) -> int:
-    """64-bit DCT perceptual hash (imagehash.phash) of one image as an unsigned integer."""
-    return int(phash_batch(phash_thumbnail(image)[None])[0])
 
 
 def caption_token_count(tokenizer: Any, caption: str) -> int:
