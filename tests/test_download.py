@@ -40,6 +40,17 @@ def tar_samples(pool: Path) -> dict[str, dict]:
     return samples
 
 
+def assert_key_order(pool: Path) -> None:
+    """Each shard's tar members and parquet rows are in key order, however downloads finished."""
+    for tar_path in sorted((pool / "shards").glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            keys = [m.name.split(".", 1)[0] for m in tar.getmembers()]
+        assert keys == sorted(keys) and len(keys) > 0, tar_path.name
+        parquet_keys = pq.read_table(tar_path.with_suffix(".parquet"), columns=["key"])["key"].to_pylist()
+        assert parquet_keys == sorted(parquet_keys), tar_path.name
+        assert set(keys) <= set(parquet_keys)
+
+
 def test_download_accounts_for_every_row_with_the_right_reason(demo_dir, pool_dir):
     truth = {r["uid"]: r for r in pq.read_table(demo_dir / "truth.parquet").to_pylist()}
     rows = shard_rows(pool_dir)
@@ -67,6 +78,7 @@ def test_tar_json_carries_uid_and_matches_parquet(pool_dir):
         assert meta["uid"] == rows[key]["uid"] == sample_uid(meta["url"], meta["caption"])
         assert members["txt"].decode() == rows[key]["caption"]
         assert "jpg" in members
+    assert_key_order(pool_dir)
 
 
 def test_pool_json_records_source_mapping_counts_and_versions(demo_dir, pool_dir):
@@ -159,6 +171,7 @@ def test_retry_failed_fetches_only_the_failures(demo_dir, tmp_path):
         assert after[key] == members, "an earlier success was changed"
     for key, members in after.items():
         assert json.loads(members["json"])["key"] == key
+    assert_key_order(tmp_path / "pool")  # retried samples go back to their place, not the end
 
 
 def test_placeholder_images_are_flagged(demo_dir, tmp_path):
@@ -254,3 +267,32 @@ def test_killed_download_resumes_exactly_once(demo_dir, tmp_path):
     for name, mtime in done_before.items():
         assert (pool / "shards" / name).stat().st_mtime_ns == mtime, f"{name} was fetched again"
     assert not list((pool / "shards").glob(".*.partial"))
+
+
+def test_shard_order_rewrite_sorts_members_and_rows_and_keeps_samples_whole(tmp_path):
+    """order.py on a shard written out of order: samples sorted by key, each sample's
+    members in their order and unchanged, parquet rows sorted; a sorted shard is left alone."""
+    import io
+
+    from curate.download.order import parquet_in_key_order, tar_in_key_order
+
+    keys = ["000000003", "000000000", "000000002", "000000001"]
+    tar_path, parquet_path = tmp_path / "00000.tar", tmp_path / "00000.parquet"
+    with tarfile.open(tar_path, "w") as tar:
+        for key in keys:
+            for suffix in ("jpg", "txt", "json"):
+                data = f"{key}-{suffix}".encode()
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    pq.write_table(pa.table({"key": keys, "status": ["success"] * 4}), parquet_path)
+    assert tar_in_key_order(tar_path) and parquet_in_key_order(parquet_path)
+    with tarfile.open(tar_path) as tar:
+        names = [m.name for m in tar.getmembers()]
+        contents = [tar.extractfile(m).read().decode() for m in tar.getmembers()]
+    assert names == [f"{k}.{s}" for k in sorted(keys) for s in ("jpg", "txt", "json")]
+    assert contents == [n.replace(".", "-") for n in names]
+    assert pq.read_table(parquet_path)["key"].to_pylist() == sorted(keys)
+    before = tar_path.read_bytes()
+    assert not tar_in_key_order(tar_path) and not parquet_in_key_order(parquet_path)
+    assert tar_path.read_bytes() == before and not list(tmp_path.glob(".*partial"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.download.order import tar_in_key_order
 from curate.download.pool import SHARDS_DIR, read_shard_tables
 
 
@@ -51,6 +52,7 @@ def _merge_shard(shard_dir: Path, shard: str, retried: dict[str, dict], retry_ta
     stats["failed_to_resize"] = sum(r["status"] == "failed_to_resize" for r in rows)
     new_stats = shard_dir / f".{shard}_stats.json.partial"
     new_stats.write_text(json.dumps(stats, indent=4))
+    tar_in_key_order(new_tar)  # retried samples were appended: back into key order
     os.replace(new_tar, old_tar)
     os.replace(new_parquet, shard_dir / f"{shard}.parquet")
     os.replace(new_stats, stats_path)

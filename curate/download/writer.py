@@ -2,19 +2,22 @@
 
 img2dataset writes NNNNN.tar and NNNNN.parquet in place and marks a shard finished by
 writing NNNNN_stats.json last. A kill mid-shard would leave a truncated tar under the
-final name; here both files are written under a hidden temporary name and renamed only
-when complete, so a finished-looking tar is always whole.
+final name; here both files are written under a hidden temporary name, put in key order
+(curate/download/order.py) and renamed only when complete, so a finished-looking tar is
+always whole and the same input always gives the same shards.
 """
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import fsspec
 import pyarrow as pa
 import webdataset as wds
 from img2dataset.writer import BufferedParquetWriter, WebDatasetSampleWriter
 
+from curate.download.order import shard_in_key_order
 from curate.download.reasons import failure_reason
 
 
@@ -49,5 +52,8 @@ class PoolShardWriter(WebDatasetSampleWriter):
 
     def close(self):
         super().close()
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
+        if "file" in protocols:  # pools are local folders; a remote one keeps completion order
+            shard_in_key_order(Path(partial_name(self.final_paths[0])), Path(partial_name(self.final_paths[1])))
         for final in self.final_paths:  # tar first: a parquet never describes a missing tar
             self.fs.mv(partial_name(final), final)
