@@ -14,6 +14,7 @@ import contextlib
 import json
 import time
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -188,9 +189,9 @@ class Quickstart:
                 raise UserError(f"exported shard set {self.shardset} failed verification: {report.problems[:3]}")
             kept = set(pq.read_table(subset, columns=["uid"])["uid"].to_pylist())
             kinds = dict(zip(*pq.read_table(self.demo / "truth.parquet", columns=["uid", "kind"]).to_pydict().values()))
-            counts: dict[str, int] = {}
-            for uid in kept:
-                counts[kinds.get(uid, "?")] = counts.get(kinds.get(uid, "?"), 0) + 1
+            # largest first, ties by name: the same line on every run (set order is not)
+            tally = Counter(kinds.get(uid, "?") for uid in kept)
+            counts = dict(sorted(tally.items(), key=lambda item: (-item[1], item[0])))
             good = sum(n for k, n in counts.items() if k not in ("mismatched", "generic", "partial"))
             pool_scored = meta.get("counts", {}).get("candidates_scored") or meta.get("counts", {}).get("pool_samples")
             precision = good / len(kept) if kept else 0.0
