@@ -16,9 +16,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-
-def _key(member_name: str) -> str:
-    return member_name.rsplit("/", 1)[-1].split(".", 1)[0]
+from shards.reader import split_member_name
 
 
 def _staging(path: Path) -> Path:
@@ -37,7 +35,7 @@ def tar_in_key_order(path: Path) -> bool:
     A sample's members keep their relative order (the sort is stable)."""
     with tarfile.open(path) as source:
         members = source.getmembers()
-        keys = [_key(m.name) for m in members]
+        keys = [split_member_name(m.name)[0] for m in members]
         if _sorted(keys):
             return False
         staging = _staging(path)

@@ -16,12 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.download.order import tar_in_key_order
 from curate.download.pool import SHARDS_DIR, read_shard_tables
-
-
-def _member_key(name: str) -> str:
-    return name.split(".", 1)[0]
+from shards.reader import split_member_name
 
 
 def _merge_shard(shard_dir: Path, shard: str, retried: dict[str, dict], retry_tar_members: dict[str, list]) -> None:
@@ -30,14 +26,20 @@ def _merge_shard(shard_dir: Path, shard: str, retried: dict[str, dict], retry_ta
     new_tar = shard_dir / f".{shard}.tar.partial"
     replaced = set(retried)
     with tarfile.open(old_tar) as src, tarfile.open(new_tar, "w") as dst:
-        for member in src.getmembers():
-            if _member_key(member.name) not in replaced:
-                dst.addfile(member, src.extractfile(member))
-        for key in sorted(replaced):
-            for suffix, data in retry_tar_members.get(key, []):
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size = len(data)
-                dst.addfile(info, io.BytesIO(data))
+        entries: list[tuple[str, tarfile.TarInfo | tuple[str, bytes]]] = [
+            (key, member) for member in src.getmembers() if (key := split_member_name(member.name)[0]) not in replaced
+        ]
+        entries += [(key, part) for key in replaced for part in retry_tar_members.get(key, [])]
+        # One pass in key order (the sort is stable: a sample's members keep their order),
+        # so retried samples land where they belong, as a fresh download's would.
+        for key, entry in sorted(entries, key=lambda item: item[0]):
+            if isinstance(entry, tarfile.TarInfo):
+                dst.addfile(entry, src.extractfile(entry))
+                continue
+            suffix, data = entry
+            info = tarfile.TarInfo(f"{key}.{suffix}")
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
     table = pq.read_table(shard_dir / f"{shard}.parquet")
     rows = table.to_pylist()
     for i, row in enumerate(rows):
@@ -52,7 +54,6 @@ def _merge_shard(shard_dir: Path, shard: str, retried: dict[str, dict], retry_ta
     stats["failed_to_resize"] = sum(r["status"] == "failed_to_resize" for r in rows)
     new_stats = shard_dir / f".{shard}_stats.json.partial"
     new_stats.write_text(json.dumps(stats, indent=4))
-    tar_in_key_order(new_tar)  # retried samples were appended: back into key order
     os.replace(new_tar, old_tar)
     os.replace(new_parquet, shard_dir / f"{shard}.parquet")
     os.replace(new_stats, stats_path)
@@ -89,9 +90,8 @@ def retry_failed_samples(pool: Path, extra_columns: list[str], settings) -> int:
     for shard_file in sorted(retry_shards.glob("*.tar")):
         with tarfile.open(shard_file) as tar:
             for member in tar.getmembers():
-                members.setdefault(_member_key(member.name), []).append(
-                    (member.name.split(".", 1)[1], tar.extractfile(member).read())
-                )
+                key, suffix = split_member_name(member.name)
+                members.setdefault(key, []).append((suffix, tar.extractfile(member).read()))
     for shard, rows in sorted(by_shard.items()):
         tar_members = {}
         for orig_key, row in rows.items():

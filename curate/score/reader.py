@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from curate.score.batched import SplitPreprocess, phash_batch, phash_thumbnail, tokenize_batch
+from shards.reader import split_member_name
 
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
 
@@ -40,8 +41,7 @@ def iter_tar_samples(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
         for member in tar:
             if not member.isfile():
                 continue
-            base = member.name.rsplit("/", 1)[-1]
-            member_key, _, suffix = base.partition(".")
+            member_key, suffix = split_member_name(member.name.rsplit("/", 1)[-1])
             if member_key != key:
                 if key is not None:
                     yield key, sample
