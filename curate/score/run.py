@@ -17,6 +17,7 @@ from curate.download.pool import SHARDS_DIR, shard_ids
 from curate.errors import UserError
 from curate.score.reader import ChunkedShards, ShardJob
 from curate.score.seed_model import SeedModel, load_seed_model
+from train.distributed import barrier, init_distributed
 from shards.atomic import replacing, write_json_atomic
 
 SCORES_DIR = "scores"
@@ -51,30 +52,6 @@ class ScoreResult:
     dim: int
     failures: int = 0
     files: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Rank:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-
-def _init_distributed() -> _Rank:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Rank()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return _Rank(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _device(choice: str, ranks: _Rank) -> torch.device:
-    if choice == "auto":
-        return torch.device(f"cuda:{ranks.local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
 
 
 def _check_tag(tag: str) -> None:
@@ -195,8 +172,8 @@ def score_pool(
         raise UserError(f"{pool} has no finished shards; run or resume `curate download` into it")
     if settings.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    ranks = _init_distributed()
-    device = _device(settings.device, ranks)
+    ranks = init_distributed(settings.device)  # torchrun's process group, or a single process
+    device = ranks.device
     seed = load_seed_model(model, pretrained, checkpoint, device=str(device))
     tag = tag or seed.default_tag
     _check_tag(tag)
@@ -208,16 +185,13 @@ def score_pool(
     scores_dir.mkdir(parents=True, exist_ok=True)
     embeddings_dir.mkdir(parents=True, exist_ok=True)
 
-    mine = [s for i, s in enumerate(all_shards) if i % ranks.world == ranks.rank]
+    mine = [s for i, s in enumerate(all_shards) if i % ranks.world_size == ranks.rank]
     pending = [s for s in mine if not shard_done(scores_dir, embeddings_dir, s, settings.text_embeddings)]
     started = time.perf_counter()
     result = ScoreResult(tag=tag, shards_scored=0, shards_skipped=len(mine) - len(pending), rows=0, seconds=0.0, dim=dim)
     if pending:
         _score_shards(pool, seed, pending, scores_dir, embeddings_dir, device, dim, settings, result)
-    if ranks.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+    barrier(ranks)
     result.seconds = time.perf_counter() - started
     return result
 
