@@ -103,7 +103,7 @@ def save_random_model(model: str, path: Path) -> Path:
     import open_clip
     import torch
 
-    from train.models import register_model_configs
+    from zoo.models import register_model_configs
 
     register_model_configs()
     torch.manual_seed(0)

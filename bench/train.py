@@ -76,7 +76,7 @@ def ours(data: str, out: Path, args, strategy: str) -> tuple[float, float, int]:
 
 def open_clip_loop(tars: list[str], logs: Path, args) -> float:
     pattern = f"{os.path.dirname(tars[0])}/{{{Path(tars[0]).stem}..{Path(tars[-1]).stem}}}.tar"
-    code = ("import sys, train.models as m; m.register_model_configs(); "
+    code = ("import sys, zoo.models as m; m.register_model_configs(); "
             "from open_clip_train.main import main; main(sys.argv[1:])")
     cmd = [sys.executable, "-c", code, "--train-data", pattern, "--dataset-type", "webdataset",
            "--train-num-samples", str(args.samples), "--model", args.model, "--batch-size", str(args.batch_size),
@@ -97,7 +97,7 @@ def open_clip_loop(tars: list[str], logs: Path, args) -> float:
 
 def loader_alone(tars: list[str], args) -> float:
     from train.data import StreamConfig, make_loader
-    from train.models import create_model, image_size
+    from zoo.models import create_model, image_size
 
     model, _, _, tok = create_model(args.model)
     cfg = StreamConfig(shards=tars, batch_size=args.batch_size, image_size=image_size(model),

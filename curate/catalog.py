@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 _SHARD_FILE = re.compile(r"^\d+\.parquet$")
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from curate.catalog import open_catalog
-from curate.errors import UserError
+from clikit.errors import UserError
 from curate.filtering import read_subset_metadata, subset_paths, tool_version
 from shards.manifest import brace_pattern, read_manifest, shard_name, write_json_atomic, write_manifest
 from shards.reader import TarIndex, index_tar

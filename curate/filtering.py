@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from curate.catalog import Catalog, open_catalog
-from curate.errors import UserError
+from clikit.errors import UserError
 from curate.uidpack import (  # noqa: F401  (uids_to_pairs, pairs_to_uids: public here too)
     DATACOMP_UID_DTYPE, UidBlock, UidFormatError, pairs_to_text, pairs_to_uids, sorted_order, text_to_arrow,
 )

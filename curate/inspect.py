@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from curate.download.pool import SHARDS_DIR, shard_ids
-from curate.errors import UserError
+from clikit.errors import UserError
 
 SIDE_BINS = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 ASPECT_BINS = (0.0, 0.5, 0.75, 0.9, 1.11, 1.33, 2.0, 4.0)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from curate.catalog import open_catalog
-from curate.errors import UserError
+from clikit.errors import UserError
 
 
 def run_sql(

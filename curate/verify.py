@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curate.errors import UserError
+from clikit.errors import UserError
 from shards.manifest import SIZES_NAME, read_manifest, sha256_file
 from shards.reader import scan_tar
 

@@ -8,7 +8,7 @@ import pytest
 
 from clihelp import run_curate
 from curate.catalog import open_catalog
-from curate.errors import UserError
+from clikit.errors import UserError
 from poolfactory import make_pool
 
 

@@ -18,7 +18,7 @@ from curate.demo import (CLASSES, COLOURS, EXPECTED_OUTCOME, HUGE_MIN_PIXELS, KI
                          make_demo_pool)
 from curate.demo.captions import plural
 from curate.demo.faults import NEAR_DUP_MAX_PHASH_BITS
-from curate.errors import UserError
+from clikit.errors import UserError
 from shards.uid import sample_uid
 
 BASE = "http://127.0.0.1:8765"

@@ -14,7 +14,7 @@ import pytest
 import webdataset as wds
 
 from clihelp import ROOT, run_curate
-from curate.errors import UserError
+from clikit.errors import UserError
 from curate.export import export_subset
 from curate.filtering import run_filter
 from curate.verify import verify_shardset

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clihelp import run_curate
-from curate.errors import UserError
+from clikit.errors import UserError
 from curate.filtering import (
     import_npy, load_recipe, pairs_to_uids, parse_top, read_subset_metadata, run_filter, uids_to_pairs,
 )

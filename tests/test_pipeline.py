@@ -20,7 +20,7 @@ def curated(pool_dir, tmp_path_factory):
     from curate.export import export_subset
     from curate.filtering import run_filter
     from curate.score.run import ScoreSettings, score_pool
-    from train.models import register_model_configs
+    from zoo.models import register_model_configs
 
     register_model_configs()
     root = tmp_path_factory.mktemp("curated")
@@ -118,7 +118,7 @@ def test_score_with_a_train_run_checkpoint(pool_copy, tmp_path):
 
 
 def test_init_vision_copies_the_image_tower_only(pool_dir, tmp_path):
-    from train.checkpoint import read_checkpoint
+    from zoo.checkpoint import read_checkpoint
     from train.loop import TrainConfig, run_training
 
     common = dict(data=str(pool_dir), model="tiny-vit-32", samples="32", batch_size=16, workers=0, progress=False)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from curate.errors import UserError
+from clikit.errors import UserError
 from curate.score.quality import roc_auc
 from curate.score.run import ScoreSettings, score_pool
 
@@ -28,7 +28,7 @@ MODEL = "tiny-vit-32"
 def weights(tmp_path_factory) -> Path:
     import open_clip
 
-    from train.models import register_model_configs
+    from zoo.models import register_model_configs
 
     register_model_configs()
     torch.manual_seed(0)

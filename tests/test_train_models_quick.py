@@ -13,11 +13,11 @@ import json
 
 import torch
 
-from curate.quickstart import QuickstartConfig
+from pipeline.quickstart import QuickstartConfig
 
 
 def test_quickstart_model_is_registered_and_sized():
-    from train.models import all_model_names, create_model, image_size, project_model_names
+    from zoo.models import all_model_names, create_model, image_size, project_model_names
 
     name = QuickstartConfig().model
     assert name in project_model_names() and name in all_model_names()

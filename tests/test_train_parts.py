@@ -25,14 +25,14 @@ def shapes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from train.models import create_model
+    from zoo.models import create_model
 
     torch.manual_seed(0)
     return create_model("tiny-vit-32")
 
 
 def test_budget_parsing():
-    from curate.errors import UserError
+    from clikit.errors import UserError
     from train.budget import parse_flops, parse_samples, steps_for_budget
 
     assert parse_flops("3e14") == 3e14
@@ -91,7 +91,7 @@ def test_subset_filter_and_shard_set_and_patterns(shapes, tiny, tmp_path):
     import pyarrow.parquet as pq
     import webdataset as wds
 
-    from curate.errors import UserError
+    from clikit.errors import UserError
     from train.data import load_subset_uids, resolve_shards, sample_uid
 
     root, tars = shapes
@@ -159,7 +159,7 @@ def test_param_groups_skip_decay_on_norms_biases_and_logit_scale(tiny):
 
 def test_flip_steps_are_cheaper_and_every_strategy_trains(tiny):
     from train.budget import measure_step_flops
-    from train.models import create_model
+    from zoo.models import create_model
     from train.strategies import StrategyModule, set_patch_drop
 
     x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
@@ -193,7 +193,7 @@ def test_bench_model_is_vision_dominated_so_flip_halves_its_step():
     (in tiny-vit-32 the text tower, its 49408-row embedding and the optimiser made a FLIP step
     still cost 64% of a CLIP step in CPU time)."""
     from train.budget import measure_step_flops
-    from train.models import create_model, image_size, project_model_names
+    from zoo.models import create_model, image_size, project_model_names
     from train.strategies import StrategyModule, set_patch_drop
 
     assert "tiny-vit-64" in project_model_names()
@@ -216,7 +216,7 @@ def test_bench_model_is_vision_dominated_so_flip_halves_its_step():
 def test_registry_all_tiny_models_and_eva_tower():
     import open_clip
 
-    from train.models import create_model, project_model_names, register_model_configs
+    from zoo.models import create_model, project_model_names, register_model_configs
 
     register_model_configs()
     register_model_configs()  # idempotent

@@ -63,7 +63,7 @@ def test_run_writes_everything_and_final_loads_in_open_clip(shapes, tmp_path):
     assert "image_to_text_R@1" in evals and "text_to_image_R@10" in evals
 
     # final.pt is an open_clip checkpoint once the project's configs are registered.
-    code = ("import train.models as m; m.register_on_import(); import open_clip, torch;"
+    code = ("import zoo.models as m; m.register_on_import(); import open_clip, torch;"
             f"model = open_clip.create_model('tiny-vit-32', pretrained={str(out / 'final.pt')!r});"
             "print(sum(float(p.double().sum()) for p in model.parameters()))")
     loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
@@ -72,7 +72,7 @@ def test_run_writes_everything_and_final_loads_in_open_clip(shapes, tmp_path):
                    if k not in ("attn_mask",) and v.is_floating_point())
     assert abs(float(loaded.stdout.strip()) - expected) < 1e-3 * max(1.0, abs(expected))
 
-    from train.checkpoint import load_model
+    from zoo.checkpoint import load_model
 
     model, preprocess, tokenizer, name = load_model(out)
     assert name == "tiny-vit-32" and not model.training
@@ -106,7 +106,7 @@ def test_kill9_resume_is_bitwise_identical(shapes, tmp_path):
     assert steps == list(range(1, 11))  # no step logged twice
 
     # Resuming with a different schedule is refused, naming what changed.
-    from curate.errors import UserError
+    from clikit.errors import UserError
     from train.loop import TrainConfig, run_training
 
     cfg = TrainConfig(data=str(shapes / "data"), out=str(out), samples="160", batch_size=16, workers=1,
@@ -135,7 +135,7 @@ def test_torchrun_two_cpu_processes(shapes, tmp_path):
 
 
 def test_bad_input_is_one_line_and_exit_2(shapes, tmp_path):
-    from curate.errors import UserError
+    from clikit.errors import UserError
     from train.loop import TrainConfig, run_training
 
     data = str(shapes / "data")

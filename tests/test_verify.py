@@ -7,7 +7,7 @@ import tarfile
 import pytest
 
 from clihelp import run_curate
-from curate.errors import UserError
+from clikit.errors import UserError
 from curate.export import export_subset
 from curate.filtering import run_filter
 from curate.verify import verify_shardset

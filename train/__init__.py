@@ -1,7 +1,6 @@
-"""Training: models, losses, optimisers, the training loop, evaluation, sweeps, reports."""
+"""Training: losses, strategies, optimisers, the training loop, budgets and evaluation.
 
-# Register the project's own model configs with open_clip (cheaply: only once open_clip is imported),
-# so that open_clip.create_model("tiny-vit-32", pretrained="runs/NAME/final.pt") works after `import train`.
-from train.models import register_on_import as _register_on_import
+Models, checkpoints and torchrun setup live in the zoo, which scoring shares; importing
+train registers the zoo's model configs with open_clip."""
 
-_register_on_import()
+import zoo as _zoo  # noqa: F401 - registers the project's model configs with open_clip

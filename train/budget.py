@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGbBtTpPeE]?)\s*(?:FLOPS?|flops?)?\s*$")

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import torch
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 SYNSET_RE = re.compile(r"^n\d{8}$")

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 # Arguments that must not change between a run and its --resume (they shape the
 # data order, the model or the schedule).
@@ -76,7 +76,7 @@ class Counters:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    from train.models import check_model_name
+    from zoo.models import check_model_name
     from train.optim import OPTIMIZERS
     from train.strategies import check_strategy
 
@@ -134,7 +134,7 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 def _init_vision(model: torch.nn.Module, path: str) -> None:
-    from train.checkpoint import read_checkpoint, resolve_checkpoint
+    from zoo.checkpoint import read_checkpoint, resolve_checkpoint
 
     file = resolve_checkpoint(path)
     state = read_checkpoint(file)["state_dict"]
@@ -153,7 +153,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
     Writes OUT/config.yaml, OUT/metrics.jsonl, OUT/checkpoints/step_*.pt, OUT/final.pt and
     (with eval_dir) OUT/eval.json. Only rank 0 writes."""
-    from train.distributed import init_distributed, shutdown
+    from zoo.distributed import init_distributed, shutdown
 
     _validate(cfg)
     info = init_distributed(cfg.device)
@@ -167,11 +167,11 @@ def _run(cfg: TrainConfig, info) -> dict[str, Any]:
     from tqdm import tqdm
 
     from train import budget as B
-    from train.checkpoint import list_checkpoints, load_state, prune_checkpoints, read_checkpoint, save_atomic
+    from zoo.checkpoint import list_checkpoints, load_state, prune_checkpoints, read_checkpoint, save_atomic
     from train.data import StreamConfig, check_first_shard, load_subset_uids, make_loader, resolve_shards
-    from train.distributed import all_gather_object, barrier, mean_across, sum_across
+    from zoo.distributed import all_gather_object, barrier, mean_across, sum_across
     from train.evaluate import evaluate
-    from train.models import create_model, image_size
+    from zoo.models import create_model, image_size
     from train.optim import cosine_with_warmup, make_optimizer
     from train.strategies import StrategyModule, patch_dropout_modules, set_patch_drop
 

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 OPTIMIZERS = ("lamb", "adamw")
 

@@ -13,7 +13,7 @@ def model_info(name: str, device: str = "meta") -> dict[str, Any]:
     import open_clip
     from torch.utils.flop_counter import FlopCounterMode
 
-    from train.models import image_size, register_model_configs
+    from zoo.models import image_size, register_model_configs
 
     register_model_configs()
     row: dict[str, Any] = {"name": name, "params": 0, "image_size": 0, "train_flops_per_sample": None}

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 STRATEGIES = ("clip", "flip", "clip-aug", "slip")
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 
 def _image_embedder(pool: Path, scores: str):

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
 
         Examples: --top 40% | --recipe combined --dedup default | --from-npy datacomp_top30.npy
         """
-        from curate.errors import UserError
+        from clikit.errors import UserError
         from curate.filtering import import_npy, parse_param, run_filter
 
         if from_npy is not None:

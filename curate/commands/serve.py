@@ -17,7 +17,7 @@ def serve(
     /PATH serves DIR/PATH; /slow/PATH answers after --slow-seconds; /redirect/PATH is a
     302 to /PATH; /html/PATH answers an HTML page instead of an image.
     """
-    from curate.errors import UserError
+    from clikit.errors import UserError
     from curate.serve import serve_forever
 
     if not directory.is_dir():

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from curate.dedup.pool_inputs import ScoredPool, iter_embedding_batches, normalized, open_embedding_matrix
-from curate.errors import UserError
+from clikit.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 # embed_images(paths) -> (len(paths), dim) image embeddings from the scores tag's model.

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from curate.catalog import list_score_tags  # one definition of "a scores tag" for every stage
-from curate.errors import UserError
+from clikit.errors import UserError
 
 _SHARD_PARQUET = re.compile(r"^(\d+)\.parquet$")
 SCORE_COLUMNS = ("uid", "clip_score", "image_sha256", "phash")

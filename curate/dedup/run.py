@@ -19,7 +19,7 @@ from curate.dedup.graph import METHOD_ORDER, DuplicateGraph, group_ids
 from curate.dedup.hashes import MAX_PHASH_BITS
 from curate.dedup.keep import KEEP_POLICIES
 from curate.dedup.pool_inputs import ScoredPool
-from curate.errors import UserError
+from clikit.errors import UserError
 
 METHODS = ("exact", "phash", "phash-knn", "knn", "semdedup")  # what --method lists may name
 ALL_METHODS = ("exact", "phash", "knn")  # what `all` stands for; semdedup is an alternative to knn

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from curate.errors import UserError
+from clikit.errors import UserError
 from shards.uid import sample_uid
 
 # Column names of the public pools, so users do not have to remember them.

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from curate.download.inputs import normalise_input, read_input_table, resolve_mapping
 from curate.download.pool import SHARDS_DIR, read_shard_tables, repair_unfinished, shard_ids
-from curate.errors import UserError
+from clikit.errors import UserError
 from shards.atomic import replacing, write_json_atomic
 
 POOL_JSON = "pool.json"

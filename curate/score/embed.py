@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 
 def image_embedder(pool: Path, tag: str, batch_size: int = 128) -> Callable[[list[Path]], np.ndarray]:

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import torch
 
 from curate.download.pool import SHARDS_DIR, shard_ids
-from curate.errors import UserError
+from clikit.errors import UserError
 from curate.score.reader import ChunkedShards, ShardJob
 from curate.score.seed_model import SeedModel, load_seed_model
-from train.distributed import barrier, init_distributed
+from zoo.distributed import barrier, init_distributed
 from shards.atomic import replacing, write_json_atomic
 
 SCORES_DIR = "scores"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 
 @dataclass
@@ -31,14 +31,14 @@ def load_seed_model(model: str | None, pretrained: str | None, checkpoint: str |
     """Build the scorer from exactly one weights source; errors say how to fix the call."""
     import open_clip
 
-    from train.models import register_model_configs
+    from zoo.models import register_model_configs
 
     register_model_configs()  # the project's own small configs (tiny-vit-32, ...)
 
     if checkpoint and pretrained:
         raise UserError("give either --checkpoint (a `train run` output) or --pretrained (weights for --model), not both")
     if checkpoint:
-        from train.checkpoint import load_model
+        from zoo.checkpoint import load_model
 
         path = Path(checkpoint)
         if not path.exists():

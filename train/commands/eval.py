@@ -24,8 +24,8 @@ def register(app: typer.Typer) -> None:
 
         import torch
 
-        from curate.errors import UserError
-        from train.checkpoint import load_model, resolve_checkpoint
+        from clikit.errors import UserError
+        from zoo.checkpoint import load_model, resolve_checkpoint
         from train.evaluate import evaluate
 
         if eval_dir is None and retrieval_data is None:

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         Name, parameters, image size and training FLOPs per sample (measured)."""
         import json
 
-        from train.models import all_model_names, project_model_names
+        from zoo.models import all_model_names, project_model_names
         from train.profile import model_info
 
         names = project_model_names() if project_only else all_model_names()

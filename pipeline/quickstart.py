@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 DEDUP_TAG = "exact+phash-knn"
 

@@ -2,7 +2,7 @@
 
 open_clip's timm towers ignore vision_cfg.image_size, so a small-image EVA02 or ConvNeXt
 needs its own timm model function; those are registered here under `clipcurate_*` names
-and referenced by the JSON configs in train/model_configs/.
+and referenced by the JSON configs in zoo/model_configs/.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def register_on_import() -> None:
 
 
 def project_model_names() -> list[str]:
-    """Names of the configs shipped in train/model_configs/."""
+    """Names of the configs shipped in zoo/model_configs/."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
@@ -110,7 +110,7 @@ def all_model_names() -> list[str]:
 
 def check_model_name(name: str) -> None:
     """Raise UserError for a model open_clip does not know."""
-    from curate.errors import UserError
+    from clikit.errors import UserError
 
     names = all_model_names()
     if name not in names:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from curate.errors import UserError
+from clikit.errors import UserError
 
 CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
 
@@ -71,7 +71,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Load a model trained by `train run`: (model in eval mode, val preprocess, tokenizer, model_name).
 
     `path` is a run directory (runs/NAME), its final.pt, or one of its step checkpoints."""
-    from train.models import create_model
+    from zoo.models import create_model
 
     file = resolve_checkpoint(path)
     ckpt = read_checkpoint(file, device="cpu")

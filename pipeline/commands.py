@@ -1,4 +1,4 @@
-"""`curate quickstart`."""
+"""Commands of the pipeline layer, plugged into the stage CLIs (`curate quickstart`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +14,7 @@ def quickstart(
     threads: Annotated[int, typer.Option(help="Download threads.")] = 32,
 ) -> None:
     """Run the whole pipeline on the demo pool."""
-    from curate.quickstart import QuickstartConfig, run_quickstart
+    from pipeline.quickstart import QuickstartConfig, run_quickstart
 
     run_quickstart(QuickstartConfig(workdir=workdir, size=size, seed=seed, threads=threads))
 

@@ -1,0 +1,48 @@
+"""The house rule, run with the tests: import-linter's contracts in pyproject.toml hold, and
+they fail when someone breaks them (a forbidden import added to a copy of the tree)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("clikit", "shards", "queries", "zoo", "curate", "train", "pipeline")
+
+
+def lint_imports(tree: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run([shutil.which("lint-imports") or "lint-imports", "--no-cache"], cwd=tree, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_contracts_hold_on_the_tree():
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 kept, 0 broken" in result.stdout
+
+
+def _copy_tree(target: Path) -> Path:
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", target / "pyproject.toml")
+    return target
+
+
+def test_curate_importing_train_breaks_the_run(tmp_path):
+    tree = _copy_tree(tmp_path)
+    with open(tree / "curate" / "inspect.py", "a", encoding="utf-8") as handle:
+        handle.write("\nfrom train.budget import format_flops  # forbidden\n")
+    result = lint_imports(tree)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "curate.inspect -> train.budget" in result.stdout
+    assert "BROKEN" in result.stdout
+
+
+def test_ground_floor_importing_a_stage_breaks_the_run(tmp_path):
+    tree = _copy_tree(tmp_path)
+    with open(tree / "zoo" / "models.py", "a", encoding="utf-8") as handle:
+        handle.write("\nimport curate.catalog  # forbidden: the zoo sits below the stages\n")
+    result = lint_imports(tree)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "zoo.models -> curate.catalog" in result.stdout
