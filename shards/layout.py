@@ -1,0 +1,129 @@
+"""The pool tree of docs/design.md, named in one place: every stage and training ask here.
+
+    pool/pool.json, _input/, _retry/, shards/NNNNN.{tar,parquet,_stats.json},
+    scores/TAG/NNNNN.parquet + model.json, embeddings/TAG/NNNNN.npy (+ .text.npy),
+    dedup/NAME/{groups.parquet,summary.json}, subsets/NAME.{parquet,npy}
+
+`Pool(path)` only names paths; it creates and checks nothing, so it is cheap to build
+anywhere (a worker, a test, a reader of another machine's pool).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SHARD_NAME_RE = re.compile(r"^(\d{5})\.parquet$")  # a pool shard's parquet: 00000.parquet
+
+
+def shard_stem(shard: int | str) -> str:
+    """A pool shard's 5-digit stem: 7 -> "00007" (img2dataset's naming)."""
+    return f"{int(shard):05d}"
+
+
+@dataclass(frozen=True)
+class Pool:
+    root: Path
+
+    def __init__(self, root: str | Path) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    # --- download -------------------------------------------------------------------
+    @property
+    def pool_json(self) -> Path:
+        return self.root / "pool.json"
+
+    @property
+    def input_dir(self) -> Path:
+        """The normalised copy of the input list that img2dataset reads."""
+        return self.root / "_input"
+
+    @property
+    def retry_dir(self) -> Path:
+        """Where `--retry-failed` downloads failed rows before merging them back."""
+        return self.root / "_retry"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.root / "shards"
+
+    def shard_tar(self, shard: int | str) -> Path:
+        return self.shards_dir / f"{shard_stem(shard)}.tar"
+
+    def shard_parquet(self, shard: int | str) -> Path:
+        return self.shards_dir / f"{shard_stem(shard)}.parquet"
+
+    def shard_stats(self, shard: int | str) -> Path:
+        return self.shards_dir / f"{shard_stem(shard)}_stats.json"
+
+    # --- score ----------------------------------------------------------------------
+    @property
+    def scores_root(self) -> Path:
+        return self.root / "scores"
+
+    def scores_dir(self, tag: str) -> Path:
+        return self.scores_root / tag
+
+    def scores_parquet(self, tag: str, shard: int | str) -> Path:
+        return self.scores_dir(tag) / f"{shard_stem(shard)}.parquet"
+
+    def model_json(self, tag: str) -> Path:
+        """Which seed model wrote scores/TAG and how to load it again."""
+        return self.scores_dir(tag) / "model.json"
+
+    @property
+    def embeddings_root(self) -> Path:
+        return self.root / "embeddings"
+
+    def embeddings_dir(self, tag: str) -> Path:
+        return self.embeddings_root / tag
+
+    def image_embeddings(self, tag: str, shard: int | str) -> Path:
+        return self.embeddings_dir(tag) / f"{shard_stem(shard)}.npy"
+
+    def text_embeddings(self, tag: str, shard: int | str) -> Path:
+        return self.embeddings_dir(tag) / f"{shard_stem(shard)}.text.npy"
+
+    # --- dedup ----------------------------------------------------------------------
+    @property
+    def dedup_root(self) -> Path:
+        return self.root / "dedup"
+
+    def dedup_dir(self, name: str) -> Path:
+        return self.dedup_root / name
+
+    def dedup_groups(self, name: str) -> Path:
+        return self.dedup_dir(name) / "groups.parquet"
+
+    def dedup_summary(self, name: str) -> Path:
+        return self.dedup_dir(name) / "summary.json"
+
+    # --- filter ---------------------------------------------------------------------
+    @property
+    def subsets_dir(self) -> Path:
+        return self.root / "subsets"
+
+    def subset_parquet(self, name: str) -> Path:
+        return self.subsets_dir / f"{name}.parquet"
+
+    def subset_npy(self, name: str) -> Path:
+        """The same uids in DataComp's subset format."""
+        return self.subsets_dir / f"{name}.npy"
+
+    # --- what is there --------------------------------------------------------------
+    def score_tags(self) -> list[str]:
+        """Scoring tags: the folders under scores/ that hold shard parquet."""
+        if not self.scores_root.is_dir():
+            return []
+        return sorted(d.name for d in self.scores_root.iterdir()
+                      if d.is_dir() and any(SHARD_NAME_RE.match(p.name) for p in d.iterdir()))
+
+    def dedup_names(self) -> list[str]:
+        """Dedup runs with a finished groups.parquet."""
+        if not self.dedup_root.is_dir():
+            return []
+        return sorted(d.name for d in self.dedup_root.iterdir() if (d / "groups.parquet").is_file())
+
+    def is_pool(self) -> bool:
+        """True for a folder `curate download` wrote (it has shards/)."""
+        return self.shards_dir.is_dir()
