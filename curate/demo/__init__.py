@@ -5,7 +5,8 @@ from __future__ import annotations
 from curate.demo.captions import EVAL_TEMPLATES
 from curate.demo.faults import HUGE_MIN_PIXELS, MIN_SIDE
 from curate.demo.pool import DEFAULT_FRACTIONS, EXPECTED_OUTCOME, KINDS, kind_counts, make_demo_pool
-from curate.demo.render import CLASSES, COLOURS
+from curate.demo.render import COLOURS
+from curate.demo.shapes import CLASSES
 
 __all__ = [
     "CLASSES", "COLOURS", "DEFAULT_FRACTIONS", "EVAL_TEMPLATES", "EXPECTED_OUTCOME", "HUGE_MIN_PIXELS",

@@ -22,7 +22,8 @@ from PIL import Image
 
 from curate.demo.captions import EVAL_TEMPLATES, describe, generic_alt_text, partly_wrong
 from curate.demo.faults import huge_size, near_duplicate, tiny_size, truncate
-from curate.demo.render import CLASSES, COLOURS, ImageSpec, render_bytes, render_flat_huge, sample_spec
+from curate.demo.render import COLOURS, ImageSpec, render_bytes, render_flat_huge, sample_spec
+from curate.demo.shapes import CLASSES
 from clikit.errors import UserError
 from curate.serve import HTML_PREFIX, REDIRECT_PREFIX, SLOW_PREFIX
 from shards.uid import sample_uid
