@@ -6,34 +6,18 @@ from __future__ import annotations
 import io
 import random
 
-import numpy as np
 from PIL import Image, ImageEnhance
 
 from curate.demo.render import encode
+from curate.score.batched import phash
 
 MIN_SIDE = 32  # "tiny" images have a side below this (the downloader's minimum)
 HUGE_SIDE_RANGE = (9000, 9400)  # both sides: 81-88 Mpx, under PIL's bomb warning
 HUGE_MIN_PIXELS = HUGE_SIDE_RANGE[0] ** 2  # every "huge" image has at least this many pixels
-NEAR_DUP_MAX_PHASH_BITS = 8  # a near duplicate differs from its original by at most this
-
-
-def _dct_matrix(n: int) -> np.ndarray:
-    k = np.arange(n)[:, None]
-    return 2 * np.cos(np.pi * k * (2 * np.arange(n)[None, :] + 1) / (2 * n))
-
-
-_DCT32 = _dct_matrix(32)
-
-
-def phash_bits(img: Image.Image) -> np.ndarray:
-    """The 64-bit DCT perceptual hash as booleans (the definition of imagehash.phash).
-
-    Only used to check that a near duplicate stays near: on flat drawings a few hashes
-    sit on a knife edge, and one re-encode can flip a third of their bits.
-    """
-    pixels = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8]
-    return low > np.median(low)
+# A near duplicate's phash (the scores' column, curate.score.batched.phash) differs from
+# its original's by at most this many bits. On flat drawings a few hashes sit on a knife
+# edge, where one re-encode can flip a third of the bits; such edits are drawn again.
+NEAR_DUP_MAX_PHASH_BITS = 8
 
 
 def _edit(img: Image.Image, rng: random.Random) -> tuple[Image.Image, str, int, str]:
@@ -66,12 +50,12 @@ def near_duplicate(data: bytes, rng: random.Random, attempts: int = 8) -> tuple[
     NEAR_DUP_MAX_PHASH_BITS away are drawn again; a plain re-encode is the last resort.
     """
     original = Image.open(io.BytesIO(data)).convert("RGB")
-    reference = phash_bits(original)
+    reference = phash(original)
     for _ in range(attempts):
         img, fmt, quality, what = _edit(original, rng)
         out = encode(img, fmt, quality)
         candidate = Image.open(io.BytesIO(out))
-        if int((phash_bits(candidate) != reference).sum()) <= NEAR_DUP_MAX_PHASH_BITS and out != data:
+        if (phash(candidate) ^ reference).bit_count() <= NEAR_DUP_MAX_PHASH_BITS and out != data:
             return out, fmt, what
     return encode(original, "JPEG", 95), "JPEG", "reencode"
 
@@ -96,4 +80,5 @@ def tiny_size(rng: random.Random) -> tuple[int, int]:
 
 
 def huge_size(rng: random.Random) -> tuple[int, int]:
+    """A canvas of HUGE_SIDE_RANGE on both sides (81-88 Mpx)."""
     return rng.randint(*HUGE_SIDE_RANGE), rng.randint(*HUGE_SIDE_RANGE)
