@@ -35,6 +35,6 @@ def register(app: typer.Typer) -> None:
         Views: samples (every downloaded row + shard), scores (one tag), scores_all (all tags,
         + tag), scored (scores + url/caption), dedup (one run), dedup_all (+ name).
         """
-        from curate.sqlrun import run_sql
+        from curate.sql_query import run_sql
 
         run_sql(pool, query, format.value, out, scores, dedup, max_rows)

@@ -1,12 +1,16 @@
-"""Run a user's query over the catalog and render it (`curate sql`)."""
+"""`curate sql`: run a user's query over the pool's catalog views and print or save the result."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from curate.catalog import open_catalog
 from clikit.errors import UserError
+from curate.catalog import open_catalog
+from shards.atomic import replacing
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def run_sql(
@@ -51,7 +55,7 @@ def run_sql(
     return table.num_rows
 
 
-def _write(table, fmt: str, out: Path | None) -> None:
+def _write(table: pa.Table, fmt: str, out: Path | None) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -62,23 +66,22 @@ def _write(table, fmt: str, out: Path | None) -> None:
             sys.stdout.write(_json_text(table) + "\n")
         sys.stdout.flush()
         return
-    tmp = out.with_name(f".{out.name}.tmp")
-    if fmt == "parquet":
-        pq.write_table(table, tmp)
-    elif fmt == "csv":
-        pacsv.write_csv(table, tmp)
-    else:
-        tmp.write_text(_json_text(table) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        if fmt == "parquet":
+            pq.write_table(table, tmp)
+        elif fmt == "csv":
+            pacsv.write_csv(table, tmp)
+        else:
+            tmp.write_text(_json_text(table) + "\n", encoding="utf-8")
 
 
-def _json_text(table) -> str:
+def _json_text(table: pa.Table) -> str:
     import json
 
     return json.dumps(table.to_pylist(), default=str, ensure_ascii=False)
 
 
-def _print_table(table, max_rows: int) -> None:
+def _print_table(table: pa.Table, max_rows: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
