@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the generated pool")
     args = ap.parse_args()
 
-    from curate.dedup.synthetic import planted_pool
+    from tests.synthetic_embeddings import planted_pool
 
     pool = args.dir / "pool"
     if args.dir.exists():

@@ -14,7 +14,7 @@ import pytest
 
 from curate.dedup.quality import pair_quality
 from curate.dedup.run import DedupSettings, run_dedup
-from curate.dedup.synthetic import near_copy, planted_pool, random_vectors, uid_of, write_shard
+from synthetic_embeddings import near_copy, planted_pool, random_vectors, uid_of, write_shard
 from clikit.errors import UserError
 
 DIM = 32

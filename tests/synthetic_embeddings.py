@@ -1,6 +1,7 @@
-"""Scored pools made of vectors, for tests and bench/dedup.py: the exact files `curate score`
-writes (scores/TAG/NNNNN.parquet, embeddings/TAG/NNNNN.npy, model.json), with planted
-near-duplicate pairs whose cosine is known."""
+"""Scored pools made of vectors, for tests/test_dedup.py and bench/dedup.py (a test fixture,
+not part of curate): the exact files `curate score` writes (scores/TAG/NNNNN.parquet,
+embeddings/TAG/NNNNN.npy, model.json), with planted near-duplicate pairs whose cosine is
+known. Paths come from shards.layout.Pool."""
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from shards.layout import Pool
+
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of x scaled to unit length."""
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -39,6 +43,7 @@ def near_copy(x: np.ndarray, cosine: np.ndarray, rng: np.random.Generator) -> np
 
 
 def uid_of(i: int) -> str:
+    """The uid of synthetic row i (32 hex characters, as real uids)."""
     return hashlib.sha256(f"synthetic-{i}".encode()).hexdigest()[:32]
 
 
@@ -72,13 +77,12 @@ def write_shard(pool: Path, tag: str, shard: int, vectors: np.ndarray, start: in
         "image_norm": pa.array(np.ones(n), pa.float32()),
         "text_norm": pa.array(np.ones(n), pa.float32()),
     })
-    scores = pool / "scores" / tag
-    embeddings = pool / "embeddings" / tag
-    scores.mkdir(parents=True, exist_ok=True)
-    embeddings.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, scores / f"{shard:05d}.parquet")
-    np.save(embeddings / f"{shard:05d}.npy", vectors.astype(np.float16))
-    model = scores / "model.json"
+    layout = Pool(pool)
+    layout.scores_dir(tag).mkdir(parents=True, exist_ok=True)
+    layout.embeddings_dir(tag).mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, layout.scores_parquet(tag, shard))
+    np.save(layout.image_embeddings(tag, shard), vectors.astype(np.float16))
+    model = layout.model_json(tag)
     if not model.exists():
         model.write_text(json.dumps({"model": "synthetic", "weights": "none", "dim": int(vectors.shape[1]), "tag": tag}))
 
@@ -103,7 +107,7 @@ def planted_pool(pool: str | Path, n: int, dim: int, pairs: int, tag: str = "syn
         rows = min(shard_rows, n - start)
         write_shard(pool, tag, k, random_vectors(rows, dim, np.random.default_rng([seed, k]), clustered), start)
     # Patch the copies: read each source, write its near copy over the target row.
-    paths = [pool / "embeddings" / tag / f"{k:05d}.npy" for k in range(len(starts))]
+    paths = [Pool(pool).image_embeddings(tag, k) for k in range(len(starts))]
     maps = [np.load(p, mmap_mode="r+") for p in paths]
     src, dst = planted[:, 0], planted[:, 1]
     x = np.stack([maps[i // shard_rows][i % shard_rows] for i in src]).astype(np.float32)
