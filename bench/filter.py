@@ -108,7 +108,7 @@ def bench_filter(work: Path, rows: int, files: int) -> None:
 
 def bench_export(work: Path, per_shard: int, shards: int) -> None:
     from curate.export import export_subset
-    from curate.filtering import run_filter
+    from curate.filter.run import run_filter
     from poolfactory import make_pool
 
     pool = work / "export-pool"

@@ -174,7 +174,8 @@ class Quickstart:
         import pyarrow.parquet as pq
 
         from curate.export import export_subset
-        from curate.filtering import read_subset_metadata, run_filter
+        from curate.filter.run import run_filter
+        from curate.filter.subsets import read_subset_metadata
         from curate.verify import verify_shardset
 
         with self._step(f"filter --top {self.config.top} and export"):

@@ -9,9 +9,10 @@ import pytest
 
 from clihelp import run_curate
 from clikit.errors import UserError
-from curate.filtering import (
-    import_npy, load_recipe, pairs_to_uids, parse_top, read_subset_metadata, run_filter, uids_to_pairs,
-)
+from curate.filter.datacomp_uids import pairs_to_uids
+from curate.filter.recipes import load_recipe, parse_top
+from curate.filter.run import import_npy, run_filter
+from curate.filter.subsets import read_subset_metadata, uids_to_pairs
 from poolfactory import make_pool
 from shards.uid import uid_to_uint64_pair
 
@@ -160,7 +161,7 @@ def test_cli_errors_name_the_choices(tmp_path):
 def _recipe_sql_uids(pool_path, by="clip_score", **params):
     """What queries/top_fraction.sql itself returns, run as SQL (the definition)."""
     from curate.catalog import open_catalog
-    from curate.filtering import build_candidates
+    from curate.filter.candidates import build_candidates
 
     with open_catalog(pool_path) as catalog:
         build_candidates(catalog, by, False, None)
@@ -176,9 +177,9 @@ def test_fast_top_matches_the_recipe_sql(tmp_path, kind):
     the SQL (DuckDB's parquet filters and ORDER BY disagree on NaN), same result."""
     import pyarrow as pa
 
-    from curate.topcut import top_fraction
+    from curate.filter.top_fraction import top_fraction
     from curate.catalog import open_catalog
-    from curate.filtering import build_candidates
+    from curate.filter.candidates import build_candidates
 
     rng = np.random.default_rng(7)
     n = 400

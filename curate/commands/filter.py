@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
         Examples: --top 40% | --recipe combined --dedup default | --from-npy datacomp_top30.npy
         """
         from clikit.errors import UserError
-        from curate.filtering import import_npy, parse_param, run_filter
+        from curate.filter.recipes import parse_param
+        from curate.filter.run import import_npy, run_filter
 
         if from_npy is not None:
             if top or recipe or where or param or dedup:

@@ -7,6 +7,8 @@ arrow's contiguous string buffers: no Python object per uid.
   query's result can be streamed in and each arrow batch freed at once (binascii
   decodes the hex at C speed). The text is
   spelt again from the sorted pairs when written (cheaper than keeping and permuting it).
+- `pairs_to_text`, `text_to_arrow`, `pairs_to_uids`: the way back, lowercase hex spelt by
+  one table lookup per two bytes.
 - `sorted_order`: the permutation that sorts pairs by (high, low), using numpy's SIMD
   `np.sort` on one uint64 key instead of the much slower `argsort`/`lexsort`.
 """
@@ -14,8 +16,12 @@ from __future__ import annotations
 
 import binascii
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DATACOMP_UID_DTYPE = np.dtype("u8,u8")  # exactly what DataComp's baselines np.save
 UID_CHARS = 32
@@ -63,7 +69,7 @@ class UidBlock:
     def empty(cls, n: int) -> "UidBlock":
         return cls(np.empty(n, DATACOMP_UID_DTYPE), True)
 
-    def fill(self, start: int, chunk) -> int:
+    def fill(self, start: int, chunk: pa.Array) -> int:
         """Decode one arrow string chunk into rows start.. ; returns its length.
 
         Raises UidFormatError for a null, a uid of another length, or a non-hex character.
@@ -96,18 +102,14 @@ class UidBlock:
         return n
 
     @classmethod
-    def from_arrow(cls, uids) -> "UidBlock":
+    def from_arrow(cls, uids: pa.Array | pa.ChunkedArray | list[str]) -> "UidBlock":
+        """Decode every uid of `uids`; raises UidFormatError as `fill` does."""
         chunks = list(_string_chunks(uids))
         block = cls.empty(sum(len(c) for c in chunks))
         start = 0
         for chunk in chunks:
             start += block.fill(start, chunk)
         return block
-
-
-def uids_to_pairs(uids) -> np.ndarray:
-    """32-hex uids (pyarrow string array or list) -> unsorted np.dtype("u8,u8") array."""
-    return UidBlock.from_arrow(uids).pairs
 
 
 def pairs_to_text(pairs: np.ndarray) -> np.ndarray:
@@ -119,7 +121,7 @@ def pairs_to_text(pairs: np.ndarray) -> np.ndarray:
     return _WORD_TO_HEX[halves.view("<u2")].view(f"V{UID_CHARS}").reshape(n)
 
 
-def text_to_arrow(text: np.ndarray):
+def text_to_arrow(text: np.ndarray) -> pa.StringArray | pa.LargeStringArray:
     """Fixed-width "V32" rows -> pyarrow string array without copying the characters."""
     import pyarrow as pa
 
@@ -132,7 +134,7 @@ def text_to_arrow(text: np.ndarray):
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), data)
 
 
-def pairs_to_uids(pairs: np.ndarray):
+def pairs_to_uids(pairs: np.ndarray) -> pa.StringArray | pa.LargeStringArray:
     """np.dtype("u8,u8") array -> pyarrow string array of 32-hex uids (vectorised)."""
     return text_to_arrow(pairs_to_text(pairs))
 

@@ -8,7 +8,8 @@ several times and sorts the scores in DuckDB. Here:
    DuckDB with the recipe's own expression, so rounding is identical) and the cut t, the
    k-th largest score (np.partition);
 2. one pass over the uids of the rows with score >= t, streamed from DuckDB straight into
-   fixed-width bytes and decoded pairs (curate.uidpack), never a Python object per uid;
+   fixed-width bytes and decoded pairs (curate.filter.datacomp_uids), never a Python
+   object per uid;
 3. only the rows tied at t are ordered by uid, to keep the first k - #(score > t).
 
 Anything unusual (a score type numpy cannot compare exactly, NaN scores, a null or
@@ -18,11 +19,14 @@ behaviour and error messages stay those of the SQL.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curate.uidpack import UidBlock, UidFormatError, sorted_order
+from curate.filter.datacomp_uids import UidBlock, UidFormatError, sorted_order
+
+if TYPE_CHECKING:
+    import duckdb
 
 # score types whose values numpy holds exactly and DuckDB compares the same way
 _EXACT_TYPES = {
@@ -43,7 +47,7 @@ class TopCut:
     selected: int  # rows the recipe returns (k)
 
 
-def _quota(con, n: int, params: dict[str, Any]) -> int | None:
+def _quota(con: duckdb.DuckDBPyConnection, n: int, params: dict[str, Any]) -> int | None:
     """k, with the expression of queries/top_fraction.sql (DuckDB's round, not Python's)."""
     import duckdb
 
@@ -57,7 +61,7 @@ def _quota(con, n: int, params: dict[str, Any]) -> int | None:
     return rows[0][0]
 
 
-def top_fraction(con, params: dict[str, Any]) -> TopCut | None:
+def top_fraction(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> TopCut | None:
     """Run top_fraction over the `candidates` view of `con`; None to fall back to SQL."""
     if set(params) != {"fraction", "count"}:
         return None

@@ -1,0 +1,57 @@
+"""The `candidates` view every recipe reads, and running SQL over the catalog with clear errors.
+
+`candidates` is the scoring tag's rows (`scores`, or `scored` with url/caption when a
+--where is given), restricted to the dedup run's kept samples with --dedup and to
+--where, with a `score` column holding the --by column.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from clikit.errors import UserError
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from curate.catalog import Catalog
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def run_query(catalog: Catalog, sql: str, params: dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+    """`sql` on the catalog's connection; a DuckDB error becomes a UserError naming the catalog."""
+    import duckdb
+
+    try:
+        return catalog.con.sql(sql, params=params or None)
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"query failed: {first} ({catalog.describe()})") from None
+
+
+def build_candidates(catalog: Catalog, by: str, dedup: bool, where: str | None) -> str:
+    """Create the temp view `candidates` and return its SQL (recorded in the subset)."""
+    catalog.require_scores()
+    base = "scored" if where and "scored" in catalog.views else "scores"
+    columns = catalog.columns(base)
+    numeric = [
+        row[0] for row in catalog.con.sql(f"DESCRIBE {base}").fetchall()
+        if any(t in row[1] for t in ("FLOAT", "DOUBLE", "INT", "DECIMAL")) and row[0] not in ("key",)
+    ]
+    if by not in columns:
+        raise UserError(f"--by {by!r} is not a column of {base}; use one of {', '.join(numeric)}")
+    conditions = []
+    if dedup:
+        catalog.require_dedup()
+        conditions.append("uid IN (SELECT uid FROM dedup WHERE keep)")
+    if where:
+        conditions.append(f"({where})")
+    sql = f"SELECT *, {_quote_ident(by)} AS score FROM {base}"
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    run_query(catalog, f"CREATE OR REPLACE TEMP VIEW candidates AS {sql}")
+    # bind the view now so a bad --where fails here with a clear message
+    run_query(catalog, "SELECT * FROM candidates LIMIT 0").fetchall()
+    return sql

@@ -1,0 +1,144 @@
+"""Recipes: .sql files that select a subset, and the values given to their parameters.
+
+A recipe is a .sql file in queries/ (or any path): one SELECT returning `uid`, reading the
+`candidates` view, with named parameters ($fraction, $min_score...) bound by DuckDB. Its
+header declares the parameters and their defaults:
+
+    -- @param min_score = 0.28  lowest score kept
+
+`--param k=v` overrides a default; `--top` fills the $fraction/$count of top_fraction.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from clikit.errors import UserError
+
+_PARAM_LINE = re.compile(r"^--\s*@param\s+([A-Za-z_]\w*)\s*=\s*(\S+)\s*(.*)$")
+_PARAM_USE = re.compile(r"\$([A-Za-z_]\w*)")
+
+
+def _parse_value(text: str) -> Any:
+    """A --param or @param value: null/true/false, an int, a float, else the text."""
+    lowered = text.strip().lower()
+    if lowered in ("null", "none"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """`k=v` from --param into (k, typed value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--param {text!r} is not k=v; write e.g. --param min_score=0.3")
+    return key.strip(), _parse_value(value.strip())
+
+
+@dataclass(frozen=True)
+class TopSpec:
+    """What --top asked for: a share of the scored candidates, or a count."""
+
+    text: str
+    fraction: float | None = None
+    count: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "count": self.count}
+
+
+def parse_top(text: str) -> TopSpec:
+    """Parse --top: `40%` or `0.4` (a share in (0, 1]) or `5000` (a count)."""
+    raw = text.strip()
+    hint = "write a share like 40% or 0.4, or a count like 5000"
+    try:
+        if raw.endswith("%"):
+            fraction = float(raw[:-1]) / 100.0
+        elif re.fullmatch(r"\d+", raw):
+            count = int(raw)
+            if count <= 0:
+                raise UserError(f"--top {text!r} keeps nothing; {hint}")
+            return TopSpec(raw, count=count)
+        else:
+            fraction = float(raw)
+    except ValueError:
+        raise UserError(f"--top {text!r} is not a share or a count; {hint}") from None
+    if not (0.0 < fraction <= 1.0) or fraction != fraction:
+        raise UserError(f"--top {text!r} is outside (0%, 100%]; {hint}")
+    return TopSpec(raw, fraction=fraction)
+
+
+@dataclass
+class Recipe:
+    """A loaded recipe: its SQL (comments kept, trailing ';' dropped), `defaults` for the
+    parameters the SQL uses and `help`, each declared parameter's help text."""
+
+    name: str
+    path: str
+    sql: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    help: dict[str, str] = field(default_factory=dict)
+
+    def bind(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overridden by --param; unknown names and missing values are errors."""
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            known = ", ".join(self.defaults) or "none"
+            raise UserError(f"recipe {self.name} has no parameter {', '.join(unknown)} (its parameters: {known})")
+        return {**self.defaults, **overrides}
+
+
+def recipe_dir() -> Path:
+    """The folder of built-in recipes (queries/)."""
+    return Path(str(resources.files("queries")))
+
+
+def list_recipes() -> list[str]:
+    """Names of the built-in recipes."""
+    return sorted(p.stem for p in recipe_dir().glob("*.sql"))
+
+
+def is_builtin(recipe: Recipe, name: str) -> bool:
+    """True when `recipe` is the file of the built-in recipe `name`."""
+    return Path(recipe.path).resolve() == (recipe_dir() / f"{name}.sql").resolve()
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A built-in recipe by name (queries/NAME.sql) or a .sql file by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".sql" or os.sep in name_or_path:
+        path = candidate
+    else:
+        path = recipe_dir() / f"{name_or_path}.sql"
+    if not path.is_file():
+        raise UserError(
+            f"recipe {name_or_path!r} not found; use one of {', '.join(list_recipes())} or a path to a .sql file"
+        )
+    sql = path.read_text(encoding="utf-8")
+    defaults: dict[str, Any] = {}
+    helps: dict[str, str] = {}
+    for line in sql.splitlines():
+        match = _PARAM_LINE.match(line.strip())
+        if match:
+            defaults[match.group(1)] = _parse_value(match.group(2))
+            helps[match.group(1)] = match.group(3).strip()
+    body = "\n".join(l for l in sql.splitlines() if not l.strip().startswith("--"))
+    used = set(_PARAM_USE.findall(body))
+    undeclared = sorted(used - set(defaults))
+    if undeclared:
+        raise UserError(f"recipe {path} uses ${', $'.join(undeclared)} without a `-- @param NAME = DEFAULT` line")
+    sql = sql.strip().rstrip(";")
+    return Recipe(path.stem, str(path), sql, {k: v for k, v in defaults.items() if k in used}, helps)

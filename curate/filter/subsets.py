@@ -1,0 +1,150 @@
+"""Subsets on disk: subsets/NAME.parquet and DataComp's subsets/NAME.npy.
+
+A subset is subsets/NAME.parquet (column `uid`, sorted; JSON under key `clipcurate` in
+the parquet metadata: the SQL, parameters, input tags, counts) and subsets/NAME.npy
+(DataComp's format: a sorted 1-D array of dtype np.dtype("u8,u8"), the uid's high and
+low 64 bits). Paths come from shards.layout.Pool; both files are written through
+shards.atomic, the .npy first: the parquet's presence is what marks the subset made.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clikit.errors import UserError
+from curate.filter.datacomp_uids import (
+    DATACOMP_UID_DTYPE, UidBlock, UidFormatError, pairs_to_text, sorted_order, text_to_arrow,
+)
+from shards.atomic import replacing
+from shards.layout import Pool
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+METADATA_KEY = b"clipcurate"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_subset_name(name: str) -> str:
+    """A subset name is a plain file name: letters, digits, '.', '_', '-'."""
+    if not name or not _NAME.match(name):
+        raise UserError(f"subset name {name!r} is not a plain name; use letters, digits, '.', '_' or '-'")
+    return name
+
+
+def check_subset_free(pool: str | Path, name: str, overwrite: bool) -> None:
+    """Refuse to replace an existing subsets/NAME.parquet unless `overwrite`."""
+    parquet_path = Pool(pool).subset_parquet(name)
+    if parquet_path.exists() and not overwrite:
+        raise UserError(f"subset {name!r} already exists in {parquet_path.parent}; pick another --name or pass --overwrite")
+
+
+def _decode(uids: pa.Array | pa.ChunkedArray | list[str]) -> UidBlock:
+    try:
+        return UidBlock.from_arrow(uids)
+    except UidFormatError as exc:
+        raise UserError(str(exc)) from None
+
+
+def uids_to_pairs(uids: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
+    """32-hex uids (pyarrow string array or list) -> unsorted np.dtype("u8,u8") array.
+
+    A null, short or non-hex uid is a UserError.
+    """
+    return _decode(uids).pairs
+
+
+def write_subset(
+    pool: str | Path, name: str, uids: pa.Array | pa.ChunkedArray | list[str], metadata: dict[str, Any],
+    overwrite: bool = False,
+) -> int:
+    """Write subsets/NAME.parquet and .npy (both sorted by uid); returns the uid count.
+
+    `uids`: a pyarrow string (Chunked)Array or a list of 32-hex uids. Duplicate uids are
+    dropped. Both files are written under temporary names and renamed when complete, the
+    .npy first: the parquet's presence is what marks the subset made.
+    """
+    check_subset_name(name)
+    check_subset_free(pool, name, overwrite)
+    return write_uid_block(pool, name, _decode(uids), None, metadata, overwrite=overwrite)
+
+
+def write_uid_block(
+    pool: str | Path,
+    name: str,
+    block: UidBlock,
+    rows: np.ndarray | None,
+    metadata: dict[str, Any],
+    overwrite: bool = False,
+) -> int:
+    """write_subset for uids already decoded (curate.filter.datacomp_uids); `rows` picks some of them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    check_subset_name(name)
+    check_subset_free(pool, name, overwrite)
+    order = sorted_order(block.pairs, rows)
+    pairs = block.pairs[order]
+    if len(pairs) > 1:
+        fresh = np.ones(len(pairs), dtype=bool)
+        fresh[1:] = (pairs["f0"][1:] != pairs["f0"][:-1]) | (pairs["f1"][1:] != pairs["f1"][:-1])
+        if not fresh.all():
+            metadata = {**metadata, "duplicates_dropped": int((~fresh).sum())}
+            pairs, order = pairs[fresh], order[fresh]
+    del order
+    # spelt again from the sorted pairs: always the canonical lowercase spelling
+    table = pa.table({"uid": text_to_arrow(pairs_to_text(pairs))})
+    metadata = {**metadata, "name": name, "count": int(len(pairs))}
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, default=str).encode()})
+    layout = Pool(pool)
+    # both written before either is renamed; the inner (.npy) is renamed first
+    with replacing(layout.subset_parquet(name)) as tmp_parquet, replacing(layout.subset_npy(name)) as tmp_npy:
+        with open(tmp_npy, "wb") as handle:  # np.save given a path would append ".npy"
+            np.save(handle, pairs)
+        # uids are unique random hex: a dictionary or compression costs time and saves little
+        pq.write_table(table, tmp_parquet, use_dictionary=False, compression="none")
+    return int(len(pairs))
+
+
+def read_subset_metadata(pool: str | Path, name: str) -> dict[str, Any]:
+    """The `clipcurate` JSON of subsets/NAME.parquet."""
+    import pyarrow.parquet as pq
+
+    parquet_path = Pool(pool).subset_parquet(name)
+    if not parquet_path.is_file():
+        have = sorted(p.stem for p in parquet_path.parent.glob("*.parquet")) if parquet_path.parent.is_dir() else []
+        raise UserError(
+            f"subset {name!r} not found in {parquet_path.parent} (available: {', '.join(have) or 'none'}); "
+            "make it with `curate filter --name`"
+        )
+    raw = (pq.read_schema(parquet_path).metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def load_datacomp_npy(path: str | Path) -> np.ndarray:
+    """Read a DataComp/DFN subset file, checking it is a 1-D array of two uint64 fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--from-npy {path} does not exist")
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise UserError(f"--from-npy {path} is not a readable .npy file ({exc})") from None
+    names = array.dtype.names
+    if (
+        array.ndim != 1
+        or names is None
+        or len(names) != 2
+        or any(array.dtype.fields[n][0] != np.dtype("<u8") for n in names)
+    ):
+        raise UserError(
+            f"--from-npy {path} has dtype {array.dtype} and shape {array.shape}; "
+            "a DataComp subset is a 1-D array of np.dtype('u8,u8') (uid high, low 64 bits)"
+        )
+    pairs = np.empty(len(array), DATACOMP_UID_DTYPE)
+    pairs["f0"], pairs["f1"] = array[names[0]], array[names[1]]
+    return pairs
