@@ -147,7 +147,7 @@ class Quickstart:
             return summary
 
     def score(self) -> dict:
-        from curate.score.quality import score_quality
+        from curate.truth.scoring import score_quality
         from curate.score.run import ScoreSettings, score_pool
 
         with self._step("score pool with the seed CLIP"):
@@ -159,7 +159,7 @@ class Quickstart:
             return quality
 
     def dedup(self) -> dict:
-        from curate.dedup.quality import pair_quality
+        from curate.truth.dedup import pair_quality
         from curate.dedup.run import DedupSettings, run_dedup
 
         with self._step("dedup"):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.dedup.quality import pair_quality
+from curate.truth.dedup import pair_quality
 from curate.dedup.run import DedupSettings, run_dedup
 from synthetic_embeddings import near_copy, planted_pool, random_vectors, uid_of, write_shard
 from clikit.errors import UserError

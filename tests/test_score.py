@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from clikit.errors import UserError
-from curate.score.quality import roc_auc
+from curate.truth.scoring import roc_auc
 from curate.score.run import ScoreSettings, score_pool
 
 MODEL = "tiny-vit-32"

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from curate.score.run import SCORES_DIR
+from shards.layout import Pool
 
 GOOD_KINDS = ("clean",)
 BAD_KINDS = ("mismatched", "generic")
@@ -23,11 +24,15 @@ def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(u / (len(positive) * len(negative)))
 
 
-def score_quality(pool: Path, tag: str, truth: Path) -> dict:
-    """ROC AUC of clip_score for clean pairs vs mismatched/generic captions, with the counts used."""
+def score_quality(pool: str | Path, tag: str, truth: str | Path) -> dict[str, Any]:
+    """ROC AUC of clip_score for clean pairs vs mismatched/generic captions, with the counts used.
+
+    Returns {"auc", "good", "bad", "mean_score_by_kind"}; samples whose clip_score is null
+    (undecodable images) are left out.
+    """
     kinds = dict(zip(*pq.read_table(truth, columns=["uid", "kind"]).to_pydict().values()))
     scores: dict[str, float] = {}
-    for path in sorted((Path(pool) / SCORES_DIR / tag).glob("*.parquet")):
+    for path in sorted(Pool(pool).scores_dir(tag).glob("*.parquet")):
         table = pq.read_table(path, columns=["uid", "clip_score"]).to_pydict()
         scores.update((u, s) for u, s in zip(table["uid"], table["clip_score"]) if s is not None)
     good = np.array([s for u, s in scores.items() if kinds.get(u) in GOOD_KINDS])

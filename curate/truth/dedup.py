@@ -6,6 +6,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from shards.layout import Pool
+
 NEAR_KIND = "dup-near"
 COPY_KINDS = ("dup-exact", "dup-near")
 
@@ -50,10 +52,10 @@ def pair_quality(groups_parquet: str | Path, truth_parquet: str | Path) -> dict[
         if t["dup_group"] is not None and t["uid"] in present:
             true_groups.setdefault(t["dup_group"], []).append(t["uid"])
 
-    def true_type(pair):
+    def true_type(pair: tuple[str, str]) -> str:
         return "near" if NEAR_KIND in (kind.get(pair[0]), kind.get(pair[1])) else "exact"
 
-    def found_type(pair):
+    def found_type(pair: tuple[str, str]) -> str:
         return "exact" if all(present[u]["method"] == "exact" for u in pair) else "near"
 
     truth_pairs, found_pairs = _pairs(true_groups), _pairs(found_groups)
@@ -120,13 +122,16 @@ def format_pair_quality(quality: dict[str, Any]) -> str:
 
 
 def _scores_of_run(groups_parquet: Path) -> dict[str, float]:
-    """clip_score by uid from the scores tag named in the run's summary.json, if readable."""
+    """clip_score by uid from the scores tag named in the run's summary.json, if readable.
+
+    The run is POOL/dedup/NAME/groups.parquet, so the pool is three levels up.
+    """
     import pyarrow.parquet as pq
 
     summary = groups_parquet.with_name("summary.json")
     try:
         tag = json.loads(summary.read_text())["scores_tag"]
-        folder = groups_parquet.parents[2] / "scores" / tag
+        folder = Pool(groups_parquet.parents[2]).scores_dir(tag)
         rows = []
         for path in sorted(folder.glob("*.parquet")):
             rows += pq.read_table(path, columns=["uid", "clip_score"]).to_pylist()
