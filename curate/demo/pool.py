@@ -6,7 +6,6 @@ seed, then each row draws from its own random stream, so the output depends only
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -16,12 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
-from curate.demo.captions import EVAL_TEMPLATES, describe, generic_alt_text, partly_wrong
+from curate.demo.captions import describe, generic_alt_text, partly_wrong
 from curate.demo.faults import huge_size, near_duplicate, tiny_size, truncate
+from curate.demo.files import (demo_rng, file_stem, progress_bar, write_eval_set, write_file, write_seed_set,
+                               write_tables)
 from curate.demo.render import COLOURS, ImageSpec, render_bytes, render_flat_huge, sample_spec
 from curate.demo.shapes import CLASSES
 from clikit.errors import UserError
@@ -74,15 +73,6 @@ def kind_counts(size: int) -> dict[str, int]:
     return counts
 
 
-def _rng(seed: int, *parts: object) -> random.Random:
-    # String seeds hash with SHA-512 inside random.Random: stable across runs and machines.
-    return random.Random(":".join(["clipcurate-demo", str(seed), *map(str, parts)]))
-
-
-def _file_stem(seed: int, *parts: object) -> str:
-    return hashlib.sha1(":".join([str(seed), *map(str, parts)]).encode()).hexdigest()[:12]
-
-
 def _plan(size: int, seed: int) -> list[str]:
     """Kind of each generation index (before the final shuffle)."""
     return [kind for kind, n in kind_counts(size).items() for _ in range(n)]
@@ -101,11 +91,6 @@ def _spec_for(kind: str, rng: random.Random, huge_index: int) -> ImageSpec:
     if kind == "truncated":
         return sample_spec(rng, fmt="JPEG")
     return sample_spec(rng)
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
 
 
 def _summary_matches(existing: dict[str, Any], params: dict[str, Any]) -> bool:
@@ -175,22 +160,16 @@ def _with_paths(summary: dict[str, Any], out: Path) -> dict[str, Any]:
     return {**summary, "out": str(out), "paths": {k: str(out / v) for k, v in names.items()}}
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="img", leave=False)
-
-
 def _generate(root: Path, params: dict[str, Any], progress: bool) -> dict[str, Any]:
     size, seed, base = params["size"], params["seed"], params["base_url"]
     kinds = _plan(size, seed)
-    plan_rng = _rng(seed, "plan")
+    plan_rng = demo_rng(seed, "plan")
 
     rows: list[dict[str, Any]] = []
     specs: list[ImageSpec] = []
     huge_seen = 0
     for i, kind in enumerate(kinds):
-        rng = _rng(seed, "row", i)
+        rng = demo_rng(seed, "row", i)
         spec = _spec_for(kind, rng, huge_seen)
         huge_seen += kind == "huge"
         specs.append(spec)
@@ -215,7 +194,7 @@ def _generate(root: Path, params: dict[str, Any], progress: bool) -> dict[str, A
 
     # Image bytes: originals first, so that duplicates can copy or edit them.
     data: dict[int, bytes] = {}
-    bar = _progress(size, progress, "pool images")
+    bar = progress_bar(size, progress, "pool images")
     for i, kind in enumerate(kinds):
         if kind in _NO_FILE or i in original_of:
             continue
@@ -264,9 +243,9 @@ def _generate(root: Path, params: dict[str, Any], progress: bool) -> dict[str, A
     records = []
     for i in order:
         row, kind = rows[i], kinds[i]
-        rel = f"images/{_file_stem(seed, 'pool', i)}.{row['ext']}"
+        rel = f"images/{file_stem(seed, 'pool', i)}.{row['ext']}"
         if i in data:
-            _write(root / rel, data[i])
+            write_file(root / rel, data[i])
         url = f"{base}{_ROUTE.get(kind, '/')}{rel}"
         records.append({
             "uid": sample_uid(url, row["caption"]), "url": url, "caption": row["caption"], "kind": kind,
@@ -275,9 +254,9 @@ def _generate(root: Path, params: dict[str, Any], progress: bool) -> dict[str, A
             "path": rel if i in data else None, "width": row["width"], "height": row["height"],
         })
 
-    _write_tables(root, records, coyo_ids)
-    seed_count = _write_seed_set(root, seed, base, params["seed_size"], progress)
-    eval_count = _write_eval(root, seed, params["eval_per_class"], progress)
+    write_tables(root, records, coyo_ids)
+    seed_count = write_seed_set(root, seed, base, params["seed_size"], progress)
+    eval_count = write_eval_set(root, seed, params["eval_per_class"], progress)
 
     counts = kind_counts(size)
     return {
@@ -290,66 +269,3 @@ def _generate(root: Path, params: dict[str, Any], progress: bool) -> dict[str, A
         "classes": list(CLASSES),
         "eval_images": eval_count,
     }
-
-
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path)
-
-
-def _write_tables(root: Path, records: list[dict[str, Any]], coyo_ids: list[int]) -> None:
-    urls = [r["url"] for r in records]
-    captions = [r["caption"] for r in records]
-    widths = pa.array([r["width"] for r in records], pa.int64())
-    heights = pa.array([r["height"] for r in records], pa.int64())
-    _write_parquet(pa.table({"URL": pa.array(urls, pa.string()), "TEXT": pa.array(captions, pa.string()),
-                             "WIDTH": widths, "HEIGHT": heights}), root / "metadata.parquet")
-    _write_parquet(pa.table({"id": pa.array(coyo_ids, pa.int64()), "url": pa.array(urls, pa.string()),
-                             "text": pa.array(captions, pa.string()), "width": widths, "height": heights}),
-                   root / "metadata_coyo.parquet")
-    schema = pa.schema([("uid", pa.string()), ("url", pa.string()), ("caption", pa.string()),
-                        ("kind", pa.string()), ("dup_group", pa.int64()), ("label", pa.string()),
-                        ("expect", pa.string()), ("path", pa.string()), ("width", pa.int64()),
-                        ("height", pa.int64())])
-    _write_parquet(pa.Table.from_pylist(records, schema=schema), root / "truth.parquet")
-
-
-def _write_seed_set(root: Path, seed: int, base: str, count: int, progress: bool) -> int:
-    """A clean, class-balanced set with its own images and URLs (images/seed/)."""
-    labels = [CLASSES[k % len(CLASSES)] for k in range(count)]
-    _rng(seed, "seed-order").shuffle(labels)
-    urls, captions, widths, heights = [], [], [], []
-    for k in _progress_range(count, progress, "seed images"):
-        rng = _rng(seed, "seedset", k)
-        spec = sample_spec(rng, label=labels[k])
-        rel = f"images/seed/{_file_stem(seed, 'seedset', k)}.{spec.ext}"
-        _write(root / rel, render_bytes(spec))
-        urls.append(f"{base}/{rel}")
-        captions.append(describe(spec, rng))
-        widths.append(spec.width)
-        heights.append(spec.height)
-    _write_parquet(pa.table({"URL": pa.array(urls, pa.string()), "TEXT": pa.array(captions, pa.string()),
-                             "WIDTH": pa.array(widths, pa.int64()), "HEIGHT": pa.array(heights, pa.int64())}),
-                   root / "seed.parquet")
-    return count
-
-
-def _write_eval(root: Path, seed: int, per_class: int, progress: bool) -> int:
-    """Held-out renders: eval/<class>/NNN.png|jpg and the zero-shot prompt templates."""
-    ev = root / "eval"
-    ev.mkdir()
-    (ev / "templates.txt").write_text("\n".join(EVAL_TEMPLATES) + "\n")
-    bar = _progress(per_class * len(CLASSES), progress, "eval images")
-    for label in CLASSES:
-        (ev / label).mkdir()
-        for k in range(per_class):
-            spec = sample_spec(_rng(seed, "eval", label, k), label=label)
-            _write(ev / label / f"{k:03d}.{spec.ext}", render_bytes(spec))
-            bar.update()
-    bar.close()
-    return per_class * len(CLASSES)
-
-
-def _progress_range(n: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(range(n), disable=not enabled, desc=desc, unit="img", leave=False)
