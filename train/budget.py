@@ -1,8 +1,10 @@
-"""Compute budgets: parse them, and measure the real FLOPs of one training step."""
+"""Compute budgets: parse them, measure the real FLOPs of one training step, and turn a
+budget (FLOPs or samples) into the run's step plan."""
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -34,6 +36,7 @@ def parse_samples(text: str | int) -> int:
 
 
 def format_flops(value: float) -> str:
+    """3.2e14 -> '320T': the short form the CLI and the progress bar print."""
     for suffix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if value >= scale:
             return f"{value / scale:.3g}{suffix}"
@@ -77,3 +80,63 @@ def steps_for_budget(budget_flops: float, flops_per_step: int) -> int:
             f"({format_flops(flops_per_step)} FLOPs); raise --budget or lower --batch-size"
         )
     return steps
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How many steps the run takes and what each costs (global FLOPs, all processes).
+
+    FLIP with --unmasked-fraction trains `main_steps` with patch drop, then `tail_steps`
+    without it; every other strategy has no tail and one cost."""
+
+    main_steps: int
+    tail_steps: int
+    cost_main: int
+    cost_tail: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.main_steps + self.tail_steps
+
+    def in_tail(self, step: int) -> bool:
+        """True when step (0-based) trains without patch drop."""
+        return step >= self.main_steps
+
+    def cost(self, step: int) -> int:
+        return self.cost_tail if self.in_tail(step) else self.cost_main
+
+
+def _global_step_flops(module: torch.nn.Module, drop: float, loss_of_step: Callable[[], torch.Tensor],
+                       world_size: int) -> int:
+    from train.strategies import set_patch_drop
+
+    set_patch_drop(module, drop)
+    return measure_step_flops(loss_of_step, [module]) * world_size  # the budget is counted globally
+
+
+def measure_step_costs(module: torch.nn.Module, loss_of_step: Callable[[], torch.Tensor], patch_drop: float,
+                       measure_tail: bool, world_size: int) -> tuple[int, int]:
+    """(cost of a step with `patch_drop`, cost of an unmasked tail step), global FLOPs.
+    The tail is measured only when the run has one; otherwise both are the same."""
+    cost_main = _global_step_flops(module, patch_drop, loss_of_step, world_size)
+    cost_tail = _global_step_flops(module, 0.0, loss_of_step, world_size) if measure_tail else cost_main
+    return cost_main, cost_tail
+
+
+def plan_steps(cost_main: int, cost_tail: int, *, budget_flops: float | None, budget_samples: int | None,
+               samples_arg: str | None, batch_size: int, tail_fraction: float) -> StepPlan:
+    """Steps from a FLOP budget (the tail takes `tail_fraction` of the FLOPs) or from a
+    sample budget (the tail takes that fraction of the steps). tail_fraction is 0 unless
+    the strategy is flip. UserError when not one step fits."""
+    if budget_flops is not None:
+        tail_steps = int(tail_fraction * budget_flops // cost_tail)
+        main_steps = int((budget_flops - tail_steps * cost_tail) // cost_main)
+        if main_steps + tail_steps < 1:
+            steps_for_budget(budget_flops, min(cost_main, cost_tail))  # raises, naming the sizes
+        return StepPlan(main_steps, tail_steps, cost_main, cost_tail)
+    total = budget_samples // batch_size
+    if total < 1:
+        raise UserError(f"--samples {samples_arg} is smaller than one step ({batch_size} samples); "
+                        "raise --samples or lower --batch-size")
+    tail_steps = int(round(total * tail_fraction))
+    return StepPlan(total - tail_steps, tail_steps, cost_main, cost_tail)

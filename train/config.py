@@ -1,0 +1,85 @@
+"""What a training run is asked to do: `TrainConfig`, its checks, and runs/NAME/config.yaml."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clikit.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    """Everything `train run` needs; written to runs/NAME/config.yaml."""
+
+    data: str
+    out: str
+    model: str = "tiny-vit-32"
+    budget: str | None = None  # training FLOPs: "3e14", "300T", "2.5P"
+    samples: str | None = None  # or samples seen: "1M", "20000"
+    strategy: str = "clip"
+    subset: str | None = None
+    patch_drop: float = 0.5  # flip only
+    unmasked_fraction: float = 0.0  # flip only: last fraction of the budget without patch drop
+    batch_size: int = 64  # global, over all processes
+    opt: str = "lamb"
+    lr: float = 1e-3
+    visual_lr: float | None = None
+    text_lr: float | None = None
+    weight_decay: float = 0.05
+    warmup: int | None = None  # steps; default 5% of the run
+    grad_clip: float | None = None
+    slip_scale: float = 1.0
+    seed: int = 0
+    workers: int = 2
+    shuffle_buffer: int = 1000
+    checkpoint_every: int = 0  # steps; 0 = only at the end
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    eval_dir: str | None = None
+    eval_every: int = 0
+    retrieval_data: str | None = None
+    resume: bool = False
+    init_vision: str | None = None
+    grad_checkpointing: bool = False
+    device: str = "auto"
+    threads: int | None = None  # CPU torch threads; default: cores left after loader workers
+    progress: bool = True
+    world_size: int = 1  # filled in at run time from torchrun
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """UserError for arguments that are wrong on their face, before any process group,
+    data or model is touched."""
+    from train.optim import OPTIMIZERS
+    from train.strategies import check_strategy
+    from zoo.models import check_model_name
+
+    check_strategy(cfg.strategy)
+    check_model_name(cfg.model)
+    if cfg.opt not in OPTIMIZERS:
+        raise UserError(f"unknown optimiser {cfg.opt!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    if (cfg.budget is None) == (cfg.samples is None):
+        raise UserError("give exactly one budget: --budget FLOPS (e.g. 3e14, 300T) or --samples N (e.g. 1M)")
+    if cfg.batch_size < 2:
+        raise UserError("--batch-size must be at least 2 for a contrastive loss")
+    if not 0.0 <= cfg.patch_drop < 1.0:
+        raise UserError("--patch-drop must be in [0, 1)")
+    if not 0.0 <= cfg.unmasked_fraction < 1.0:
+        raise UserError("--unmasked-fraction must be in [0, 1)")
+    if cfg.workers < 0:
+        raise UserError("--workers must be >= 0")
+
+
+def write_run_config(path: Path, data: dict[str, Any]) -> None:
+    """config.yaml: the arguments plus what the run derived from them (FLOPs per step,
+    steps, local batch), in argument order so a reader can rerun it."""
+    import yaml
+
+    from shards.atomic import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))

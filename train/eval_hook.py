@@ -1,0 +1,57 @@
+"""Evaluation during and after training: OUT/evals.jsonl (one line per evaluation) and
+OUT/eval.json (the final one). Rank 0 evaluates; the other ranks wait at a barrier."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clikit.errors import UserError
+from zoo.distributed import DistInfo
+
+
+def check_eval_dir(eval_dir: str | None) -> None:
+    """Fail before training, not after it, when --eval names no directory."""
+    if eval_dir is not None and not Path(eval_dir).is_dir():
+        raise UserError(f"--eval {eval_dir}: no such directory")
+
+
+class EvalHook:
+    """Zero-shot and retrieval evaluation of the model being trained (train.evaluate)."""
+
+    def __init__(self, model: torch.nn.Module, preprocess: Any, tokenizer: Any, *, eval_dir: str | None,
+                 retrieval_data: str | None, every: int, out: Path, info: DistInfo) -> None:
+        self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
+        self.eval_dir, self.retrieval_data, self.every = eval_dir, retrieval_data, every
+        self.out, self.info = out, info
+
+    def due(self, step: int, last: bool) -> bool:
+        """Every `every` steps; the last step is evaluated by `final` instead."""
+        return bool(self.every) and step % self.every == 0 and not last
+
+    def __call__(self, step: int, samples: int, flops: int) -> dict[str, Any]:
+        """Evaluate (rank 0, when there is something to evaluate on) and append to evals.jsonl;
+        {} on the other ranks or without --eval/--retrieval-data."""
+        from train.evaluate import evaluate
+        from zoo.distributed import barrier
+
+        results: dict[str, Any] = {}
+        if self.info.is_main and (self.eval_dir or self.retrieval_data):
+            results = evaluate(self.model, self.preprocess, self.tokenizer, self.eval_dir, device=self.info.device,
+                               retrieval_data=self.retrieval_data)
+            results.update(step=step, samples=samples, flops=flops)
+            with open(self.out / "evals.jsonl", "a") as handle:
+                handle.write(json.dumps(results) + "\n")
+        barrier(self.info)
+        return results
+
+    def final(self, step: int, samples: int, flops: int) -> dict[str, Any]:
+        """The evaluation after the last step, also written to OUT/eval.json."""
+        from shards.atomic import write_json_atomic
+
+        results = self(step, samples, flops)
+        if self.info.is_main and results:
+            write_json_atomic(self.out / "eval.json", results)
+        return results

@@ -1,0 +1,163 @@
+"""Resume state: what a checkpoint holds, saving and restoring it.
+
+A checkpoint is `{"model_name", "config", "state_dict", ...}` (the shape open_clip and
+`zoo.checkpoint.load_model` read) plus everything an exact resume needs: optimiser,
+schedule, counters, every rank's loader read positions and every rank's RNG state. With
+those, a run killed with kill -9 and resumed is bitwise the same as one never stopped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clikit.errors import UserError
+from zoo.distributed import DistInfo
+
+# Arguments that must not change between a run and its --resume (they shape the
+# data order, the model or the schedule).
+RESUME_FIXED = (
+    "data", "subset", "model", "strategy", "patch_drop", "unmasked_fraction", "budget", "samples",
+    "batch_size", "opt", "lr", "visual_lr", "text_lr", "weight_decay", "warmup", "seed", "workers",
+    "shuffle_buffer", "init_vision", "grad_clip", "slip_scale", "world_size",
+)
+
+
+@dataclass
+class Counters:
+    step: int = 0
+    samples: int = 0
+    flops: int = 0
+    skipped: int = 0  # unreadable samples skipped, all ranks, up to the last checkpoint
+    positions: list[list[int]] = field(default_factory=list)  # per rank, per loader worker
+
+
+@dataclass
+class TrainState:
+    """The mutable side of a run. `positions` is this rank's read position per loader
+    worker; `skipped_here` counts this rank's skipped samples since this process started
+    (the counters hold the total up to the checkpoint it resumed from)."""
+
+    model_name: str
+    config: dict[str, Any]
+    model: torch.nn.Module
+    module: torch.nn.Module  # the StrategyModule around model (it may own a SLIP head)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    counters: Counters
+    positions: list[int] = field(default_factory=list)
+    skipped_here: int = 0
+
+    def skipped_total(self, info: DistInfo) -> int:
+        """Skipped samples over all ranks and restarts (a collective: every rank calls it)."""
+        from zoo.distributed import sum_across
+
+        return self.counters.skipped + sum_across(self.skipped_here, info)
+
+
+def fresh_counters(workers: int, world_size: int) -> Counters:
+    """Counters of a new run: nothing read yet by any loader worker of any rank."""
+    n_slots = max(1, workers)  # workers=0 still reads one stream, in the main process
+    return Counters(positions=[[0] * n_slots for _ in range(world_size)])
+
+
+def existing_checkpoints(out: Path, resume: bool) -> list[Path]:
+    """OUT's checkpoints, oldest first; UserError when OUT holds a run that this one
+    would overwrite (checkpoints without --resume, or a finished run to resume)."""
+    from zoo.checkpoint import list_checkpoints
+
+    existing = list_checkpoints(out)
+    if existing and not resume:
+        raise UserError(f"{out} already holds checkpoints; pass --resume to continue it or choose another --out")
+    if resume and not existing and (out / "final.pt").is_file():
+        raise UserError(f"{out} is finished (final.pt) and has no checkpoint to resume; choose another --out")
+    return existing
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def seed_training(seed: int, info: DistInfo) -> None:
+    """Seed a new run's training randomness (augmentation, patch drop), different per rank."""
+    torch.manual_seed(seed * 1000 + 17 + info.rank)
+    if info.device.type == "cuda":
+        torch.cuda.manual_seed(seed * 1000 + 17 + info.rank)
+
+
+def restore(state: TrainState, path: Path, out: Path, info: DistInfo) -> None:
+    """Load the checkpoint at `path` into `state` (weights, SLIP head, optimiser, schedule,
+    counters) and this rank's RNG; UserError when it was made with other RESUME_FIXED args."""
+    from zoo.checkpoint import load_state, read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    _check_same_run(ckpt.get("config", {}), state.config, out)
+    load_state(state.model, ckpt["state_dict"], path)
+    if state.module.slip_head is not None:
+        state.module.slip_head.load_state_dict(ckpt["slip_head"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.counters = Counters(step=ckpt["step"], samples=ckpt["samples"], flops=ckpt["flops"],
+                              skipped=ckpt["skipped"], positions=ckpt["data"]["positions"])
+    set_rng_state(ckpt["rng"][info.rank], info.device)
+
+
+def _check_same_run(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
+    changed = [k for k in RESUME_FIXED if saved.get(k) != current.get(k)]
+    if changed:
+        raise UserError(
+            f"cannot resume {out}: {', '.join(changed)} differ from the checkpoint "
+            f"({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); rerun with the same arguments"
+        )
+
+
+def save_checkpoint(state: TrainState, out: Path, keep: int, flops_per_step: int, total_steps: int,
+                    info: DistInfo) -> None:
+    """Write OUT/checkpoints/step_NNNNNNNN.pt (rank 0, atomically) and keep the newest
+    `keep`. A collective: every rank sends its read positions and RNG state."""
+    from zoo.checkpoint import prune_checkpoints, save_atomic
+    from zoo.distributed import all_gather_object, barrier
+
+    all_positions = all_gather_object(state.positions, info)
+    all_rng = all_gather_object(rng_state(info.device), info)
+    skipped_total = state.skipped_total(info)
+    if info.is_main:
+        c = state.counters
+        module = state.module
+        ckpt = {
+            "model_name": state.model_name, "config": state.config, "state_dict": state.model.state_dict(),
+            "slip_head": module.slip_head.state_dict() if module.slip_head is not None else None,
+            "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(), "scaler": None,
+            "step": c.step, "samples": c.samples, "flops": c.flops,
+            "skipped": skipped_total, "data": {"positions": all_positions, "batches_taken": c.step},
+            "rng": all_rng, "flops_per_step": flops_per_step, "total_steps": total_steps,
+        }
+        save_atomic(ckpt, out / "checkpoints" / f"step_{c.step:08d}.pt")
+        prune_checkpoints(out, keep)
+    barrier(info)
+
+
+def save_final(state: TrainState, out: Path, info: DistInfo) -> int:
+    """Write OUT/final.pt (weights and counters, no resume state); returns the skipped total."""
+    from zoo.checkpoint import save_atomic
+    from zoo.distributed import barrier
+
+    skipped_total = state.skipped_total(info)
+    if info.is_main:
+        c = state.counters
+        final = {"model_name": state.model_name, "config": state.config, "state_dict": state.model.state_dict(),
+                 "step": c.step, "samples": c.samples, "flops": c.flops}
+        save_atomic(final, out / "final.pt")
+    barrier(info)
+    return skipped_total

@@ -1,0 +1,89 @@
+"""The step loop: one optimiser step per batch until the step plan is done, logging,
+checkpointing and evaluating when they are due."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from clikit.errors import UserError
+from train.budget import StepPlan
+from train.config import TrainConfig
+from train.eval_hook import EvalHook
+from train.metrics import MetricsLog
+from train.state import TrainState, save_checkpoint
+from zoo.distributed import DistInfo
+
+
+def autocast_forward(net: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor,
+                     device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The strategy's (loss, logs), in bf16 autocast on GPU and plain fp32 on CPU."""
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return net(images, texts)
+
+
+class Trainer:
+    """Runs the steps of one process. `net` is the StrategyModule, or DDP around it."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo, state: TrainState, net: torch.nn.Module, plan: StepPlan,
+                 batches: Iterator[dict[str, Any]], log: MetricsLog, evals: EvalHook, out: Path,
+                 budget_flops: float | None) -> None:
+        self.cfg, self.info, self.state, self.net, self.plan = cfg, info, state, net, plan
+        self.batches, self.log, self.evals, self.out = batches, log, evals, out
+        self.budget_flops = budget_flops
+        self.flip = cfg.strategy == "flip"
+
+    def run(self) -> None:
+        """Step until plan.total_steps; checkpoints (always after the last step) and
+        mid-run evaluations as configured."""
+        c = self.state.counters
+        self.state.module.train()
+        while c.step < self.plan.total_steps:
+            self.step(self._next_batch())
+            last = c.step == self.plan.total_steps
+            if c.step % self.cfg.log_every == 0 or last:
+                self.log.write(c.step, c.samples, c.flops, self.state.optimizer.param_groups[0]["lr"],
+                               self.state.model.logit_scale, self.budget_flops)
+            if (self.cfg.checkpoint_every and c.step % self.cfg.checkpoint_every == 0) or last:
+                save_checkpoint(self.state, self.out, self.cfg.keep_checkpoints, self.plan.cost_main,
+                                self.plan.total_steps, self.info)
+            if self.evals.due(c.step, last):
+                self.evals(c.step, c.samples, c.flops)
+        self.log.close()
+
+    def _next_batch(self) -> dict[str, Any]:
+        """The next batch; records the loader position it reached and what it skipped."""
+        t_wait = time.perf_counter()
+        batch = next(self.batches)
+        self.log.waited(time.perf_counter() - t_wait)
+        if "error" in batch:
+            raise UserError(batch["error"])
+        self.state.positions[batch["logical"]] = batch["position"]
+        self.state.skipped_here += batch["skipped"]
+        return batch
+
+    def step(self, batch: dict[str, Any]) -> None:
+        """One optimiser step on one batch, then the counters."""
+        from train.strategies import set_patch_drop
+
+        state, cfg, c, device = self.state, self.cfg, self.state.counters, self.info.device
+        images = batch["images"].to(device, non_blocking=True)
+        texts = batch["texts"].to(device, non_blocking=True)
+        if self.flip:
+            set_patch_drop(state.module, 0.0 if self.plan.in_tail(c.step) else cfg.patch_drop)
+        loss, _ = autocast_forward(self.net, images, texts, device)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(state.module.parameters(), cfg.grad_clip)
+        state.optimizer.step()
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scheduler.step()
+        with torch.no_grad():  # as in CLIP: temperature no lower than 1/100
+            state.model.logit_scale.clamp_(0, math.log(100))
+        c.flops += self.plan.cost(c.step)
+        c.step += 1
+        c.samples += cfg.batch_size
+        self.log.stepped(loss, cfg.batch_size)
