@@ -15,92 +15,20 @@ import io
 import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from clikit.errors import UserError
+# Re-exported until tests/test_pipeline.py imports them from train.sources.
+from train.sources import load_subset_uids, resolve_shards  # noqa: F401
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
-def resolve_shards(data: str | Path) -> list[str]:
-    """Tar paths for DATA: a shard set (manifest.json), a pool (shards/*.tar), a dir of tars,
-    a brace pattern (`dir/{00000..00009}.tar`) or one tar file."""
-    import webdataset as wds
-
-    text = str(data)
-    path = Path(text)
-    if path.is_dir():
-        manifest = path / "manifest.json"
-        if manifest.is_file():
-            tars = _manifest_tars(path, manifest)
-        elif (path / "shards").is_dir():
-            tars = sorted(str(p) for p in (path / "shards").glob("*.tar"))
-        else:
-            tars = sorted(str(p) for p in path.glob("*.tar"))
-        if not tars:
-            raise UserError(
-                f"no .tar shards in {path}; point --data at a shard set, a pool with shards/, or a tar pattern"
-            )
-        return tars
-    if "{" in text or "::" in text:
-        tars = wds.shardlists.expand_urls(text)
-    elif path.suffix == ".tar":
-        tars = [text]
-    else:
-        raise UserError(f"--data {text}: no such directory or tar file; give a shard set, a pool or a tar pattern")
-    missing = [t for t in tars if not Path(t).is_file()]
-    if missing:
-        raise UserError(f"{len(missing)} of {len(tars)} shards are missing (first: {missing[0]}); check --data")
-    return tars
-
-
-def _manifest_tars(root: Path, manifest: Path) -> list[str]:
-    try:
-        meta = json.loads(manifest.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{manifest} is not readable JSON ({exc}); re-run `curate export`") from exc
-    names: list[str] = []
-    for shard in meta.get("shards", []) if isinstance(meta, dict) else []:
-        name = shard.get("name") or shard.get("path") or shard.get("file") if isinstance(shard, dict) else shard
-        if name:
-            names.append(str(root / Path(str(name)).name))
-    if not names:  # a manifest without a shard list: take the tars next to it
-        names = sorted(str(p) for p in root.glob("*.tar"))
-    missing = [n for n in names if not Path(n).is_file()]
-    if missing:
-        raise UserError(f"{manifest} lists {len(missing)} missing shards (first: {missing[0]}); re-run `curate export`")
-    return names
-
-
-def load_subset_uids(subset: str | Path, data: str | Path | None = None) -> frozenset[str]:
-    """uids of a subset: a parquet path, or a NAME under DATA/subsets/NAME.parquet (DATA a pool)."""
-    import pyarrow.parquet as pq
-
-    path = Path(subset)
-    if not path.is_file() and data is not None:
-        candidate = Path(data) / "subsets" / f"{subset}.parquet"
-        if candidate.is_file():
-            path = candidate
-    if not path.is_file():
-        raise UserError(
-            f"subset {subset!r} not found (looked for {path} and POOL/subsets/{subset}.parquet); "
-            "run `curate filter` or give a parquet path"
-        )
-    try:
-        table = pq.read_table(path, columns=["uid"])
-    except Exception as exc:  # pyarrow raises several types for bad files
-        raise UserError(f"{path} has no readable `uid` column ({exc})") from exc
-    uids = frozenset(str(u) for u in table.column("uid").to_pylist() if u is not None)
-    if not uids:
-        raise UserError(f"subset {path} is empty; nothing to train on")
-    return uids
-
-
-def sample_uid(sample: dict[str, Any]) -> str:
-    """A sample's stable uid: its json's uid, else the uid of url+caption, else its key."""
+def uid_of_sample(sample: dict[str, Any]) -> str:
+    """The uid a webdataset sample carries: the `uid` of its json member, else the last
+    part of its key (the uid itself in a shard set, where members are named <uid>.*).
+    It computes nothing; shards.uid.sample_uid is what makes a uid from url + caption."""
     meta = sample.get("json")
     if meta:
         try:
@@ -113,7 +41,11 @@ def sample_uid(sample: dict[str, Any]) -> str:
     return key.rsplit("/", 1)[-1]
 
 
+sample_uid = uid_of_sample  # the old name, until tests/test_pipeline.py imports uid_of_sample
+
+
 def sample_caption(sample: dict[str, Any]) -> str | None:
+    """The caption: the txt member, else the json member's `caption`; None without either."""
     raw = sample.get("txt")
     if raw is not None:
         return raw.decode("utf-8", "replace").strip()
@@ -127,6 +59,7 @@ def sample_caption(sample: dict[str, Any]) -> str | None:
 
 
 def sample_image_bytes(sample: dict[str, Any]) -> bytes | None:
+    """The encoded image of the first image member (jpg, jpeg, png, webp); None without one."""
     for ext in IMAGE_EXTS:
         if ext in sample:
             return sample[ext]
@@ -135,6 +68,8 @@ def sample_image_bytes(sample: dict[str, Any]) -> bytes | None:
 
 @dataclass
 class StreamConfig:
+    """One rank's stream: what to read, how to batch it, and where a resumed run starts."""
+
     shards: list[str]
     batch_size: int  # per rank
     image_size: int
@@ -166,18 +101,10 @@ def _slot_items(cfg: StreamConfig, slot: int, n_slots: int) -> Iterator[tuple[in
             wds.SimpleShardList(mine),
             wds.tarfile_to_samples(handler=wds.warn_and_continue),
         )
-
-        def kept(stream: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            for i, sample in enumerate(stream):
-                if not by_shard and i % n_slots != slot:
-                    continue
-                if cfg.subset is not None and sample_uid(sample) not in cfg.subset:
-                    continue
-                yield sample
-
+        kept = _kept(iter(pipeline), cfg.subset, None if by_shard else (slot, n_slots))
         rng = random.Random(f"samples-{cfg.seed}-{epoch}-{slot}")
         produced = 0
-        for sample in wds.shuffle(cfg.shuffle_buffer, min(100, cfg.shuffle_buffer), rng=rng)(kept(iter(pipeline))):
+        for sample in wds.shuffle(cfg.shuffle_buffer, min(100, cfg.shuffle_buffer), rng=rng)(kept):
             produced += 1
             yield epoch, sample
         if produced == 0:
@@ -189,8 +116,20 @@ def _slot_items(cfg: StreamConfig, slot: int, n_slots: int) -> Iterator[tuple[in
         epoch += 1
 
 
+def _kept(stream: Iterator[dict[str, Any]], subset: frozenset[str] | None,
+          every_nth: tuple[int, int] | None) -> Iterator[dict[str, Any]]:
+    """The samples of `stream` in the subset; with every_nth=(slot, n_slots) (fewer shards
+    than slots, so every slot reads every shard) only this slot's share of them."""
+    for i, sample in enumerate(stream):
+        if every_nth is not None and i % every_nth[1] != every_nth[0]:
+            continue
+        if subset is not None and uid_of_sample(sample) not in subset:
+            continue
+        yield sample
+
+
 class EmptyStream(RuntimeError):
-    pass
+    """A loader slot found no sample at all in a whole epoch: it would wait forever."""
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -201,10 +140,6 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.cfg = cfg
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from torchvision.transforms import InterpolationMode, RandomResizedCrop
-        from torchvision.transforms.functional import pil_to_tensor, resized_crop
-        from PIL import Image
-
         cfg = self.cfg
         info = torch.utils.data.get_worker_info()
         n_workers = info.num_workers if info else 1
@@ -221,22 +156,11 @@ class ShardStream(torch.utils.data.IterableDataset):
             images, texts, skipped = [], [], 0
             for epoch, sample in items:
                 position += 1
-                img = None
                 raw = sample_image_bytes(sample)
                 caption = sample_caption(sample)
+                img = None
                 if raw is not None and caption is not None:
-                    try:
-                        pil = Image.open(io.BytesIO(raw))
-                        pil = pil.convert("RGB")
-                        # Crop randomness from a per-item seed, so resume replays it exactly.
-                        with torch.random.fork_rng(devices=[]):
-                            torch.manual_seed(hash((cfg.seed, slot, position)) & 0x7FFFFFFF)
-                            top, left, h, w = RandomResizedCrop.get_params(pil, cfg.crop_scale, (3 / 4, 4 / 3))
-                        pil = resized_crop(pil, top, left, h, w, [cfg.image_size, cfg.image_size],
-                                           InterpolationMode.BICUBIC, antialias=True)
-                        img = pil_to_tensor(pil)
-                    except Exception:  # unreadable/truncated image: skipped and counted
-                        img = None
+                    img = _crop(raw, cfg, hash((cfg.seed, slot, position)) & 0x7FFFFFFF)
                 if img is None:
                     skipped += 1
                     continue
@@ -257,6 +181,26 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield {"error": str(exc)}
 
 
+def _crop(raw: bytes, cfg: StreamConfig, seed: int) -> torch.Tensor | None:
+    """Decode, randomly crop and resize one image to uint8 [3,S,S]; None when unreadable.
+    The crop's randomness comes from `seed` (per item), so a resumed run replays it exactly."""
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode, RandomResizedCrop
+    from torchvision.transforms.functional import pil_to_tensor, resized_crop
+
+    try:
+        pil = Image.open(io.BytesIO(raw))
+        pil = pil.convert("RGB")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            top, left, h, w = RandomResizedCrop.get_params(pil, cfg.crop_scale, (3 / 4, 4 / 3))
+        pil = resized_crop(pil, top, left, h, w, [cfg.image_size, cfg.image_size],
+                           InterpolationMode.BICUBIC, antialias=True)
+        return pil_to_tensor(pil)
+    except Exception:  # unreadable/truncated image: skipped and counted
+        return None
+
+
 def _takes_context_length(tokenizer: Any) -> bool:
     return hasattr(tokenizer, "context_length")
 
@@ -271,15 +215,3 @@ def make_loader(cfg: StreamConfig, pin_memory: bool = False) -> torch.utils.data
         persistent_workers=False,
         prefetch_factor=4 if cfg.num_workers > 0 else None,
     )
-
-
-def check_first_shard(shards: list[str]) -> None:
-    """Fail fast with a clear error when the first shard is not a readable tar."""
-    import tarfile
-
-    try:
-        with tarfile.open(shards[0]) as tar:
-            if tar.next() is None:
-                raise UserError(f"shard {shards[0]} is empty; check --data")
-    except (tarfile.TarError, OSError) as exc:
-        raise UserError(f"shard {shards[0]} is not a readable tar ({exc}); check --data") from exc

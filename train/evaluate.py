@@ -130,7 +130,8 @@ def retrieval_pairs(eval_dir: Path | None, retrieval_data: str | Path | None, li
     if not pairs and retrieval_data is not None:
         import webdataset as wds
 
-        from train.data import resolve_shards, sample_caption, sample_image_bytes
+        from train.data import sample_caption, sample_image_bytes
+        from train.sources import resolve_shards
 
         pipeline = wds.DataPipeline(wds.SimpleShardList(resolve_shards(retrieval_data)),
                                     wds.tarfile_to_samples(handler=wds.warn_and_continue))

@@ -3,8 +3,9 @@ the arguments, set up data, model, budget and resume state, run the Trainer, wri
 final model, evaluation and summary. Budget in measured FLOPs (or samples), exact resume,
 DDP, eval.
 
-The parts: train.config (TrainConfig, checks, config.yaml), train.budget (FLOPs per step,
-the step plan), train.state (checkpoints and resume), train.trainer (the step loop),
+The parts: train.config (TrainConfig, checks, config.yaml), train.sources (--data,
+--subset), train.data (the batch stream), train.budget (FLOPs per step, the step plan),
+train.state (checkpoints and resume), train.trainer (the step loop),
 train.metrics (metrics.jsonl), train.eval_hook (evals.jsonl, eval.json)."""
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
 def _run(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     from train import budget as B
-    from train.data import check_first_shard, load_subset_uids, resolve_shards
+    from train.sources import check_first_shard, load_subset_uids, resolve_shards
     from train.eval_hook import EvalHook, check_eval_dir
     from train.metrics import METRICS_NAME, MetricsLog, truncate_metrics
     from train.optim import cosine_with_warmup, make_optimizer
