@@ -39,6 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # shapes_data: the drawn-shapes shards the train tests use
 ENV = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="1")
 
 
@@ -123,8 +124,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    from train.data import resolve_shards
-    from train.synthetic import make_shape_shards
+    from shapes_data import make_shape_shards
+    from train.sources import resolve_shards
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     data = args.data or str(work / "data")

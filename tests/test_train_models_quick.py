@@ -34,7 +34,7 @@ def test_quickstart_model_trains_and_loss_falls(tmp_path):
     import open_clip
 
     from train.loop import TrainConfig, run_training
-    from train.synthetic import make_shape_shards
+    from shapes_data import make_shape_shards
 
     make_shape_shards(tmp_path / "data", 64, per_shard=64, size=64)
     name = QuickstartConfig().model

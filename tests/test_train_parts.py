@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    from train.synthetic import make_eval_dir, make_shape_shards
+    from shapes_data import make_eval_dir, make_shape_shards
 
     root = tmp_path_factory.mktemp("shapes_parts")
     tars = make_shape_shards(root / "data", 90, per_shard=30, corrupt=2)
@@ -48,7 +48,8 @@ def test_budget_parsing():
 
 
 def _stream(shapes, tokenizer, **kw):
-    from train.data import StreamConfig, resolve_shards
+    from train.data import StreamConfig
+    from train.sources import resolve_shards
 
     root, _ = shapes
     defaults = dict(shards=resolve_shards(root / "data"), batch_size=8, image_size=32, context_length=32,
@@ -92,10 +93,11 @@ def test_subset_filter_and_shard_set_and_patterns(shapes, tiny, tmp_path):
     import webdataset as wds
 
     from clikit.errors import UserError
-    from train.data import load_subset_uids, resolve_shards, sample_uid
+    from train.data import uid_of_sample
+    from train.sources import load_subset_uids, resolve_shards
 
     root, tars = shapes
-    uids = [sample_uid(s) for s in wds.DataPipeline(wds.SimpleShardList(tars), wds.tarfile_to_samples())]
+    uids = [uid_of_sample(s) for s in wds.DataPipeline(wds.SimpleShardList(tars), wds.tarfile_to_samples())]
     keep = set(uids[::3])
     pool = tmp_path / "pool"
     (pool / "subsets").mkdir(parents=True)
@@ -105,7 +107,7 @@ def test_subset_filter_and_shard_set_and_patterns(shapes, tiny, tmp_path):
     assert load_subset_uids("third", pool) == keep
 
     samples = list(wds.DataPipeline(wds.SimpleShardList(tars), wds.tarfile_to_samples()))
-    kept_captions = {s["txt"].decode() for i, s in enumerate(samples) if sample_uid(s) in keep and i >= 2}
+    kept_captions = {s["txt"].decode() for i, s in enumerate(samples) if uid_of_sample(s) in keep and i >= 2}
     cfg = _stream(shapes, tiny[3], shards=resolve_shards(pool), subset=frozenset(keep), num_workers=0, batch_size=29)
     (batch,) = _take(cfg, 1)  # one epoch of the subset: 30 kept, the corrupt one skipped
     assert batch["skipped"] == 1 and batch["epoch"] == 0 and batch["position"] == 30

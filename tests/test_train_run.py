@@ -22,7 +22,7 @@ COMMON = ["--model", "tiny-vit-32", "--batch-size", "16", "--workers", "1", "--t
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    from train.synthetic import make_eval_dir, make_shape_shards
+    from shapes_data import make_eval_dir, make_shape_shards
 
     root = tmp_path_factory.mktemp("shapes")
     make_shape_shards(root / "data", 120, per_shard=40, corrupt=2)

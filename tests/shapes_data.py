@@ -1,12 +1,14 @@
-"""Small real training data for tests and benchmarks: coloured shapes drawn with PIL,
-captioned by shape and colour, written as webdataset tars (pool-style members) plus a
-labelled eval folder. Not a substitute for the demo pool; it only needs PIL."""
+"""Small real training data for the train tests and bench/train.py: coloured shapes drawn
+with PIL, captioned by shape and colour, written as webdataset tars (pool-style members)
+plus a labelled eval folder. Not a substitute for the demo pool (curate.demo): it needs
+only PIL and webdataset, and the tests pin counts that depend on its exact draws."""
 from __future__ import annotations
 
 import io
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 from shards.uid import sample_uid
 
@@ -15,7 +17,8 @@ SHAPES = ("circle", "square", "triangle")
 CAPTIONS = ("a {c} {s}", "a photo of a {c} {s}", "a {c} {s} on a plain background", "{c} {s}")
 
 
-def draw(colour: str, shape: str, rng: random.Random, size: int = 48):
+def draw(colour: str, shape: str, rng: random.Random, size: int = 48) -> Any:
+    """One shape of `colour` at a random place and size on a random light background."""
     from PIL import Image, ImageDraw
 
     bg = tuple(rng.randint(200, 255) for _ in range(3))
