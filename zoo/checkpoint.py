@@ -1,7 +1,8 @@
 """Checkpoints: written atomically, read with weights_only=True, loadable by open_clip.
 
 Every file train run writes (checkpoints/step_*.pt and final.pt) is a dict with
-`state_dict` (the open_clip model's weights) and `model_name`, so both
+`state_dict` (the open_clip model's weights) and `model_name` (plus `hf_text`, the folder of
+a Hugging Face text tower, when the run used one), so both
 `open_clip.create_model(NAME, pretrained=FILE)` and `load_model(FILE)` read it.
 """
 from __future__ import annotations
@@ -27,16 +28,22 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         torch.save(obj, handle)
 
 
-def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+def load_torch_file(path: str | Path, device: str | torch.device = "cpu") -> Any:
     """torch.load(weights_only=True) with a one-line UserError for missing/corrupt files."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; give a run directory or a .pt file written by `train run`")
     try:
-        obj = torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location=device, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} is corrupt or not a torch checkpoint ({first}); use another checkpoint") from exc
+        raise UserError(f"checkpoint {path} is corrupt or not a torch checkpoint ({first[:120]}); "
+                        "use another checkpoint") from exc
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A `train run` checkpoint (a dict with a state_dict), read by load_torch_file."""
+    obj = load_torch_file(path, device)
     if not isinstance(obj, dict) or "state_dict" not in obj:
         raise UserError(f"checkpoint {path} holds no model state_dict; it was not written by `train run`")
     return obj
@@ -78,7 +85,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     name = ckpt.get("model_name")
     if not isinstance(name, str):
         raise UserError(f"checkpoint {file} does not name its model; it was not written by `train run`")
-    model, _, preprocess, tokenizer = create_model(name)
+    # A Hugging Face text tower is rebuilt from its folder (config and tokenizer; weights from here).
+    model, _, preprocess, tokenizer = create_model(name, hf_text=ckpt.get("hf_text"), hf_text_pretrained=False)
     load_state(model, ckpt["state_dict"], file)
     model.to(device).eval()
     return model, preprocess, tokenizer, name

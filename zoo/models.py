@@ -123,14 +123,44 @@ def check_model_name(name: str) -> None:
         )
 
 
-def create_model(name: str, patch_dropout: float = 0.0, device: str = "cpu"):
-    """Build an untrained open_clip model plus (train preprocess, val preprocess, tokenizer)."""
+def hf_text_cfg(folder: str | Path, context_length: int, pretrained: bool) -> dict[str, Any]:
+    """open_clip's text_cfg for a Hugging Face text tower read from a local folder.
+
+    Mean pooling (what sentence encoders such as MiniLM are trained with) and a linear
+    projection into the joint space; `pretrained` loads the folder's weights."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        from clikit.errors import UserError
+
+        raise UserError(f"--init-text {folder}: no config.json there; give a Hugging Face model folder "
+                        "(config.json, tokenizer and weights) or a `train run` checkpoint")
+    return {"hf_model_name": str(folder.resolve()), "hf_tokenizer_name": str(folder.resolve()),
+            "hf_model_pretrained": pretrained, "hf_proj_type": "linear", "hf_pooler_type": "mean_pooler",
+            "context_length": context_length}
+
+
+def create_model(name: str, patch_dropout: float = 0.0, device: str = "cpu", hf_text: str | None = None,
+                 hf_text_pretrained: bool = True):
+    """Build an untrained open_clip model plus (train preprocess, val preprocess, tokenizer).
+
+    `hf_text`: replace the config's text tower by the Hugging Face model in that folder (its
+    weights loaded when `hf_text_pretrained`; a checkpoint being restored passes False)."""
     import open_clip
 
     check_model_name(name)
     kwargs: dict[str, Any] = {}
     if patch_dropout > 0:
         kwargs["force_patch_dropout"] = patch_dropout
+    tokenizer = None
+    if hf_text:
+        base = open_clip.get_model_config(name) or {}
+        context = int(base.get("text_cfg", {}).get("context_length", 77))
+        kwargs["text_cfg"] = hf_text_cfg(hf_text, context, hf_text_pretrained)
+        kwargs["force_custom_text"] = True  # open_clip picks the model class before applying text_cfg
+        import transformers
+
+        transformers.logging.set_verbosity_error()  # its load table lists the unused BERT pooler
+        tokenizer = open_clip.tokenizer.HFTokenizer(kwargs["text_cfg"]["hf_tokenizer_name"], context_length=context)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights" for every fresh model
@@ -140,8 +170,7 @@ def create_model(name: str, patch_dropout: float = 0.0, device: str = "cpu"):
         )
     finally:
         root.setLevel(level)
-    tokenizer = open_clip.get_tokenizer(name)
-    return model, train_pre, val_pre, tokenizer
+    return model, train_pre, val_pre, tokenizer or open_clip.get_tokenizer(name)
 
 
 def image_size(model) -> int:
