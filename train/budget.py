@@ -103,6 +103,7 @@ class StepPlan:
         return step >= self.main_steps
 
     def cost(self, step: int) -> int:
+        """Global FLOPs of step (0-based)."""
         return self.cost_tail if self.in_tail(step) else self.cost_main
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import torch
 
@@ -13,9 +13,11 @@ from clikit.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 SYNSET_RE = re.compile(r"^n\d{8}$")
+Device = Union[str, torch.device]
 
 
 def class_folders(eval_dir: Path) -> list[Path]:
+    """One sub-folder per class, hidden folders left out, in name order (the label order)."""
     return sorted(p for p in eval_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
@@ -57,37 +59,46 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _encode_images(model, preprocess, paths: Sequence[Path | bytes], device, batch_size: int) -> tuple[torch.Tensor, list[int]]:
-    """L2-normalised image features; returns the indices that decoded (others are skipped)."""
+def _open_rgb(item: Path | bytes) -> Any:
+    """The image as an RGB PIL image; None when it does not decode (it is skipped)."""
     import io
 
     from PIL import Image
 
-    feats, ok = [], []
-    batch, batch_idx = [], []
+    try:
+        return Image.open(io.BytesIO(item) if isinstance(item, bytes) else item).convert("RGB")
+    except Exception:
+        return None
 
-    def flush():
-        if batch:
-            with torch.no_grad():
-                feats.append(model.encode_image(torch.stack(batch).to(device), normalize=True).float().cpu())
-            ok.extend(batch_idx)
-            batch.clear()
-            batch_idx.clear()
 
+def _encode_batch(model: torch.nn.Module, batch: list[torch.Tensor], device: Device) -> torch.Tensor:
+    with torch.no_grad():
+        return model.encode_image(torch.stack(batch).to(device), normalize=True).float().cpu()
+
+
+def _encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[Path | bytes], device: Device,
+                   batch_size: int) -> tuple[torch.Tensor, list[int]]:
+    """L2-normalised image features; returns the indices that decoded (others are skipped)."""
+    feats: list[torch.Tensor] = []
+    ok: list[int] = []
+    batch: list[torch.Tensor] = []
     for i, item in enumerate(paths):
-        try:
-            img = Image.open(io.BytesIO(item) if isinstance(item, bytes) else item).convert("RGB")
-        except Exception:
+        img = _open_rgb(item)
+        if img is None:
             continue
         batch.append(preprocess(img))
-        batch_idx.append(i)
+        ok.append(i)
         if len(batch) == batch_size:
-            flush()
-    flush()
+            feats.append(_encode_batch(model, batch, device))
+            batch = []
+    if batch:
+        feats.append(_encode_batch(model, batch, device))
     return (torch.cat(feats) if feats else torch.empty(0)), ok
 
 
-def zero_shot(model, preprocess, tokenizer, eval_dir: Path, device, batch_size: int = 256) -> dict[str, Any]:
+def zero_shot(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, eval_dir: Path, device: Device,
+              batch_size: int = 256) -> dict[str, Any]:
+    """Top-1/top-5 of open_clip's zero-shot classifier over the class folders of EVAL_DIR."""
     from open_clip import build_zero_shot_classifier
 
     folders = class_folders(eval_dir)
@@ -144,7 +155,8 @@ def retrieval_pairs(eval_dir: Path | None, retrieval_data: str | Path | None, li
     return pairs[:limit]
 
 
-def retrieval(model, preprocess, tokenizer, pairs: list[tuple[Any, str]], device, batch_size: int = 256) -> dict[str, Any]:
+def retrieval(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, pairs: list[tuple[Any, str]],
+              device: Device, batch_size: int = 256) -> dict[str, Any]:
     """Recall@1/5/10 both ways; a text's match is its own image (and vice versa)."""
     feats, ok = _encode_images(model, preprocess, [p[0] for p in pairs], device, batch_size)
     captions = [pairs[i][1] for i in ok]
@@ -164,7 +176,8 @@ def retrieval(model, preprocess, tokenizer, pairs: list[tuple[Any, str]], device
     return out
 
 
-def evaluate(model, preprocess, tokenizer, eval_dir: str | Path | None, device: str | torch.device = "cpu",
+def evaluate(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, eval_dir: str | Path | None,
+             device: Device = "cpu",
              retrieval_data: str | Path | None = None, retrieval_limit: int = 1000,
              batch_size: int = 256) -> dict[str, Any]:
     """Zero-shot top-1/top-5 on EVAL_DIR (one sub-folder per class) and retrieval R@1/5/10.

@@ -55,12 +55,13 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _run(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
+    # The order of the checks and of the seeded draws below is part of the run's
+    # reproducibility (and of which error a bad invocation sees first): keep it.
     from train import budget as B
-    from train.sources import check_first_shard, load_subset_uids, resolve_shards
     from train.eval_hook import EvalHook, check_eval_dir
-    from train.metrics import METRICS_NAME, MetricsLog, truncate_metrics
-    from train.optim import cosine_with_warmup, make_optimizer
-    from train.state import TrainState, existing_checkpoints, fresh_counters, restore, save_final, seed_training
+    from train.metrics import MetricsLog
+    from train.sources import check_first_shard, load_subset_uids, resolve_shards
+    from train.state import existing_checkpoints, save_final
     from train.trainer import Trainer
 
     cfg.world_size = info.world_size
@@ -79,17 +80,7 @@ def _run(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
 
     built = _build_model(cfg, info)
     plan = _plan(cfg, info, built, local_batch, budget_flops, budget_samples)
-    optimizer = make_optimizer(built.module, cfg.opt, cfg.lr, cfg.weight_decay, cfg.visual_lr, cfg.text_lr)
-    warmup = cfg.warmup if cfg.warmup is not None else max(1, int(0.05 * plan.total_steps))
-    scheduler = cosine_with_warmup(optimizer, warmup, plan.total_steps)
-    state = TrainState(cfg.model, cfg.to_dict(), built.model, built.module, optimizer, scheduler,
-                       fresh_counters(cfg.workers, info.world_size))
-    if cfg.resume and existing:
-        restore(state, existing[-1], out, info)
-        if info.is_main:
-            truncate_metrics(out / METRICS_NAME, state.counters.step)
-    else:
-        seed_training(cfg.seed, info)
+    state = _start_state(cfg, info, built, plan, existing[-1] if cfg.resume and existing else None, out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_run_config(out / "config.yaml", dict(
@@ -185,6 +176,28 @@ def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, bud
     return B.plan_steps(cost_main, cost_tail, budget_flops=budget_flops, budget_samples=budget_samples,
                         samples_arg=cfg.samples, batch_size=cfg.batch_size,
                         tail_fraction=cfg.unmasked_fraction if flip else 0.0)
+
+
+def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan, resume_from: Path | None,
+                 out: Path) -> TrainState:
+    """Optimiser, schedule and counters: fresh and seeded, or restored from `resume_from`
+    (then metrics.jsonl loses the lines logged after that checkpoint)."""
+    from train.metrics import METRICS_NAME, truncate_metrics
+    from train.optim import cosine_with_warmup, make_optimizer
+    from train.state import TrainState, fresh_counters, restore, seed_training
+
+    optimizer = make_optimizer(built.module, cfg.opt, cfg.lr, cfg.weight_decay, cfg.visual_lr, cfg.text_lr)
+    warmup = cfg.warmup if cfg.warmup is not None else max(1, int(0.05 * plan.total_steps))
+    scheduler = cosine_with_warmup(optimizer, warmup, plan.total_steps)
+    state = TrainState(cfg.model, cfg.to_dict(), built.model, built.module, optimizer, scheduler,
+                       fresh_counters(cfg.workers, info.world_size))
+    if resume_from is not None:
+        restore(state, resume_from, out, info)
+        if info.is_main:
+            truncate_metrics(out / METRICS_NAME, state.counters.step)
+    else:
+        seed_training(cfg.seed, info)
+    return state
 
 
 def _wrap_ddp(module: torch.nn.Module, info: DistInfo) -> torch.nn.Module:

@@ -61,6 +61,7 @@ class MetricsLog:
         self.window.wait += seconds
 
     def stepped(self, loss: torch.Tensor, samples: int) -> None:
+        """Count one finished step of `samples` global samples."""
         self.window.loss += loss.detach()
         self.window.steps += 1
         self.window.samples += samples

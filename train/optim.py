@@ -29,6 +29,8 @@ def _tower(name: str) -> str:
 
 def param_groups(module: nn.Module, lr: float, weight_decay: float,
                  visual_lr: float | None = None, text_lr: float | None = None) -> list[dict]:
+    """Parameter groups by tower (visual, text, other) and decay (none on norms, biases,
+    logit scale, class tokens), each with its tower's lr; frozen parameters left out."""
     lrs = {"visual": visual_lr or lr, "text": text_lr or lr, "other": lr}
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in module.named_parameters():
@@ -45,6 +47,7 @@ def param_groups(module: nn.Module, lr: float, weight_decay: float,
 def make_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float,
                    visual_lr: float | None = None, text_lr: float | None = None,
                    betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6) -> torch.optim.Optimizer:
+    """Lamb (timm) or AdamW over param_groups(module, ...)."""
     groups = param_groups(module, lr, weight_decay, visual_lr, text_lr)
     if name == "lamb":
         from timm.optim import Lamb
@@ -59,6 +62,8 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, tota
                        min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup to each group's lr, then cosine decay to min_ratio x lr at total_steps."""
 
+    # A plain function, not a callable object: LambdaLR's state_dict saves an object's
+    # attributes but nothing for a function, which is what checkpoints have always held.
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps

@@ -10,6 +10,8 @@ import torch
 
 
 def model_info(name: str, device: str = "meta") -> dict[str, Any]:
+    """{name, params, image_size, train_flops_per_sample} of one open_clip model; with an
+    `error` (and FLOPs None) when it cannot be built offline or counted."""
     import open_clip
     from torch.utils.flop_counter import FlopCounterMode
 

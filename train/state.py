@@ -27,6 +27,8 @@ RESUME_FIXED = (
 
 @dataclass
 class Counters:
+    """How far the run has got; saved in every checkpoint."""
+
     step: int = 0
     samples: int = 0
     flops: int = 0
@@ -77,6 +79,7 @@ def existing_checkpoints(out: Path, resume: bool) -> list[Path]:
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's torch RNG states: CPU, and the device's on GPU."""
     state: dict[str, Any] = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
@@ -84,6 +87,7 @@ def rng_state(device: torch.device) -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what rng_state returned."""
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)

@@ -15,6 +15,7 @@ STRATEGIES = ("clip", "flip", "clip-aug", "slip")
 
 
 def check_strategy(name: str) -> None:
+    """UserError unless name is one of STRATEGIES."""
     if name not in STRATEGIES:
         raise UserError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
 
@@ -28,6 +29,7 @@ def patch_dropout_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def set_patch_drop(model: nn.Module, prob: float) -> None:
+    """Set the fraction of image patches every PatchDropout in model drops (training only)."""
     for module in patch_dropout_modules(model):
         module.prob = prob
 
@@ -110,6 +112,7 @@ class StrategyModule(nn.Module):
         return (images - self.mean) / self.std
 
     def forward(self, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """(loss, {"clip_loss", "ssl_loss" with slip}) for uint8 (or 0..1 float) images and token ids."""
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images
         if self.augment is not None:
             x = self.augment(x)
