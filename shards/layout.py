@@ -127,3 +127,19 @@ class Pool:
     def is_pool(self) -> bool:
         """True for a folder `curate download` wrote (it has shards/)."""
         return self.shards_dir.is_dir()
+
+    # --- download's own files (appended) ----------------------------------------------
+    @property
+    def input_parquet(self) -> Path:
+        """The normalised input list: uid, url, caption and the input's other columns."""
+        return self.input_dir / "input.parquet"
+
+    @property
+    def retry_input(self) -> Path:
+        """The failed rows `--retry-failed` fetches again, with their original shard and key."""
+        return self.retry_dir / "input.parquet"
+
+    @property
+    def retry_pool(self) -> "Pool":
+        """The retry folder laid out as a small pool: its shards/ are merged back into ours."""
+        return Pool(self.retry_dir)

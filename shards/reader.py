@@ -2,13 +2,21 @@
 
 A shard is untrusted input (it may come from another machine), so every member name is
 checked before anything is read: only plain file names (`<key>.<ext>`, no directories,
-no `..`, not absolute) and only regular files are accepted.
+no `..`, not absolute) and only regular files are accepted. `iter_tar_samples` streams a
+shard the pool itself wrote, once, in order (the scoring reader).
 """
 from __future__ import annotations
 
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
+
+# Image members of a pool shard or shard set, in the order readers prefer them.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+# Images in a user's folder (or an evaluation set's shards): also formats PIL reads that
+# no stage of ours writes.
+FOLDER_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS + ("bmp", "gif")
 
 
 class UnsafeTarError(ValueError):
@@ -87,3 +95,27 @@ def index_tar(path: str | Path) -> TarIndex:
     if problems:
         raise UnsafeTarError(f"{path}: {problems[0]}")
     return index
+
+
+def iter_tar_samples(tar_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {suffix: bytes}) in tar order, for consecutive members sharing a key.
+
+    One streaming pass, for the scoring workers. Not webdataset's own reader
+    (tariterators.tar_file_iterator + group_by_keys): on 6,000 small samples it measured
+    12-20% slower (a regex per member, a dict per file, a compression probe), and tarfile's
+    header parsing already costs as much as decoding a small image. It also differs at the
+    edges: it raises on a repeated suffix and keeps directory prefixes in keys.
+    """
+    key, sample = None, {}
+    with tarfile.open(tar_path, "r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            member_key, suffix = split_member_name(member.name.rsplit("/", 1)[-1])
+            if member_key != key:
+                if key is not None:
+                    yield key, sample
+                key, sample = member_key, {}
+            sample[suffix.lower()] = tar.extractfile(member).read()
+    if key is not None:
+        yield key, sample

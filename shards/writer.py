@@ -8,12 +8,13 @@ computed in the same pass instead of reading the shard back.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import webdataset as wds
+
+from shards.atomic import replacing
 
 FIXED_MTIME = 0  # reproducible bytes: two exports of the same subset hash the same
 
@@ -43,23 +44,29 @@ class WrittenShard:
     sha256: str
 
 
-def write_shard(path: str | Path, samples: Iterable[Mapping[str, bytes | str]]) -> WrittenShard:
+def write_shard(
+    path: str | Path,
+    samples: Iterable[Mapping[str, bytes | str]],
+    before_rename: Callable[[WrittenShard], None] | None = None,
+) -> WrittenShard:
     """Write samples ({"__key__": key, "jpg": bytes, "txt": bytes, ...}) to `path` atomically.
 
-    The shard is written to `<path>.tmp`, fsynced and then renamed, so a reader never sees
-    a partial shard under the final name.
+    The shard is written to its temporary name (shards/atomic.py), fsynced and then
+    renamed, so a reader never sees a partial shard under the final name.
+    `before_rename(written)` runs just before the rename: a caller that records finished
+    shards saves its record there, so a shard under its final name always has one.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "wb") as raw:
-        hashing = _HashingFile(raw)
-        writer = wds.TarWriter(hashing, encoder=False, mtime=FIXED_MTIME, user="", group="")
-        for sample in samples:
-            writer.write(dict(sample))
-            count += 1
-        writer.close()
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, path)
-    return WrittenShard(path.name, count, hashing.size, hashing.sha256.hexdigest())
+    with replacing(path) as tmp:
+        with open(tmp, "wb") as raw:
+            hashing = _HashingFile(raw)
+            writer = wds.TarWriter(hashing, encoder=False, mtime=FIXED_MTIME, user="", group="")
+            for sample in samples:
+                writer.write(dict(sample))
+                count += 1
+            writer.close()
+        written = WrittenShard(path.name, count, hashing.size, hashing.sha256.hexdigest())
+        if before_rename is not None:
+            before_rename(written)
+    return written

@@ -274,7 +274,7 @@ def test_shard_order_rewrite_sorts_members_and_rows_and_keeps_samples_whole(tmp_
     members in their order and unchanged, parquet rows sorted; a sorted shard is left alone."""
     import io
 
-    from curate.download.order import parquet_in_key_order, tar_in_key_order
+    from shards.reorder import parquet_in_key_order, tar_in_key_order
 
     keys = ["000000003", "000000000", "000000002", "000000001"]
     tar_path, parquet_path = tmp_path / "00000.tar", tmp_path / "00000.parquet"

@@ -17,13 +17,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.download.inputs import normalise_input, read_input_table, resolve_mapping
-from curate.download.pool import SHARDS_DIR, read_shard_tables, repair_unfinished, shard_ids
+from curate.download.pool import read_shard_tables, repair_unfinished, shard_ids
 from clikit.errors import UserError
 from shards.atomic import replacing, write_json_atomic
+from shards.layout import Pool
 
-POOL_JSON = "pool.json"
-INPUT_DIR = "_input"
-RETRY_DIR = "_retry"
 DEFAULT_MAX_PIXELS = 50_000_000  # larger images are refused from their header, never decoded
 RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
 
@@ -136,8 +134,8 @@ def _run_img2dataset(input_parquet: Path, output: Path, extra_columns: list[str]
         )
 
 
-def summarise(shards_dir: Path) -> tuple[int, int, dict[str, int]]:
-    table = read_shard_tables(shards_dir, columns=["status", "fail_reason"])
+def summarise(pool: Pool) -> tuple[int, int, dict[str, int]]:
+    table = read_shard_tables(pool, columns=["status", "fail_reason"])
     if table.num_rows == 0:
         return 0, 0, {}
     success = pc.sum(pc.equal(table["status"], "success")).as_py() or 0
@@ -171,41 +169,41 @@ def download_pool(
     fingerprint = _fingerprint(table, mapping.as_dict(), settings.samples_per_shard)
 
     pool.mkdir(parents=True, exist_ok=True)
-    pool_json = pool / POOL_JSON
+    layout = Pool(pool)
+    pool_json = layout.pool_json
     previous = json.loads(pool_json.read_text()) if pool_json.exists() else None
     if previous and previous.get("fingerprint") != fingerprint:
         raise UserError(
             f"{pool} already holds a download of another input or with other --samples-per-shard "
             f"({previous.get('source')}); use a new POOL folder"
         )
-    shards_dir = pool / SHARDS_DIR
-    input_parquet = pool / INPUT_DIR / "input.parquet"
+    input_parquet = layout.input_parquet
     input_parquet.parent.mkdir(exist_ok=True)
     if not input_parquet.exists():
         with replacing(input_parquet) as tmp:
             pq.write_table(table, tmp)
 
     started = time.time()
-    repair_unfinished(shards_dir)
-    finished_before = set(shard_ids(shards_dir))
+    repair_unfinished(layout)
+    finished_before = set(shard_ids(layout))
     expected_shards = -(-table.num_rows // settings.samples_per_shard)
     if len(finished_before) < expected_shards:
-        _run_img2dataset(input_parquet, shards_dir, mapping.extra, settings)
+        _run_img2dataset(input_parquet, layout.shards_dir, mapping.extra, settings)
     if retry_failed:
         from curate.download.retry import retry_failed_samples
 
-        retry_failed_samples(pool, mapping.extra, settings)
-    repair_unfinished(shards_dir)
-    finished = shard_ids(shards_dir)
+        retry_failed_samples(layout, mapping.extra, settings)
+    repair_unfinished(layout)
+    finished = shard_ids(layout)
     if len(finished) < expected_shards:
         raise UserError(
             f"{expected_shards - len(finished)} of {expected_shards} shards did not finish; "
             "run the same command again to resume"
         )
-    success, failed, reasons = summarise(shards_dir)
+    success, failed, reasons = summarise(layout)
     if success + failed != table.num_rows:
         raise UserError(f"pool {pool} accounts for {success + failed} rows but the input has {table.num_rows}; rerun to repair")
-    shutil.rmtree(pool / RETRY_DIR, ignore_errors=True)
+    shutil.rmtree(layout.retry_dir, ignore_errors=True)
     result = DownloadResult(
         pool=pool, input_rows=table.num_rows, success=success, failed=failed, failures_by_reason=reasons,
         shards=len(finished), seconds=time.time() - started, fetched_shards=len(set(finished) - finished_before),

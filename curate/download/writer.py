@@ -2,13 +2,12 @@
 
 img2dataset writes NNNNN.tar and NNNNN.parquet in place and marks a shard finished by
 writing NNNNN_stats.json last. A kill mid-shard would leave a truncated tar under the
-final name; here both files are written under a hidden temporary name, put in key order
-(curate/download/order.py) and renamed only when complete, so a finished-looking tar is
+final name; here both files are written under the temporary name of shards/atomic.py,
+put in key order (shards/reorder.py) and renamed only when complete, so a finished-looking tar is
 always whole and the same input always gives the same shards.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -17,13 +16,9 @@ import pyarrow as pa
 import webdataset as wds
 from img2dataset.writer import BufferedParquetWriter, WebDatasetSampleWriter
 
-from curate.download.order import shard_in_key_order
 from curate.download.reasons import failure_reason
-
-
-def partial_name(path: str) -> str:
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.partial")
+from shards.atomic import temporary_name
+from shards.reorder import shard_in_key_order
 
 
 class PoolShardWriter(WebDatasetSampleWriter):
@@ -35,7 +30,7 @@ class PoolShardWriter(WebDatasetSampleWriter):
         fs, output_path = fsspec.core.url_to_fs(output_folder)
         self.fs = fs
         self.final_paths = [f"{output_path}/{shard_name}.tar", f"{output_path}/{shard_name}.parquet"]
-        self.tar_fd = fs.open(partial_name(self.final_paths[0]), "wb")
+        self.tar_fd = fs.open(temporary_name(self.final_paths[0]), "wb")
         # A whole-second mtime: webdataset's default, time.time(), is a float, which tarfile
         # can only store in a PAX header, adding 1 KiB to every member (3x the tar of a
         # small image) and doubling the header parsing of every later read.
@@ -43,7 +38,7 @@ class PoolShardWriter(WebDatasetSampleWriter):
         self.save_caption = save_caption
         if "fail_reason" not in schema.names:
             schema = schema.append(pa.field("fail_reason", pa.string()))
-        self.buffered_parquet_writer = BufferedParquetWriter(partial_name(self.final_paths[1]), schema, 100)
+        self.buffered_parquet_writer = BufferedParquetWriter(temporary_name(self.final_paths[1]), schema, 100)
         self.encode_format = encode_format
 
     def write(self, img_str, key, caption, meta):
@@ -54,6 +49,6 @@ class PoolShardWriter(WebDatasetSampleWriter):
         super().close()
         protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
         if "file" in protocols:  # pools are local folders; a remote one keeps completion order
-            shard_in_key_order(Path(partial_name(self.final_paths[0])), Path(partial_name(self.final_paths[1])))
+            shard_in_key_order(Path(temporary_name(self.final_paths[0])), Path(temporary_name(self.final_paths[1])))
         for final in self.final_paths:  # tar first: a parquet never describes a missing tar
-            self.fs.mv(partial_name(final), final)
+            self.fs.mv(temporary_name(final), final)

@@ -1,4 +1,5 @@
-"""Shards in key order, whatever order the downloads finished in.
+"""Pool shards in key order, whatever order the downloads finished in, and retried
+samples merged back into their shards in that order.
 
 img2dataset writes each sample when its download completes, so two downloads of the same
 input give the same samples in a different order inside each shard, and everything that
@@ -9,20 +10,16 @@ the same shards, and the same training run.
 """
 from __future__ import annotations
 
-import os
+import io
 import tarfile
 from pathlib import Path
+from typing import Mapping
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from shards.atomic import replacing
 from shards.reader import split_member_name
-
-
-def _staging(path: Path) -> Path:
-    """A hidden *.partial name next to `path`: the download's cleanup removes it if a kill
-    leaves it behind."""
-    return path.with_name(f".{path.name.lstrip('.')}.sorting.partial")
 
 
 def _sorted(values: list[str]) -> bool:
@@ -38,12 +35,10 @@ def tar_in_key_order(path: Path) -> bool:
         keys = [split_member_name(m.name)[0] for m in members]
         if _sorted(keys):
             return False
-        staging = _staging(path)
-        with tarfile.open(staging, "w", format=source.format) as target:
+        with replacing(path) as staging, tarfile.open(staging, "w", format=source.format) as target:
             for index in sorted(range(len(members)), key=lambda i: keys[i]):
                 member = members[index]
                 target.addfile(member, source.extractfile(member) if member.isfile() else None)
-    os.replace(staging, path)
     return True
 
 
@@ -53,9 +48,8 @@ def parquet_in_key_order(path: Path) -> bool:
     keys = table.column("key")
     if len(keys) < 2 or pc.all(pc.less_equal(keys[:-1], keys[1:])).as_py() is not False:
         return False
-    staging = _staging(path)
-    pq.write_table(table.sort_by("key"), staging)
-    os.replace(staging, path)
+    with replacing(path) as staging:
+        pq.write_table(table.sort_by("key"), staging)
     return True
 
 
@@ -63,3 +57,28 @@ def shard_in_key_order(tar: Path, parquet: Path) -> None:
     """Both files of one shard in key order (each rewritten only if it was not)."""
     tar_in_key_order(tar)
     parquet_in_key_order(parquet)
+
+
+def merge_tar(source: Path, target: Path, replacements: Mapping[str, list[tuple[str, bytes]]]) -> None:
+    """Write `source` to `target` with the samples of `replacements` (key -> [(suffix,
+    bytes)], possibly empty) put in place of the members of those keys, in key order.
+
+    Replaced members are dropped before the new ones are added, never duplicated, so a
+    merge that was interrupted can simply run again.
+    """
+    replaced = set(replacements)
+    with tarfile.open(source) as src, tarfile.open(target, "w") as dst:
+        entries: list[tuple[str, tarfile.TarInfo | tuple[str, bytes]]] = [
+            (key, member) for member in src.getmembers() if (key := split_member_name(member.name)[0]) not in replaced
+        ]
+        entries += [(key, part) for key in replaced for part in replacements[key]]
+        # One pass in key order (the sort is stable: a sample's members keep their order),
+        # so retried samples land where they belong, as a fresh download's would.
+        for key, entry in sorted(entries, key=lambda item: item[0]):
+            if isinstance(entry, tarfile.TarInfo):
+                dst.addfile(entry, src.extractfile(entry))
+                continue
+            suffix, data = entry
+            info = tarfile.TarInfo(f"{key}.{suffix}")
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
