@@ -113,14 +113,16 @@ def save_random_model(model: str, path: Path) -> Path:
 
 def warmup_pool(pool: Path, warm: Path) -> Path:
     """A pool holding only the first shard (symlinks), for the warm-up passes."""
-    from curate.download.pool import SHARDS_DIR, shard_ids
+    from curate.download.pool import shard_ids
+    from shards.layout import Pool
 
-    first = f"{shard_ids(pool / SHARDS_DIR)[0]:05d}"
-    (warm / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-    for suffix in (".tar", ".parquet", "_stats.json"):
-        link = warm / SHARDS_DIR / f"{first}{suffix}"
+    source, target = Pool(pool), Pool(warm)
+    first = shard_ids(source)[0]
+    target.shards_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("shard_tar", "shard_parquet", "shard_stats"):
+        link = getattr(target, name)(first)
         if not link.exists():
-            link.symlink_to(pool / SHARDS_DIR / f"{first}{suffix}")
+            link.symlink_to(getattr(source, name)(first))
     return warm
 
 
@@ -134,9 +136,10 @@ def cpu_seconds() -> float:
 
 
 def tars_of(pool: Path) -> list[Path]:
-    from curate.download.pool import SHARDS_DIR, shard_ids
+    from curate.download.pool import shard_ids
+    from shards.layout import Pool
 
-    return [pool / SHARDS_DIR / f"{s:05d}.tar" for s in shard_ids(pool / SHARDS_DIR)]
+    return [Pool(pool).shard_tar(s) for s in shard_ids(Pool(pool))]
 
 
 def pass_curate(pool: Path, args, tag: str) -> int:
@@ -155,7 +158,7 @@ def pass_naive(pool: Path, args, seed) -> int:
     import torch
     from PIL import Image
 
-    from curate.score.reader import iter_tar_samples
+    from shards.reader import iter_tar_samples
 
     def flush(images, captions):
         with torch.inference_mode():
@@ -187,7 +190,8 @@ def pass_naive_cols(pool: Path, args, seed) -> int:
     import torch
 
     from curate.score.batched import SplitPreprocess
-    from curate.score.reader import decode_chunk, iter_tar_samples
+    from curate.score.reader import decode_chunk
+    from shards.reader import iter_tar_samples
 
     preprocess = SplitPreprocess(seed.preprocess)
 

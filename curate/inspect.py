@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from curate.download.pool import SHARDS_DIR, shard_ids
+from curate.download.pool import shard_ids
 from clikit.errors import UserError
+from shards.layout import Pool
 
 SIDE_BINS = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 ASPECT_BINS = (0.0, 0.5, 0.75, 0.9, 1.11, 1.33, 2.0, 4.0)
@@ -28,13 +29,13 @@ def inspect_pool(pool: Path, placeholder_min_urls: int = 5) -> dict:
     import duckdb
 
     pool = Path(pool)
-    shards_dir = pool / SHARDS_DIR
+    layout = Pool(pool)
     if not pool.is_dir():
         raise UserError(f"{pool} is not a pool folder (run `curate download INPUT {pool}` first)")
-    finished = shard_ids(shards_dir)
+    finished = shard_ids(layout)
     if not finished:
         raise UserError(f"{pool} has no finished shards; run or resume `curate download` into it")
-    files = [str(shards_dir / f"{s:05d}.parquet") for s in finished]
+    files = [str(layout.shard_parquet(s)) for s in finished]
     con = duckdb.connect()
     con.read_parquet(files, union_by_name=True).create_view("pool_rows")
     total, success = con.sql("SELECT count(*), count(*) FILTER (status = 'success') FROM pool_rows").fetchall()[0]
@@ -56,7 +57,7 @@ def inspect_pool(pool: Path, placeholder_min_urls: int = 5) -> dict:
            GROUP BY sha256 HAVING count(DISTINCT url) >= $min ORDER BY urls DESC, sha256""",
         params={"min": placeholder_min_urls},
     ).fetchall()
-    pool_json = pool / "pool.json"
+    pool_json = layout.pool_json
     return {
         "pool": str(pool),
         "shards": len(finished),

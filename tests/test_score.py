@@ -203,7 +203,8 @@ def test_batched_chunk_decoding_equals_the_per_image_reference(pool_dir, weights
     from PIL import Image
 
     from curate.score.batched import SplitPreprocess
-    from curate.score.reader import caption_token_count, decode_chunk, iter_tar_samples
+    from curate.score.reader import caption_token_count, decode_chunk
+    from shards.reader import iter_tar_samples
     from curate.score.seed_model import load_seed_model
 
     seed = load_seed_model(MODEL, str(weights), None)

@@ -10,14 +10,14 @@ import torch
 from PIL import Image
 
 from clikit.errors import UserError
+from shards.layout import Pool
 
 
 def image_embedder(pool: Path, tag: str, batch_size: int = 128) -> Callable[[list[Path]], np.ndarray]:
     """embed_images(paths) -> float32 (len(paths), dim) L2-normalised, from scores/TAG/model.json's model."""
-    from curate.score.run import MODEL_JSON, SCORES_DIR
     from curate.score.seed_model import load_seed_model
 
-    info_path = Path(pool) / SCORES_DIR / tag / MODEL_JSON
+    info_path = Pool(pool).model_json(tag)
     if not info_path.is_file():
         raise UserError(f"{info_path} is missing: score the pool with `curate score --tag {tag}` first")
     info = json.loads(info_path.read_text())

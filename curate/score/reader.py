@@ -6,14 +6,14 @@ run computes every row in the same batch as an uninterrupted one and writes the 
 bytes. Each worker takes whole shards (or, with fewer shards than workers, every
 workers-th chunk) and also tokenises the captions, keeping both off the model's critical
 path; per-image overheads (phash, ToTensor/Normalize, tokenizer
-calls) are paid once per chunk (curate/score/batched.py).
+calls) are paid once per chunk (curate/score/batched.py). Each tar is parsed once, by
+shards.reader.iter_tar_samples (why not webdataset's reader: see its docstring).
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,32 +23,13 @@ import torch
 from PIL import Image
 
 from curate.score.batched import SplitPreprocess, phash_batch, phash_thumbnail, tokenize_batch
-from shards.reader import split_member_name
-
-IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
+from shards.reader import IMAGE_EXTENSIONS, iter_tar_samples
 
 
 @dataclass(frozen=True)
 class ShardJob:
     shard: str  # 5-digit name
     tar: Path
-
-
-def iter_tar_samples(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {suffix: bytes}) in tar order, for consecutive members sharing a key."""
-    key, sample = None, {}
-    with tarfile.open(tar_path, "r|") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            member_key, suffix = split_member_name(member.name.rsplit("/", 1)[-1])
-            if member_key != key:
-                if key is not None:
-                    yield key, sample
-                key, sample = member_key, {}
-            sample[suffix.lower()] = tar.extractfile(member).read()
-    if key is not None:
-        yield key, sample
 
 
 def caption_token_count(tokenizer: Any, caption: str) -> int:
@@ -65,7 +46,7 @@ def caption_token_count(tokenizer: Any, caption: str) -> int:
 
 def _decode_image(row: dict[str, Any], sample: dict[str, bytes], preprocess: SplitPreprocess):
     """Fills the row's image columns; returns (preprocess head, phash thumbnail) or None."""
-    data = next((sample[s] for s in IMAGE_SUFFIXES if s in sample), None)
+    data = next((sample[s] for s in IMAGE_EXTENSIONS if s in sample), None)
     if data is None:
         row["error"] = "no image member"
         return None

@@ -13,16 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from curate.download.pool import SHARDS_DIR, shard_ids
+from curate.download.pool import shard_ids
 from clikit.errors import UserError
 from curate.score.reader import ChunkedShards, ShardJob
 from curate.score.seed_model import SeedModel, load_seed_model
 from zoo.distributed import barrier, init_distributed
 from shards.atomic import replacing, write_json_atomic
-
-SCORES_DIR = "scores"
-EMBEDDINGS_DIR = "embeddings"
-MODEL_JSON = "model.json"
+from shards.layout import Pool, shard_stem
 
 SCORE_SCHEMA = pa.schema([
     ("uid", pa.string()), ("key", pa.string()), ("clip_score", pa.float32()), ("error", pa.string()),
@@ -59,10 +56,10 @@ def _check_tag(tag: str) -> None:
         raise UserError(f"tag {tag!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
 
 
-def shard_done(scores_dir: Path, embeddings_dir: Path, shard: str, text: bool) -> bool:
-    needed = [scores_dir / f"{shard}.parquet", embeddings_dir / f"{shard}.npy"]
+def shard_done(pool: Pool, tag: str, shard: str, text: bool) -> bool:
+    needed = [pool.scores_parquet(tag, shard), pool.image_embeddings(tag, shard)]
     if text:
-        needed.append(embeddings_dir / f"{shard}.text.npy")
+        needed.append(pool.text_embeddings(tag, shard))
     return all(p.exists() for p in needed)
 
 
@@ -118,7 +115,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def _write_shard(buffer: _ShardBuffer, shard: str, scores_dir: Path, embeddings_dir: Path, dim: int, text: bool) -> int:
+def _write_shard(buffer: _ShardBuffer, shard: str, pool: Pool, tag: str, dim: int, text: bool) -> int:
     rows, images, texts = [], [], []
     for first in sorted(buffer.chunks):
         keys, meta, (score, image_emb, image_norm, text_norm, text_emb) = buffer.chunks[first]
@@ -135,20 +132,20 @@ def _write_shard(buffer: _ShardBuffer, shard: str, scores_dir: Path, embeddings_
             texts.append(text_emb)
     image_matrix = np.concatenate(images) if images else np.zeros((0, dim), np.float16)
     # Embeddings first, parquet last: the parquet's presence marks the shard finished.
-    _save_npy(embeddings_dir / f"{shard}.npy", image_matrix)
+    _save_npy(pool.image_embeddings(tag, shard), image_matrix)
     if text:
         text_matrix = np.concatenate(texts) if texts else np.zeros((0, dim), np.float16)
-        _save_npy(embeddings_dir / f"{shard}.text.npy", text_matrix)
+        _save_npy(pool.text_embeddings(tag, shard), text_matrix)
     table = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
-    with replacing(scores_dir / f"{shard}.parquet") as tmp:
+    with replacing(pool.scores_parquet(tag, shard)) as tmp:
         pq.write_table(table, tmp)
     return sum(r["error"] is not None for r in rows)
 
 
-def _success_rows(pool: Path, shards: list[str]) -> int:
+def _success_rows(pool: Pool, shards: list[str]) -> int:
     total = 0
     for shard in shards:
-        status = pq.read_table(pool / SHARDS_DIR / f"{shard}.parquet", columns=["status"])["status"].to_pylist()
+        status = pq.read_table(pool.shard_parquet(shard), columns=["status"])["status"].to_pylist()
         total += sum(s == "success" for s in status)
     return total
 
@@ -165,9 +162,10 @@ def score_pool(
     """Score every finished shard of POOL that TAG has not scored yet (see docs/design.md)."""
     settings = settings or ScoreSettings()
     pool = Path(pool)
-    if not (pool / SHARDS_DIR).is_dir():
+    layout = Pool(pool)
+    if not layout.is_pool():
         raise UserError(f"{pool} is not a pool folder with shards/ (run `curate download INPUT {pool}` first)")
-    all_shards = [f"{s:05d}" for s in shard_ids(pool / SHARDS_DIR)]
+    all_shards = [shard_stem(s) for s in shard_ids(layout)]
     if not all_shards:
         raise UserError(f"{pool} has no finished shards; run or resume `curate download` into it")
     if settings.batch_size < 1:
@@ -177,20 +175,20 @@ def score_pool(
     seed = load_seed_model(model, pretrained, checkpoint, device=str(device))
     tag = tag or seed.default_tag
     _check_tag(tag)
-    scores_dir, embeddings_dir = pool / SCORES_DIR / tag, pool / EMBEDDINGS_DIR / tag
+    scores_dir, embeddings_dir = layout.scores_dir(tag), layout.embeddings_dir(tag)
     with torch.inference_mode():
         dim = int(seed.model.encode_text(seed.tokenizer(["a"]).to(device)).shape[-1])
     if ranks.rank == 0:
-        _write_model_json(scores_dir / MODEL_JSON, seed, dim, tag)
+        _write_model_json(layout.model_json(tag), seed, dim, tag)
     scores_dir.mkdir(parents=True, exist_ok=True)
     embeddings_dir.mkdir(parents=True, exist_ok=True)
 
     mine = [s for i, s in enumerate(all_shards) if i % ranks.world_size == ranks.rank]
-    pending = [s for s in mine if not shard_done(scores_dir, embeddings_dir, s, settings.text_embeddings)]
+    pending = [s for s in mine if not shard_done(layout, tag, s, settings.text_embeddings)]
     started = time.perf_counter()
     result = ScoreResult(tag=tag, shards_scored=0, shards_skipped=len(mine) - len(pending), rows=0, seconds=0.0, dim=dim)
     if pending:
-        _score_shards(pool, seed, pending, scores_dir, embeddings_dir, device, dim, settings, result)
+        _score_shards(layout, seed, pending, device, dim, settings, result)
     barrier(ranks)
     result.seconds = time.perf_counter() - started
     return result
@@ -206,14 +204,14 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _score_shards(pool, seed, pending, scores_dir, embeddings_dir, device, dim, settings, result) -> None:
+def _score_shards(pool: Pool, seed, pending, device, dim, settings, result) -> None:
     from tqdm import tqdm
 
     workers = settings.workers if settings.workers is not None else default_workers()
     if settings.threads is not None:
         # With a model cheaper than decoding on a small CPU, fewer model threads leave cores to the workers.
         torch.set_num_threads(settings.threads)
-    jobs = [ShardJob(s, pool / SHARDS_DIR / f"{s}.tar") for s in pending]
+    jobs = [ShardJob(s, pool.shard_tar(s)) for s in pending]
     dataset = ChunkedShards(jobs, settings.batch_size, seed.preprocess, seed.tokenizer)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
@@ -231,10 +229,10 @@ def _score_shards(pool, seed, pending, scores_dir, embeddings_dir, device, dim, 
             buffer.received += len(item["rows"])
             bar.update(len(item["rows"]))
         if buffer.complete():
-            result.failures += _write_shard(buffer, item["shard"], scores_dir, embeddings_dir, dim, settings.text_embeddings)
+            result.failures += _write_shard(buffer, item["shard"], pool, result.tag, dim, settings.text_embeddings)
             result.shards_scored += 1
             result.rows += buffer.total
-            result.files.append(str(scores_dir / f"{item['shard']}.parquet"))
+            result.files.append(str(pool.scores_parquet(result.tag, item["shard"])))
             del buffers[item["shard"]]
     bar.close()
     if buffers:
