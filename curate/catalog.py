@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from clikit.errors import UserError
+from shards.layout import Pool
 
 _SHARD_FILE = re.compile(r"^\d+\.parquet$")
 
@@ -37,26 +38,23 @@ def _file_list(paths: list[Path]) -> str:
     return "[" + ", ".join(_sql_string(str(p)) for p in paths) + "]"
 
 
-def _shard_parquets(directory: Path) -> list[Path]:
+def shard_parquets(directory: Path) -> list[Path]:
+    """The `<digits>.parquet` files of a shards/ or scores/TAG/ folder, by name."""
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if _SHARD_FILE.match(p.name))
 
 
-def list_score_tags(pool: str | Path) -> list[str]:
-    """Scoring tags of a pool: the folders under scores/ that hold shard parquet."""
-    root = Path(pool) / "scores"
+def score_tags(pool: Pool) -> list[str]:
+    """Scoring tags: the folders under scores/ that hold shard parquet.
+
+    Not Pool.score_tags: that one counts only 5-digit shard names, while the catalog has
+    always read any `<digits>.parquet` (a hand-made scores folder's `0.parquet` too).
+    """
+    root = pool.scores_root
     if not root.is_dir():
         return []
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and _shard_parquets(d))
-
-
-def list_dedup_names(pool: str | Path) -> list[str]:
-    """Dedup runs of a pool: the folders under dedup/ with a finished groups.parquet."""
-    root = Path(pool) / "dedup"
-    if not root.is_dir():
-        return []
-    return sorted(d.name for d in root.iterdir() if (d / "groups.parquet").is_file())
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and shard_parquets(d))
 
 
 def _choose(kind: str, option: str, wanted: str | None, available: list[str], pool: Path) -> str | None:
@@ -133,8 +131,9 @@ def open_catalog(
     pool = Path(pool)
     if not pool.is_dir():
         raise UserError(f"pool {pool} is not a directory; pass the folder `curate download` wrote")
-    tags = list_score_tags(pool)
-    names = list_dedup_names(pool)
+    layout = Pool(pool)
+    tags = score_tags(layout)
+    names = layout.dedup_names()
     tag = _choose("scores tag", "--scores", scores, tags, pool)
     name = _choose("dedup run", "--dedup", dedup, names, pool)
 
@@ -144,7 +143,7 @@ def open_catalog(
         con.execute(f"SET threads = {int(threads)}")
     views: list[str] = []
 
-    shard_files = _shard_parquets(pool / "shards")
+    shard_files = shard_parquets(layout.shards_dir)
     if shard_files:
         con.execute(
             "CREATE VIEW samples AS SELECT * EXCLUDE (filename), "
@@ -153,7 +152,7 @@ def open_catalog(
         )
         views.append("samples")
     if tags:
-        all_files = [f for t in tags for f in _shard_parquets(pool / "scores" / t)]
+        all_files = [f for t in tags for f in shard_parquets(layout.scores_dir(t))]
         con.execute(
             "CREATE VIEW scores_all AS SELECT * EXCLUDE (filename), "
             "regexp_extract(filename, '[\\\\/]scores[\\\\/]([^\\\\/]+)[\\\\/][^\\\\/]+$', 1) AS tag, "
@@ -165,7 +164,7 @@ def open_catalog(
         con.execute(
             "CREATE VIEW scores AS SELECT * EXCLUDE (filename), "
             "regexp_extract(filename, '(\\d+)\\.parquet$', 1) AS shard "
-            f"FROM read_parquet({_file_list(_shard_parquets(pool / 'scores' / tag))}, filename = true, union_by_name = true)"
+            f"FROM read_parquet({_file_list(shard_parquets(layout.scores_dir(tag)))}, filename = true, union_by_name = true)"
         )
         views.append("scores")
         if shard_files:
@@ -175,7 +174,7 @@ def open_catalog(
             )
             views.append("scored")
     if names:
-        group_files = [pool / "dedup" / n / "groups.parquet" for n in names]
+        group_files = [layout.dedup_groups(n) for n in names]
         con.execute(
             "CREATE VIEW dedup_all AS SELECT * EXCLUDE (filename), "
             "regexp_extract(filename, '[\\\\/]dedup[\\\\/]([^\\\\/]+)[\\\\/]groups\\.parquet$', 1) AS name "
@@ -185,7 +184,7 @@ def open_catalog(
     if name is not None:
         con.execute(
             "CREATE VIEW dedup AS SELECT * "
-            f"FROM read_parquet({_sql_string(str(pool / 'dedup' / name / 'groups.parquet'))})"
+            f"FROM read_parquet({_sql_string(str(layout.dedup_groups(name)))})"
         )
         views.append("dedup")
     return Catalog(pool, con, tags, names, tag, name, views)

@@ -25,14 +25,15 @@ import numpy as np
 
 from curate.catalog import open_catalog
 from clikit.errors import UserError
-from curate.filtering import read_subset_metadata, subset_paths, tool_version
+from curate.filter.run import tool_version
+from curate.filter.subsets import read_subset_metadata
+from shards.layout import Pool
 from shards.manifest import brace_pattern, read_manifest, shard_name, write_json_atomic, write_manifest
-from shards.reader import TarIndex, index_tar
-from shards.writer import write_shard
+from shards.reader import IMAGE_EXTENSIONS, TarIndex, index_tar
+from shards.writer import WrittenShard, write_shard
 
 PLAN_NAME = ".export-plan.json"
 PARTS_DIR = ".export-parts"
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 @dataclass
@@ -49,7 +50,7 @@ class ExportResult:
 class _ShardReaders:
     """Open pool shards on demand, index each once, keep a few handles open."""
 
-    def __init__(self, pool: Path, keep_open: int = 8):
+    def __init__(self, pool: Pool, keep_open: int = 8):
         self.pool = pool
         self.keep_open = keep_open
         self.indexes: dict[str, TarIndex] = {}
@@ -57,7 +58,7 @@ class _ShardReaders:
 
     def read(self, shard: str, key: str) -> dict[str, bytes]:
         if shard not in self.indexes:
-            self.indexes[shard] = index_tar(self.pool / "shards" / f"{shard}.tar")
+            self.indexes[shard] = index_tar(self.pool.shard_tar(shard))
         index = self.indexes[shard]
         if shard in self.handles:
             self.handles.move_to_end(shard)
@@ -78,7 +79,7 @@ class _ShardReaders:
 
 def _plan_rows(pool: Path, subset: str) -> tuple[list[dict[str, Any]], int, list[str]]:
     """The subset's samples that the pool holds, in pool order, with url/caption/scores."""
-    parquet_path, _ = subset_paths(pool, subset)
+    parquet_path = Pool(pool).subset_parquet(subset)
     with open_catalog(pool) as catalog:
         if "samples" not in catalog.views:
             raise UserError(f"{pool} has no shards/*.parquet; is it a pool `curate download` wrote?")
@@ -111,7 +112,7 @@ def _plan_rows(pool: Path, subset: str) -> tuple[list[dict[str, Any]], int, list
 def _samples_for(rows: list[dict[str, Any]], readers: _ShardReaders) -> Iterator[dict[str, bytes]]:
     for row in rows:
         members = readers.read(row["shard"], row["key"])
-        image_ext = next((e for e in IMAGE_EXTS if e in members), None)
+        image_ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
         if image_ext is None:
             raise UserError(f"pool shard {row['shard']} has no image for key {row['key']}")
         meta = {
@@ -125,6 +126,11 @@ def _samples_for(rows: list[dict[str, Any]], readers: _ShardReaders) -> Iterator
             "txt": (row["caption"] or "").encode("utf-8"),
             "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
         }
+
+
+def _part_record(written: WrittenShard) -> dict[str, Any]:
+    """What OUT/.export-parts/ and the manifest say of a written shard."""
+    return {"name": written.name, "count": written.count, "bytes": written.size, "sha256": written.sha256}
 
 
 def _check_out(out: Path, plan: dict[str, Any]) -> bool:
@@ -185,7 +191,7 @@ def export_subset(
     parts = out / PARTS_DIR
     parts.mkdir(exist_ok=True)
 
-    readers = _ShardReaders(pool)
+    readers = _ShardReaders(Pool(pool))
     shards, skipped = [], 0
     try:
         for index, start in enumerate(range(0, len(rows), samples_per_shard)):
@@ -198,12 +204,9 @@ def export_subset(
             else:
                 # the part record is saved before the rename: a shard under its final name
                 # always has one, so a rerun can trust it
-                tmp_name = f"{name}.partial"
-                written = write_shard(parts / tmp_name, _samples_for(chunk, readers))
-                record = {"name": name, "count": written.count, "bytes": written.size, "sha256": written.sha256}
-                write_json_atomic(part, record)
-                (parts / tmp_name).replace(out / name)
-                shards.append(record)
+                written = write_shard(out / name, _samples_for(chunk, readers),
+                                      before_rename=lambda w, part=part: write_json_atomic(part, _part_record(w)))
+                shards.append(_part_record(written))
             if progress:
                 progress(len(chunk))
     finally:
@@ -212,7 +215,7 @@ def export_subset(
     seed_models = {}
     for tag in tags:
         try:
-            seed_models[tag] = json.loads((pool / "scores" / tag / "model.json").read_text())
+            seed_models[tag] = json.loads(Pool(pool).model_json(tag).read_text())
         except (OSError, ValueError):
             seed_models[tag] = None
     manifest = {

@@ -16,7 +16,7 @@ import webdataset as wds
 from clihelp import ROOT, run_curate
 from clikit.errors import UserError
 from curate.export import export_subset
-from curate.filtering import run_filter
+from curate.filter.run import run_filter
 from curate.verify import verify_shardset
 from poolfactory import make_pool
 from shards.manifest import read_manifest
