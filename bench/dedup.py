@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 BASELINE_CODE = r"""
 import sys, json, time, numpy as np, faiss
 from pathlib import Path
-from curate.dedup.pool_inputs import open_scored_pool, iter_embedding_batches
+from curate.dedup.scored_pool import open_scored_pool, iter_embedding_batches
 pool, rows, thr = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 scored = open_scored_pool(pool, "synth")
 x = np.concatenate([b for _, b in iter_embedding_batches(scored)][: (rows + 32767) // 32768])[:rows]
@@ -92,7 +92,7 @@ def main() -> None:
     print(f"pool: {args.rows} x {args.dim} float16, {args.pairs} planted pairs, written in {time.perf_counter() - t0:.1f} s")
 
     # Exact cosine of every planted pair from the stored rows: the truth at this threshold.
-    from curate.dedup.pool_inputs import gather_rows, open_scored_pool
+    from curate.dedup.scored_pool import gather_rows, open_scored_pool
 
     scored = open_scored_pool(pool, "synth")
     order = np.argsort(planted.ravel())

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from clikit.errors import UserError
+from shards.layout import Pool
 
 DEDUP_TAG = "exact+phash-knn"
 
@@ -109,7 +110,7 @@ class Quickstart:
         from curate.download.run import DownloadSettings, download_pool
 
         with self._step(f"download {label}"):
-            done = pool / "pool.json"
+            done = Pool(pool).pool_json
             if done.exists() and json.loads(done.read_text())["counts"]["input_rows"] > 0:
                 self.say(f"   {pool}: already downloaded")
                 return
@@ -165,7 +166,7 @@ class Quickstart:
         with self._step("dedup"):
             summary = run_dedup(self.pool, DedupSettings(scores="seed", method="exact,phash-knn", tag=DEDUP_TAG,
                                                          overwrite=True))
-            quality = pair_quality(self.pool / "dedup" / summary["name"] / "groups.parquet", self.demo / "truth.parquet")
+            quality = pair_quality(Pool(self.pool).dedup_groups(summary["name"]), self.demo / "truth.parquet")
             self.say(f"   dedup/{summary['name']}: {summary.get('groups')} groups, {summary.get('removed')} samples removed")
             self.say("   " + quality["text"].replace("\n", "\n   "))
             return quality
@@ -179,7 +180,7 @@ class Quickstart:
         from curate.verify import verify_shardset
 
         with self._step(f"filter --top {self.config.top} and export"):
-            subset = self.pool / "subsets" / "top40.parquet"
+            subset = Pool(self.pool).subset_parquet("top40")
             if not subset.exists():
                 run_filter(self.pool, "top40", top=self.config.top, scores="seed", dedup=DEDUP_TAG)
             meta = read_subset_metadata(self.pool, "top40")
@@ -213,7 +214,7 @@ class Quickstart:
             budget = str(full["flops"])
         top = self.train("top40", self.shardset, budget=budget, retrieval=held_out)
         self.say(f"== same budget ({format_flops(float(budget))} training FLOPs); zero-shot on {self.demo / 'eval'}, "
-                 f"retrieval on {len(list(held_out.glob('shards/*.tar')))} held-out seed shard(s):")
+                 f"retrieval on {len(list(Pool(held_out).shards_dir.glob('*.tar')))} held-out seed shard(s):")
         self.say(f"   {'data':<22}{'samples':>9}{'top-1':>8}{'top-5':>8}{'I->T R@5':>10}{'T->I R@5':>10}")
         for label, run in (("full pool", full), (f"top {self.config.top} shard set", top)):
             self.say(f"   {label:<22}{run['samples']:>9}{run['zeroshot_top1']:>8.1%}{run['zeroshot_top5']:>8.1%}"

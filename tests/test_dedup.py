@@ -273,7 +273,7 @@ def test_phash_knn_needs_both_signals(lookalikes):
 def test_phash_knn_matches_brute_force(lookalikes):
     """Every pair within the Hamming bound whose cosine meets the bar for its distance, and no other."""
     from curate.dedup.phash_knn import cosine_bar, hamming, phash_knn_pairs
-    from curate.dedup.pool_inputs import gather_rows, open_scored_pool, read_score_columns
+    from curate.dedup.scored_pool import gather_rows, open_scored_pool, read_score_columns
 
     pool, _ = lookalikes
     scored = open_scored_pool(pool, "seed")

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from clikit.errors import UserError
+from shards.layout import Pool
 
 
 def _image_embedder(pool: Path, scores: str):
@@ -71,11 +72,11 @@ def register(app: typer.Typer) -> None:
         )
         embedder = None
         if against is not None and against.is_dir() and not any(against.glob("*.npy")):
-            if not (pool / "scores" / scores).is_dir():
+            if not Pool(pool).scores_dir(scores).is_dir():
                 raise UserError(f"no scores tag {scores!r} in {pool}; pass one with --scores")
             embedder = _image_embedder(pool, scores)
         summary = run_dedup(pool, settings, embed_images=embedder)
-        out = pool / "dedup" / summary["name"]
+        out = Pool(pool).dedup_dir(summary["name"])
         if summary["skipped"]:
             typer.echo(f"{out}: up to date (same arguments and inputs); nothing to do")
             return

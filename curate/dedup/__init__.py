@@ -2,15 +2,17 @@
 
 Modules, one job each:
 
-- pool_inputs  find a scoring tag's shards, read their score columns, stream embeddings
+- scored_pool  find a scoring tag's shards, read their score columns, stream embeddings
 - graph        collect duplicate pairs per method and join them into groups
 - hashes       exact (sha256) and perceptual-hash (Hamming ball) pair finders
 - vectors      FAISS pair finders on embeddings: flat, IVF (knn) and SemDeDup clusters
 - phash_knn    perceptual-hash candidates confirmed by the embeddings (the default with exact)
 - keep         which member of each group is kept
 - decontam     mark pool samples that are near duplicates of an evaluation set
-- run          the whole stage: arguments, outputs written atomically, skip when complete
-- quality      precision/recall of found pairs against a demo pool's truth.parquet
+- settings     the arguments: methods, per-method defaults, what summary.json records, checks
+- run          the whole stage: outputs written atomically, skip when complete
+
+Precision/recall of found pairs against a demo pool's truth.parquet: curate/truth/dedup.py.
 
 Nothing here imports faiss at module import; callers pay for it only when they search.
 """

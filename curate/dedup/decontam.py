@@ -8,10 +8,10 @@ from typing import Callable
 
 import numpy as np
 
-from curate.dedup.pool_inputs import ScoredPool, iter_embedding_batches, normalized, open_embedding_matrix
+from curate.dedup.scored_pool import ScoredPool, iter_embedding_batches, normalized, open_embedding_matrix
 from clikit.errors import UserError
+from shards.reader import FOLDER_IMAGE_EXTENSIONS, index_tar
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 # embed_images(paths) -> (len(paths), dim) image embeddings from the scores tag's model.
 ImageEmbedder = Callable[[list[Path]], np.ndarray]
 
@@ -22,9 +22,8 @@ def _load_npy(path: Path, dim: int) -> np.ndarray:
 
 
 def _images_in_tars(tars: list[Path], folder: Path) -> list[Path]:
-    """Extract the image members of webdataset shards (plain names only) into `folder`."""
-    from shards.reader import index_tar
-
+    """Extract the image members of webdataset shards (plain names only) into `folder`;
+    an evaluation set's shards may hold any format an image folder may."""
     paths = []
     for k, tar in enumerate(tars):
         try:
@@ -34,7 +33,7 @@ def _images_in_tars(tars: list[Path], folder: Path) -> list[Path]:
         with open(tar, "rb") as handle:
             for key, exts in sorted(index.members.items()):
                 for ext in exts:
-                    if "." + ext.lower() in IMAGE_SUFFIXES:
+                    if ext.lower() in FOLDER_IMAGE_EXTENSIONS:
                         out = folder / f"{k:05d}_{key}.{ext}"
                         out.write_bytes(index.read(handle, key, ext))
                         paths.append(out)
@@ -57,7 +56,7 @@ def load_eval_embeddings(source: str | Path, dim: int, embed_images: ImageEmbedd
     npys = sorted(source.glob("*.npy"))
     if npys:
         return np.concatenate([_load_npy(p, dim) for p in npys])
-    images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images = sorted(p for p in source.rglob("*") if p.suffix.lower()[1:] in FOLDER_IMAGE_EXTENSIONS and p.is_file())
     tars = sorted(source.glob("*.tar"))
     if not images and not tars:
         raise UserError(f"--against {source} holds no images, .tar shards or .npy embeddings")

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from curate.dedup.hashes import near_hash_values
-from curate.dedup.pool_inputs import ScoredPool, gather_rows
+from curate.dedup.scored_pool import ScoredPool, gather_rows
 from curate.dedup.vectors import SLACK
 
 # How much lower the cosine bar is for identical hashes than at the largest distance.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curate.dedup.pool_inputs import ScoredPool, gather_rows, iter_embedding_batches
+from curate.dedup.scored_pool import ScoredPool, gather_rows, iter_embedding_batches
 
 # Pools up to this size are searched exactly: ~30k^2 dot products is a few seconds on 2 cores.
 FLAT_MAX = 30_000

@@ -6,17 +6,16 @@ just to find a row.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from curate.catalog import list_score_tags  # one definition of "a scores tag" for every stage
+from curate.catalog import score_tags, shard_parquets  # one definition of "a scores tag" for every stage
 from clikit.errors import UserError
+from shards.layout import Pool
 
-_SHARD_PARQUET = re.compile(r"^(\d+)\.parquet$")
 SCORE_COLUMNS = ("uid", "clip_score", "image_sha256", "phash")
 
 
@@ -35,10 +34,10 @@ class ScoredPool:
         return self.offsets[-1] + self.rows[-1] if self.shards else 0
 
     def scores_path(self, shard: str) -> Path:
-        return self.pool / "scores" / self.tag / f"{shard}.parquet"
+        return Pool(self.pool).scores_parquet(self.tag, shard)
 
     def embeddings_path(self, shard: str) -> Path:
-        return self.pool / "embeddings" / self.tag / f"{shard}.npy"
+        return Pool(self.pool).image_embeddings(self.tag, shard)
 
 
 def open_scored_pool(pool: str | Path, tag: str) -> ScoredPool:
@@ -48,15 +47,15 @@ def open_scored_pool(pool: str | Path, tag: str) -> ScoredPool:
     pool = Path(pool)
     if not pool.is_dir():
         raise UserError(f"pool folder {pool} does not exist; pass the folder `curate download` wrote")
-    tags = list_score_tags(pool)
+    layout = Pool(pool)
+    tags = score_tags(layout)
     if tag not in tags:
         have = ", ".join(tags) if tags else "none: run `curate score` first"
         raise UserError(f"no scores tag {tag!r} in {pool} (available: {have}); pass one with --scores")
-    folder = pool / "scores" / tag
-    shards = sorted(m.group(1) for p in folder.iterdir() if (m := _SHARD_PARQUET.match(p.name)))
+    shards = sorted(p.stem for p in shard_parquets(layout.scores_dir(tag)))
     rows = []
     for shard in shards:
-        path = folder / f"{shard}.parquet"
+        path = layout.scores_parquet(tag, shard)
         try:
             meta = pq.read_metadata(path)
         except Exception as exc:  # a truncated or foreign file

@@ -1,0 +1,136 @@
+"""The arguments of one dedup run: methods, per-method defaults, what is recorded in
+summary.json (`args`, `args.resolved`) and the checks made before any work."""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from curate.dedup.graph import METHOD_ORDER
+from curate.dedup.hashes import MAX_PHASH_BITS
+from curate.dedup.keep import KEEP_POLICIES
+from clikit.errors import UserError
+
+METHODS = ("exact", "phash", "phash-knn", "knn", "semdedup")  # what --method lists may name
+ALL_METHODS = ("exact", "phash", "knn")  # what `all` stands for; semdedup is an alternative to knn
+# The recommended default: byte copies, plus near copies that phash AND the embedding agree on.
+# Either near signal alone is fooled (flat grounds collide in phash, a weak seed model puts
+# look-alikes above 0.95), so neither phash nor knn alone is in it (see phash_knn.py).
+DEFAULT_METHOD = "exact,phash-knn"
+# --threshold / --phash-bits when not given, per method. phash-knn is looser on each signal
+# than the single-signal methods because the other signal guards it: 8 bits is the most a
+# re-encoded, resized, cropped or recoloured copy moves (the demo pool's bound), and 0.9
+# keeps copies whose embedding a weak seed model moves, while the hash rejects look-alikes.
+# phash-knn at 6 bits / 0.95: near-duplicate pair precision and recall >= 0.95 on the demo pool
+# with two different seed models (8 bits / 0.9 fitted only the first one: 0.88 precision with the second).
+DEFAULT_THRESHOLD = {"knn": 0.95, "semdedup": 0.95, "phash-knn": 0.95, "against": 0.95}
+DEFAULT_PHASH_BITS = {"phash": 4, "phash-knn": 6}
+INDEX_KINDS = ("auto", "flat", "ivf")
+FORMAT_VERSION = 2
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """'exact,phash-knn' -> ("exact", "phash-knn"): names checked, `all` expanded, repeats
+    dropped, in METHOD_ORDER (exact first, so byte copies are labelled exact)."""
+    names = [m.strip() for m in str(text).split(",") if m.strip()]
+    if not names:
+        raise UserError(f"--method {text!r} names no method; use one or more of {', '.join(METHODS)} or all, comma-separated")
+    chosen: set[str] = set()
+    for name in names:
+        if name == "all":
+            chosen.update(ALL_METHODS)
+        elif name in METHODS:
+            chosen.add(name)
+        else:
+            raise UserError(f"--method {name!r} is not one of {', '.join(METHODS)}, all (comma-separate several)")
+    return tuple(m for m in METHOD_ORDER if m in chosen)
+
+
+@dataclass
+class DedupSettings:
+    """Arguments of one dedup run; everything but `overwrite`/`progress` is recorded.
+
+    `threshold` / `phash_bits` left as None take each method's default
+    (DEFAULT_THRESHOLD / DEFAULT_PHASH_BITS); a given value applies to every method that
+    uses it (the cosine threshold also to `against`).
+    """
+
+    scores: str
+    method: str = DEFAULT_METHOD
+    threshold: float | None = None
+    tag: str | None = None
+    keep: str = "best-score"
+    clusters: int | None = None
+    phash_bits: int | None = None
+    index: str = "auto"
+    nlist: int | None = None
+    nprobe: int | None = None
+    against: str | None = None
+    seed: int = 0
+    overwrite: bool = False
+    progress: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.tag:
+            return self.tag
+        if "," not in self.method:
+            return self.method.strip()
+        return "+".join(parse_methods(self.method))  # "exact,phash-knn" -> dedup/exact+phash-knn
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return parse_methods(self.method)
+
+    def threshold_for(self, method: str) -> float:
+        """Cosine threshold used by `method` (knn, semdedup, phash-knn or against)."""
+        return self.threshold if self.threshold is not None else DEFAULT_THRESHOLD[method]
+
+    def phash_bits_for(self, method: str) -> int:
+        """Hamming bound used by `method` (phash or phash-knn)."""
+        return self.phash_bits if self.phash_bits is not None else DEFAULT_PHASH_BITS[method]
+
+    def resolved(self) -> dict[str, dict[str, Any]]:
+        """The parameters each method actually ran with (defaults filled in)."""
+        out: dict[str, dict[str, Any]] = {}
+        for m in self.methods + (("against",) if self.against else ()):
+            params: dict[str, Any] = {}
+            if m in DEFAULT_PHASH_BITS:
+                params["phash_bits"] = self.phash_bits_for(m)
+            if m in DEFAULT_THRESHOLD:
+                params["threshold"] = self.threshold_for(m)
+            out[m] = params
+        return out
+
+    def recorded(self) -> dict[str, Any]:
+        args = asdict(self)
+        for key in ("overwrite", "progress"):
+            args.pop(key)
+        if args["against"]:
+            args["against"] = str(Path(args["against"]).resolve())
+        args["method"] = ",".join(self.methods)  # "all" and any spelling of one list: the same run
+        args["resolved"] = self.resolved()
+        return args
+
+
+def validate(settings: DedupSettings) -> None:
+    """Reject bad arguments before any work, with a message saying what to pass."""
+    s = settings
+    methods = parse_methods(s.method)
+    if s.threshold is not None and not (0.0 < s.threshold <= 1.0):
+        raise UserError(f"--threshold {s.threshold} is outside (0, 1]; it is a cosine similarity, e.g. 0.95")
+    if s.keep not in KEEP_POLICIES:
+        raise UserError(f"--keep {s.keep!r} is not one of {', '.join(KEEP_POLICIES)}")
+    if s.phash_bits is not None and not (0 <= s.phash_bits <= MAX_PHASH_BITS):
+        raise UserError(f"--phash-bits {s.phash_bits} is outside 0..{MAX_PHASH_BITS} (Hamming distance of 64-bit hashes)")
+    if s.index not in INDEX_KINDS:
+        raise UserError(f"--index {s.index!r} is not one of {', '.join(INDEX_KINDS)}")
+    for option, value in (("--clusters", s.clusters), ("--nlist", s.nlist), ("--nprobe", s.nprobe)):
+        if value is not None and value < 1:
+            raise UserError(f"{option} {value} must be at least 1 (or left out for the automatic choice)")
+    if s.clusters is not None and "semdedup" not in methods:
+        raise UserError("--clusters applies to --method semdedup only")
+    if not _NAME.match(s.name):
+        raise UserError(f"--tag {s.name!r} must be letters, digits, '.', '_', '+' or '-'")
