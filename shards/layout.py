@@ -129,15 +129,10 @@ class Pool:
         return self.shards_dir.is_dir()
 
     # --- download's own files (appended) ----------------------------------------------
-    @property
-    def input_parquet(self) -> Path:
-        """The normalised input list: uid, url, caption and the input's other columns."""
-        return self.input_dir / "input.parquet"
-
-    @property
-    def retry_input(self) -> Path:
-        """The failed rows `--retry-failed` fetches again, with their original shard and key."""
-        return self.retry_dir / "input.parquet"
+    def input_parquet(self, retry: bool = False) -> Path:
+        """The normalised input list img2dataset reads (uid, url, caption, other columns);
+        with `retry`, the failed rows `--retry-failed` fetches again (+ original shard, key)."""
+        return (self.retry_dir if retry else self.input_dir) / "input.parquet"
 
     @property
     def retry_pool(self) -> "Pool":

@@ -60,9 +60,9 @@ def retry_failed_samples(pool: Pool, extra_columns: list[str], settings: Downloa
     retry_root.mkdir()
     keep = ["uid", "url", "caption", *[c for c in extra_columns if c in failed.column_names]]
     retry_input = failed.select(keep).append_column("orig_key", failed["key"]).append_column("orig_shard", failed["shard"])
-    pq.write_table(retry_input, pool.retry_input)
+    pq.write_table(retry_input, pool.input_parquet(retry=True))
     retry_pool = pool.retry_pool
-    _run_img2dataset(pool.retry_input, retry_pool.shards_dir, [*keep[3:], "orig_key", "orig_shard"], settings)
+    _run_img2dataset(pool.input_parquet(retry=True), retry_pool.shards_dir, [*keep[3:], "orig_key", "orig_shard"], settings)
     results = read_shard_tables(retry_pool)
     by_shard: dict[str, dict[str, dict]] = {}
     members: dict[str, list] = {}

@@ -177,7 +177,7 @@ def download_pool(
             f"{pool} already holds a download of another input or with other --samples-per-shard "
             f"({previous.get('source')}); use a new POOL folder"
         )
-    input_parquet = layout.input_parquet
+    input_parquet = layout.input_parquet()
     input_parquet.parent.mkdir(exist_ok=True)
     if not input_parquet.exists():
         with replacing(input_parquet) as tmp:
