@@ -3,8 +3,8 @@
 img2dataset writes NNNNN.tar and NNNNN.parquet in place and marks a shard finished by
 writing NNNNN_stats.json last. A kill mid-shard would leave a truncated tar under the
 final name; here both files are written under the temporary name of shards/atomic.py,
-put in key order (shards/reorder.py) and renamed only when complete, so a finished-looking tar is
-always whole and the same input always gives the same shards.
+put in key order (shards/reorder.py) and renamed only when complete, so a
+finished-looking tar is always whole and the same input always gives the same shards.
 """
 from __future__ import annotations
 
