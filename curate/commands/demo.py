@@ -14,11 +14,13 @@ def demo_pool(
     base_url: Annotated[str, typer.Option(help="Where `curate serve OUT` will answer; every URL starts with it.")] = "http://127.0.0.1:8000",
     seed_size: Annotated[Optional[int], typer.Option(help="Rows in the clean seed set (seed.parquet). Default: max(200, size/4).")] = None,
     eval_per_class: Annotated[int, typer.Option(help="Held-out eval images per class (eval/<class>/).")] = 20,
+    source: Annotated[str, typer.Option(help="shapes: drawn with PIL; real: Fashion-MNIST photos, named GNOME icons and scikit-image photos from installed packages.")] = "shapes",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it holds something else.")] = False,
 ) -> None:
     """Generate a fully known demo pool with noise and faults.
 
-    Drawn shapes of 22 classes with paraphrased captions, a set fraction of noisy
+    Drawn shapes of 22 classes (or, with --source real, real images that Debian and
+    PyPI packages ship) with paraphrased captions, a set fraction of noisy
     captions (mismatched, generic alt text, partly wrong), exact and near duplicates, and
     faults (404, HTML, truncated, slow, redirect, tiny, huge). Writes metadata.parquet
     (LAION columns), metadata_coyo.parquet, truth.parquet, seed.parquet, images/, eval/.
@@ -26,7 +28,7 @@ def demo_pool(
     from curate.demo import make_demo_pool
 
     summary = make_demo_pool(out, size=size, seed=seed, base_url=base_url, seed_size=seed_size,
-                             eval_per_class=eval_per_class, overwrite=overwrite, progress=True)
+                             eval_per_class=eval_per_class, source=source, overwrite=overwrite, progress=True)
     kinds = ", ".join(f"{k} {v}" for k, v in summary["kinds"].items() if v)
     typer.echo(f"{summary['out']}: {summary['size']} pool rows ({kinds})")
     typer.echo(f"seed set: {summary['seed_rows']} rows; eval: {summary['eval_images']} images of "

@@ -11,9 +11,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.demo.captions import EVAL_TEMPLATES, describe
-from curate.demo.render import render_bytes, sample_spec
-from curate.demo.shapes import CLASSES
+from curate.demo.sources import Source
 
 
 def demo_rng(seed: int, *parts: object) -> random.Random:
@@ -63,18 +61,19 @@ def write_tables(root: Path, records: list[dict[str, Any]], coyo_ids: list[int])
     write_parquet(pa.Table.from_pylist(records, schema=schema), root / "truth.parquet")
 
 
-def write_seed_set(root: Path, seed: int, base: str, count: int, progress: bool) -> int:
+def write_seed_set(root: Path, src: Source, seed: int, base: str, count: int, progress: bool) -> int:
     """A clean, class-balanced set with its own images and URLs (images/seed/)."""
-    labels = [CLASSES[k % len(CLASSES)] for k in range(count)]
+    labels = [src.classes[k % len(src.classes)] for k in range(count)]
     demo_rng(seed, "seed-order").shuffle(labels)
+    rngs = [demo_rng(seed, "seedset", k) for k in range(count)]
+    specs = src.seed_items(labels, rngs)
     urls, captions, widths, heights = [], [], [], []
     for k in progress_range(count, progress, "seed images"):
-        rng = demo_rng(seed, "seedset", k)
-        spec = sample_spec(rng, label=labels[k])
+        rng, spec = rngs[k], specs[k]
         rel = f"images/seed/{file_stem(seed, 'seedset', k)}.{spec.ext}"
-        write_file(root / rel, render_bytes(spec))
+        write_file(root / rel, src.encode(spec))
         urls.append(f"{base}/{rel}")
-        captions.append(describe(spec, rng))
+        captions.append(src.describe(spec, rng))
         widths.append(spec.width)
         heights.append(spec.height)
     write_parquet(pa.table({"URL": pa.array(urls, pa.string()), "TEXT": pa.array(captions, pa.string()),
@@ -83,20 +82,19 @@ def write_seed_set(root: Path, seed: int, base: str, count: int, progress: bool)
     return count
 
 
-def write_eval_set(root: Path, seed: int, per_class: int, progress: bool) -> int:
-    """Held-out renders: eval/<class>/NNN.png|jpg and the zero-shot prompt templates."""
+def write_eval_set(root: Path, src: Source, seed: int, per_class: int, progress: bool) -> int:
+    """Held-out images: eval/<class>/NNN.png|jpg and the zero-shot prompt templates."""
     ev = root / "eval"
     ev.mkdir()
-    (ev / "templates.txt").write_text("\n".join(EVAL_TEMPLATES) + "\n")
-    bar = progress_bar(per_class * len(CLASSES), progress, "eval images")
-    for label in CLASSES:
+    (ev / "templates.txt").write_text("\n".join(src.eval_templates) + "\n")
+    bar = progress_bar(per_class * len(src.eval_classes), progress, "eval images")
+    for label in src.eval_classes:
         (ev / label).mkdir()
-        for k in range(per_class):
-            spec = sample_spec(demo_rng(seed, "eval", label, k), label=label)
-            write_file(ev / label / f"{k:03d}.{spec.ext}", render_bytes(spec))
+        for k, spec in enumerate(src.eval_items(label, per_class, seed)):
+            write_file(ev / label / f"{k:03d}.{spec.ext}", src.encode(spec))
             bar.update()
     bar.close()
-    return per_class * len(CLASSES)
+    return per_class * len(src.eval_classes)
 
 
 def progress_range(n: int, enabled: bool, desc: str) -> Iterable[int]:

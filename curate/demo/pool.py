@@ -11,18 +11,16 @@ import json
 import os
 import random
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from curate.demo.captions import describe, generic_alt_text, partly_wrong
-from curate.demo.faults import huge_size, near_duplicate, tiny_size, truncate
+from curate.demo.captions import generic_alt_text
+from curate.demo.faults import near_duplicate, truncate
 from curate.demo.files import (demo_rng, file_stem, progress_bar, write_eval_set, write_file, write_seed_set,
                                write_tables)
-from curate.demo.render import COLOURS, ImageSpec, render_bytes, render_flat_huge, sample_spec
-from curate.demo.shapes import CLASSES
+from curate.demo.sources import Source, get_source
 from clikit.errors import UserError
 from curate.serve import HTML_PREFIX, REDIRECT_PREFIX, SLOW_PREFIX
 from shards.uid import sample_uid
@@ -78,21 +76,6 @@ def _plan(size: int, seed: int) -> list[str]:
     return [kind for kind, n in kind_counts(size).items() for _ in range(n)]
 
 
-def _spec_for(kind: str, rng: random.Random, huge_index: int) -> ImageSpec:
-    if kind == "tiny":
-        w, h = tiny_size(rng)
-        return sample_spec(rng, width=w, height=h)
-    if kind == "huge":
-        w, h = huge_size(rng)
-        # 1-bit PNG / grey JPEG: black object on a plain ground, so the caption says so.
-        spec = sample_spec(rng, width=w, height=h, fmt="PNG" if huge_index % 2 == 0 else "JPEG")
-        return replace(spec, colour="black", rgb=COLOURS["black"], background="plain", count=1,
-                       objects=spec.objects[:1])
-    if kind == "truncated":
-        return sample_spec(rng, fmt="JPEG")
-    return sample_spec(rng)
-
-
 def _summary_matches(existing: dict[str, Any], params: dict[str, Any]) -> bool:
     return all(existing.get(k) == v for k, v in params.items())
 
@@ -105,12 +88,15 @@ def make_demo_pool(
     seed_size: int | None = None,
     eval_per_class: int = 20,
     *,
+    source: str = "shapes",
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict:
     """Write the demo pool to `out` and return a summary (counts per kind, paths).
 
-    If `out` already holds a finished pool made with the same arguments it is reused;
+    `source` is "shapes" (drawn with PIL) or "real" (images that Debian and PyPI packages
+    ship: curate.demo.real). If `out` already holds a finished pool made with the same
+    arguments (and, for "real", the same installed data) it is reused;
     another non-empty `out` is an error unless overwrite=True. The pool is built under a
     temporary sibling name and renamed into place when complete.
     """
@@ -126,6 +112,9 @@ def make_demo_pool(
         raise UserError(f"--base-url must start with http:// or https://, got {base_url!r}")
     params = {"version": GENERATOR_VERSION, "size": size, "seed": seed, "base_url": base,
               "seed_size": seed_size, "eval_per_class": eval_per_class}
+    src = get_source(source)
+    if src.name != "shapes":  # the shapes pool's demo.json stays as it always was
+        params.update(source=src.name, **src.info())
 
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a directory path for the demo pool")
@@ -143,7 +132,7 @@ def make_demo_pool(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        summary = _generate(tmp, params, progress)
+        summary = _generate(tmp, params, src, progress)
         (tmp / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -160,22 +149,17 @@ def _with_paths(summary: dict[str, Any], out: Path) -> dict[str, Any]:
     return {**summary, "out": str(out), "paths": {k: str(out / v) for k, v in names.items()}}
 
 
-def _generate(root: Path, params: dict[str, Any], progress: bool) -> dict[str, Any]:
+def _generate(root: Path, params: dict[str, Any], src: Source, progress: bool) -> dict[str, Any]:
     size, seed, base = params["size"], params["seed"], params["base_url"]
     kinds = _plan(size, seed)
     plan_rng = demo_rng(seed, "plan")
 
-    rows: list[dict[str, Any]] = []
-    specs: list[ImageSpec] = []
-    huge_seen = 0
-    for i, kind in enumerate(kinds):
-        rng = demo_rng(seed, "row", i)
-        spec = _spec_for(kind, rng, huge_seen)
-        huge_seen += kind == "huge"
-        specs.append(spec)
-        rows.append({"kind": kind, "rng": rng, "dup_group": None,
-                     "label": None if kind in _NO_FILE else spec.label,
-                     "width": spec.width, "height": spec.height, "ext": spec.ext})
+    rngs = [demo_rng(seed, "row", i) for i in range(size)]
+    specs = src.plan(kinds, rngs)
+    rows: list[dict[str, Any]] = [
+        {"kind": kind, "rng": rng, "dup_group": None, "label": None if kind in _NO_FILE else spec.label,
+         "width": spec.width, "height": spec.height, "ext": spec.ext}
+        for kind, rng, spec in zip(kinds, rngs, specs)]
 
     # Duplicates copy an original chosen among the clean rows; a group holds 1-2 copies.
     clean_idx = [i for i, k in enumerate(kinds) if k == "clean"]
@@ -199,11 +183,11 @@ def _generate(root: Path, params: dict[str, Any], progress: bool) -> dict[str, A
         if kind in _NO_FILE or i in original_of:
             continue
         if kind == "huge":
-            data[i] = render_flat_huge(specs[i])
+            data[i] = src.encode_huge(specs[i])
         elif kind == "truncated":
-            data[i] = truncate(render_bytes(specs[i]), rows[i]["rng"])
+            data[i] = truncate(src.encode(specs[i]), rows[i]["rng"])
         else:
-            data[i] = render_bytes(specs[i])
+            data[i] = src.encode(specs[i])
         bar.update()
     for i in dup_idx:
         if kinds[i] == "dup-exact":
@@ -221,9 +205,9 @@ def _generate(root: Path, params: dict[str, Any], progress: bool) -> dict[str, A
         if kind == "generic":
             rows[i]["caption"] = generic_alt_text(rng)
         elif kind == "partial":
-            rows[i]["caption"] = partly_wrong(specs[i], rng)[0]
+            rows[i]["caption"] = src.partly_wrong(specs[i], rng)
         elif kind != "mismatched":
-            rows[i]["caption"] = describe(specs[i], rng)
+            rows[i]["caption"] = src.describe(specs[i], rng)
     for i, kind in enumerate(kinds):
         if kind == "mismatched":
             rng = rows[i]["rng"]
@@ -231,8 +215,7 @@ def _generate(root: Path, params: dict[str, Any], progress: bool) -> dict[str, A
             if donors:
                 rows[i]["caption"] = rows[rng.choice(donors)]["caption"]
             else:  # a very small pool: describe an image of another class instead
-                other = rng.choice([c for c in CLASSES if c != specs[i].label])
-                rows[i]["caption"] = describe(sample_spec(rng, label=other), rng)
+                rows[i]["caption"] = src.describe_other(specs[i].label, rng)
 
     # Files and URLs. Rows are shuffled so that position says nothing about kind.
     order = list(range(size))
@@ -255,8 +238,8 @@ def _generate(root: Path, params: dict[str, Any], progress: bool) -> dict[str, A
         })
 
     write_tables(root, records, coyo_ids)
-    seed_count = write_seed_set(root, seed, base, params["seed_size"], progress)
-    eval_count = write_eval_set(root, seed, params["eval_per_class"], progress)
+    seed_count = write_seed_set(root, src, seed, base, params["seed_size"], progress)
+    eval_count = write_eval_set(root, src, seed, params["eval_per_class"], progress)
 
     counts = kind_counts(size)
     return {
@@ -266,6 +249,6 @@ def _generate(root: Path, params: dict[str, Any], progress: bool) -> dict[str, A
                    ["success", *EXPECTED_OUTCOME.values()]},
         "dup_groups": len(originals),
         "seed_rows": seed_count,
-        "classes": list(CLASSES),
+        "classes": list(src.classes),
         "eval_images": eval_count,
     }
