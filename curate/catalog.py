@@ -18,16 +18,12 @@ user values reach queries only as named parameters.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clikit.errors import UserError
-from shards.layout import Pool
-
-_SHARD_FILE = re.compile(r"^\d+\.parquet$")
-
+from shards.layout import Pool, shard_parquets
 
 def _sql_string(text: str) -> str:
     """A SQL string literal for a path we listed ourselves (quotes doubled)."""
@@ -36,25 +32,6 @@ def _sql_string(text: str) -> str:
 
 def _file_list(paths: list[Path]) -> str:
     return "[" + ", ".join(_sql_string(str(p)) for p in paths) + "]"
-
-
-def shard_parquets(directory: Path) -> list[Path]:
-    """The `<digits>.parquet` files of a shards/ or scores/TAG/ folder, by name."""
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if _SHARD_FILE.match(p.name))
-
-
-def score_tags(pool: Pool) -> list[str]:
-    """Scoring tags: the folders under scores/ that hold shard parquet.
-
-    Not Pool.score_tags: that one counts only 5-digit shard names, while the catalog has
-    always read any `<digits>.parquet` (a hand-made scores folder's `0.parquet` too).
-    """
-    root = pool.scores_root
-    if not root.is_dir():
-        return []
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and shard_parquets(d))
 
 
 def _choose(kind: str, option: str, wanted: str | None, available: list[str], pool: Path) -> str | None:
@@ -132,7 +109,7 @@ def open_catalog(
     if not pool.is_dir():
         raise UserError(f"pool {pool} is not a directory; pass the folder `curate download` wrote")
     layout = Pool(pool)
-    tags = score_tags(layout)
+    tags = layout.score_tags()
     names = layout.dedup_names()
     tag = _choose("scores tag", "--scores", scores, tags, pool)
     name = _choose("dedup run", "--dedup", dedup, names, pool)

@@ -13,12 +13,20 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARD_NAME_RE = re.compile(r"^(\d{5})\.parquet$")  # a pool shard's parquet: 00000.parquet
+# A shard's parquet: 00000.parquet as img2dataset names them (a hand-made 0.parquet counts too).
+SHARD_NAME_RE = re.compile(r"^(\d+)\.parquet$")
+
+
+def shard_parquets(directory: Path) -> list[Path]:
+    """The shard parquet files of a shards/ or scores/TAG/ folder, sorted by name."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if SHARD_NAME_RE.match(p.name))
 
 
 def shard_stem(shard: int | str) -> str:
-    """A pool shard's 5-digit stem: 7 -> "00007" (img2dataset's naming)."""
-    return f"{int(shard):05d}"
+    """A pool shard's stem: 7 -> "00007" (img2dataset's 5-digit naming); a name stays as given."""
+    return shard if isinstance(shard, str) else f"{shard:05d}"
 
 
 @dataclass(frozen=True)
@@ -115,8 +123,7 @@ class Pool:
         """Scoring tags: the folders under scores/ that hold shard parquet."""
         if not self.scores_root.is_dir():
             return []
-        return sorted(d.name for d in self.scores_root.iterdir()
-                      if d.is_dir() and any(SHARD_NAME_RE.match(p.name) for p in d.iterdir()))
+        return sorted(d.name for d in self.scores_root.iterdir() if d.is_dir() and shard_parquets(d))
 
     def dedup_names(self) -> list[str]:
         """Dedup runs with a finished groups.parquet."""

@@ -18,7 +18,7 @@ def curated(pool_dir, tmp_path_factory):
 
     from curate.dedup.run import DedupSettings, run_dedup
     from curate.export import export_subset
-    from curate.filtering import run_filter
+    from curate.filter.run import run_filter
     from curate.score.run import ScoreSettings, score_pool
     from zoo.models import register_model_configs
 
@@ -40,7 +40,8 @@ def _epoch_uids(data: str, subset=None) -> list[str]:
     """Every sample uid train's loader streams in its first epoch (one slot)."""
     import open_clip
 
-    from train.data import StreamConfig, _slot_items, load_subset_uids, resolve_shards, sample_uid
+    from train.data import StreamConfig, _slot_items, uid_of_sample
+    from train.sources import load_subset_uids, resolve_shards
 
     cfg = StreamConfig(shards=resolve_shards(data), batch_size=8, image_size=32, context_length=32,
                        tokenizer=open_clip.get_tokenizer("tiny-vit-32"), num_workers=0,
@@ -49,7 +50,7 @@ def _epoch_uids(data: str, subset=None) -> list[str]:
     for epoch, sample in _slot_items(cfg, 0, 1):
         if epoch > 0:
             break
-        uids.append(sample_uid(sample))
+        uids.append(uid_of_sample(sample))
     return uids
 
 

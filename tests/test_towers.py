@@ -3,7 +3,6 @@ extra), the EfficientNet name map checked by ImageNet predictions on real photos
 locking, and the one-line errors."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

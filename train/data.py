@@ -20,7 +20,6 @@ from typing import Any, Iterator
 import torch
 
 # Re-exported until tests/test_pipeline.py imports them from train.sources.
-from train.sources import load_subset_uids, resolve_shards  # noqa: F401
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -41,7 +40,6 @@ def uid_of_sample(sample: dict[str, Any]) -> str:
     return key.rsplit("/", 1)[-1]
 
 
-sample_uid = uid_of_sample  # the old name, until tests/test_pipeline.py imports uid_of_sample
 
 
 def sample_caption(sample: dict[str, Any]) -> str | None:

@@ -12,9 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
-from curate.catalog import score_tags, shard_parquets  # one definition of "a scores tag" for every stage
 from clikit.errors import UserError
-from shards.layout import Pool
+from shards.layout import Pool, shard_parquets
 
 SCORE_COLUMNS = ("uid", "clip_score", "image_sha256", "phash")
 
@@ -48,7 +47,7 @@ def open_scored_pool(pool: str | Path, tag: str) -> ScoredPool:
     if not pool.is_dir():
         raise UserError(f"pool folder {pool} does not exist; pass the folder `curate download` wrote")
     layout = Pool(pool)
-    tags = score_tags(layout)
+    tags = layout.score_tags()
     if tag not in tags:
         have = ", ".join(tags) if tags else "none: run `curate score` first"
         raise UserError(f"no scores tag {tag!r} in {pool} (available: {have}); pass one with --scores")
