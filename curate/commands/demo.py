@@ -31,8 +31,9 @@ def demo_pool(
                              eval_per_class=eval_per_class, source=source, overwrite=overwrite, progress=True)
     kinds = ", ".join(f"{k} {v}" for k, v in summary["kinds"].items() if v)
     typer.echo(f"{summary['out']}: {summary['size']} pool rows ({kinds})")
+    eval_classes = len(summary["classes"]) - len(summary.get("classes_without_eval", []))
     typer.echo(f"seed set: {summary['seed_rows']} rows; eval: {summary['eval_images']} images of "
-               f"{len(summary['classes'])} classes")
+               f"{eval_classes} classes")
     typer.echo(f"serve it with: curate serve {summary['out']} --port "
                f"{_port(summary['base_url'])}")
 

@@ -66,7 +66,7 @@ def write_seed_set(root: Path, src: Source, seed: int, base: str, count: int, pr
     labels = [src.classes[k % len(src.classes)] for k in range(count)]
     demo_rng(seed, "seed-order").shuffle(labels)
     rngs = [demo_rng(seed, "seedset", k) for k in range(count)]
-    specs = src.seed_items(labels, rngs)
+    specs = src.seed_items(labels, rngs, seed)
     urls, captions, widths, heights = [], [], [], []
     for k in progress_range(count, progress, "seed images"):
         rng, spec = rngs[k], specs[k]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -155,7 +154,7 @@ def _generate(root: Path, params: dict[str, Any], src: Source, progress: bool) -
     plan_rng = demo_rng(seed, "plan")
 
     rngs = [demo_rng(seed, "row", i) for i in range(size)]
-    specs = src.plan(kinds, rngs)
+    specs = src.plan(kinds, rngs, seed)
     rows: list[dict[str, Any]] = [
         {"kind": kind, "rng": rng, "dup_group": None, "label": None if kind in _NO_FILE else spec.label,
          "width": spec.width, "height": spec.height, "ext": spec.ext}

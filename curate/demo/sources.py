@@ -32,7 +32,7 @@ class Source(Protocol):
     eval_classes: tuple[str, ...]  # the labels with held-out eval images
     eval_templates: tuple[str, ...]
 
-    def plan(self, kinds: Sequence[str], rngs: Sequence[random.Random]) -> list[Any]:
+    def plan(self, kinds: Sequence[str], rngs: Sequence[random.Random], seed: int) -> list[Any]:
         """One item per pool row, drawn in order; rngs[i] is row i's stream."""
 
     def encode(self, item: Any) -> bytes:
@@ -50,8 +50,8 @@ class Source(Protocol):
     def describe_other(self, label: str, rng: random.Random) -> str:
         """A true caption of some item of another class (mismatched rows of tiny pools)."""
 
-    def seed_items(self, labels: Sequence[str], rngs: Sequence[random.Random]) -> list[Any]:
-        """Seed-set items of the given labels, drawn apart from the pool's pictures."""
+    def seed_items(self, labels: Sequence[str], rngs: Sequence[random.Random], seed: int) -> list[Any]:
+        """Seed-set items of the given labels (seed row k draws from rngs[k]), apart from the pool's."""
 
     def eval_items(self, label: str, count: int, seed: int) -> list[Any]:
         """Held-out items of one eval class."""
@@ -68,7 +68,7 @@ class ShapesSource:
     eval_classes: tuple[str, ...] = tuple(CLASSES)
     eval_templates: tuple[str, ...] = EVAL_TEMPLATES
 
-    def plan(self, kinds: Sequence[str], rngs: Sequence[random.Random]) -> list[ImageSpec]:
+    def plan(self, kinds: Sequence[str], rngs: Sequence[random.Random], seed: int) -> list[ImageSpec]:
         specs, huge_seen = [], 0
         for kind, rng in zip(kinds, rngs):
             specs.append(_spec_for(kind, rng, huge_seen))
@@ -91,7 +91,7 @@ class ShapesSource:
         other = rng.choice([c for c in CLASSES if c != label])
         return describe(sample_spec(rng, label=other), rng)
 
-    def seed_items(self, labels: Sequence[str], rngs: Sequence[random.Random]) -> list[ImageSpec]:
+    def seed_items(self, labels: Sequence[str], rngs: Sequence[random.Random], seed: int) -> list[ImageSpec]:
         return [sample_spec(rng, label=label) for label, rng in zip(labels, rngs)]
 
     def eval_items(self, label: str, count: int, seed: int) -> list[ImageSpec]:
