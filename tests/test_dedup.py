@@ -331,3 +331,60 @@ def test_hash_search_finds_every_pair_within_the_bound():
         for flips in (None, 1, 2, 3):
             a, b = near_hash_values(values, max_bits, flips=flips)
             assert set(zip(a.tolist(), b.tolist())) == truth and a.size == len(truth), (max_bits, flips)
+
+
+@pytest.fixture
+def chained(tmp_path):
+    """300 rows: 70 rows (100..169) form a chain, each a cos-0.97 copy of the previous (a
+    runaway near group: the ends are nothing alike), 100 = 101 byte copies inside it, and one
+    honest near pair 10~20."""
+    rng = np.random.default_rng(11)
+    x = random_vectors(N, DIM, rng)
+    for i in range(100, 169):
+        x[i + 1] = near_copy(x[i : i + 1], np.array([0.97]), rng)[0]
+    x[20] = near_copy(x[10:11], np.array([0.97]), rng)[0]
+    sha = [_sha(i) for i in range(N)]
+    sha[101] = sha[100]
+    pool = tmp_path / "pool"
+    for k in range(3):
+        sl = slice(100 * k, 100 * (k + 1))
+        write_shard(pool, "seed", k, x[sl], 100 * k, sha256=sha[sl])
+    return pool
+
+
+def test_runaway_groups_are_split_and_reported(chained):
+    pool = chained
+    summary = run_dedup(pool, DedupSettings(scores="seed", method="exact,knn", tag="guarded"))
+    assert summary["max_group"] == 50  # 1% of 300 is below the floor of 50
+    assert summary["oversized_groups"] == [{"size": 70, "methods": ["exact", "knn"], "split": True}]
+    gid = np.array(_groups(pool, "guarded")["group_id"])
+    sizes = np.bincount(np.unique(gid, return_inverse=True)[1])
+    assert sizes.max() == 2  # the chain is gone; the byte copies 100 = 101 and 10~20 stay grouped
+    assert gid[100] == gid[101] and gid[10] == gid[20] and gid[102] != gid[103]
+    loose = run_dedup(pool, DedupSettings(scores="seed", method="exact,knn", tag="loose", max_group=100))
+    assert loose["oversized_groups"] == [] and loose["duplicate_samples"] == 72
+    with pytest.raises(UserError, match="--max-group 1 must be at least 2"):
+        run_dedup(pool, DedupSettings(scores="seed", method="knn", tag="x", max_group=1))
+
+
+def test_cli_warns_of_runaway_groups_and_prints_a_threshold_table(chained, tmp_path):
+    pool = chained
+    uids = [uid_of(i) for i in range(N)]
+    rows = [{"uid": u, "kind": "dup-near" if i == 20 else "dup-exact" if i == 101 else "clean",
+             "dup_group": 0 if i in (10, 20) else 1 if i in (100, 101) else None} for i, u in enumerate(uids)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "truth.parquet")
+    cli = subprocess.run([sys.executable, "-m", "curate", "dedup", str(pool), "--scores", "seed", "--method",
+                          "exact,knn", "--quiet", "--truth", str(tmp_path / "truth.parquet")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0, cli.stderr
+    assert "warning: a duplicate group of 70 samples (joined by exact, knn) is over --max-group 50" in cli.stderr
+    lines = cli.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("threshold"))
+    table = {float(line.split()[0]): line.split() for line in lines[header + 1:]}
+    assert sorted(table) == [0.85, 0.9, 0.93, 0.95, 0.97]
+    # After the guard only the two true pairs are left at every threshold up to 0.95.
+    assert table[0.95][1:3] == ["1.00", "1.00"] and table[0.95][5:7] == ["2", "2"]
+    assert "dedup pairs: exact P 1.00 R 1.00" in cli.stdout
+    bad = subprocess.run([sys.executable, "-m", "curate", "dedup", str(pool), "--scores", "seed", "--truth",
+                          str(tmp_path / "missing.parquet")], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "--truth" in bad.stderr and bad.stderr.count("\n") == 1

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         phash_bits: Optional[int] = typer.Option(
             None, "--phash-bits",
             help="Largest Hamming distance (of 64 bits) between perceptual hashes that counts (0 = identical "
-                 "hashes). Default: 4 for phash, 8 for phash-knn (the embedding confirms those).",
+                 "hashes). Default: 4 for phash, 6 for phash-knn (the embedding confirms those).",
         ),
         index: str = typer.Option("auto", "--index", help="knn search: flat (exact, O(n^2)), ivf (k-means cells, --nprobe probed), auto (flat up to 30,000 samples)."),
         nlist: Optional[int] = typer.Option(None, "--nlist", help="ivf: number of cells. Default: sqrt(samples)."),
@@ -56,6 +56,17 @@ def register(app: typer.Typer) -> None:
                  "images or .tar shards. Pool samples within --threshold of it get contaminated=true, keep=false.",
         ),
         seed: int = typer.Option(0, "--seed", help="Seed for k-means sampling, so reruns give the same groups."),
+        max_group: Optional[int] = typer.Option(
+            None, "--max-group",
+            help="Runaway-group guard: a group of more samples than this is near pairs chaining look-alikes; "
+                 "it is reported and its near pairs are dropped (byte copies stay grouped). "
+                 "Default: 1% of the pool, at least 50.",
+        ),
+        truth: Optional[Path] = typer.Option(
+            None, "--truth",
+            help="A truth.parquet with known duplicates (the demo pools have one): print pair precision/recall "
+                 "at a few thresholds around --threshold, to pick one.",
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dedup/NAME made with other arguments."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
@@ -68,8 +79,11 @@ def register(app: typer.Typer) -> None:
         settings = DedupSettings(
             scores=scores, method=method, threshold=threshold, tag=tag, keep=keep, clusters=clusters,
             phash_bits=phash_bits, index=index, nlist=nlist, nprobe=nprobe,
-            against=str(against) if against else None, seed=seed, overwrite=overwrite, progress=not quiet,
+            against=str(against) if against else None, seed=seed, max_group=max_group, overwrite=overwrite,
+            progress=not quiet,
         )
+        if truth is not None and not truth.is_file():
+            raise UserError(f"--truth {truth} does not exist; give the demo pool's truth.parquet")
         embedder = None
         if against is not None and against.is_dir() and not any(against.glob("*.npy")):
             if not Pool(pool).scores_dir(scores).is_dir():
@@ -79,11 +93,27 @@ def register(app: typer.Typer) -> None:
         out = Pool(pool).dedup_dir(summary["name"])
         if summary["skipped"]:
             typer.echo(f"{out}: up to date (same arguments and inputs); nothing to do")
-            return
-        methods = ", ".join(f"{m} {v['pairs']} pairs" for m, v in summary["per_method"].items())
-        typer.echo(
-            f"{out}: {summary['samples']} samples, {summary['groups']} duplicate groups ({methods}); "
-            f"kept {summary['kept']}, removed {summary['removed_duplicates']} duplicates"
-            + (f" and {summary['contaminated']} contaminated" if summary["args"]["against"] else "")
-            + f" in {summary['seconds']['total']:.1f} s"
-        )
+        else:
+            _report(out, summary)
+        for group in summary.get("oversized_groups", []):
+            action = ("its near pairs were dropped (byte copies stay grouped)" if group["split"]
+                      else "kept as one group")
+            typer.echo(f"warning: a duplicate group of {group['size']} samples (joined by "
+                       f"{', '.join(group['methods'])}) is over --max-group {summary['max_group']}: {action}. "
+                       "Near pairs chain look-alikes: raise --threshold or lower --phash-bits", err=True)
+        if truth is not None:
+            from curate.truth.dedup import format_threshold_table, pair_quality, threshold_table
+
+            typer.echo(pair_quality(Pool(pool).dedup_groups(summary["name"]), truth)["text"])
+            typer.echo(format_threshold_table(threshold_table(pool, settings, truth)))
+
+
+def _report(out: Path, summary: dict) -> None:
+    """One line: samples, groups and pairs per method, kept and removed."""
+    methods = ", ".join(f"{m} {v['pairs']} pairs" for m, v in summary["per_method"].items())
+    typer.echo(
+        f"{out}: {summary['samples']} samples, {summary['groups']} duplicate groups ({methods}); "
+        f"kept {summary['kept']}, removed {summary['removed_duplicates']} duplicates"
+        + (f" and {summary['contaminated']} contaminated" if summary["args"]["against"] else "")
+        + f" in {summary['seconds']['total']:.1f} s"
+    )

@@ -78,6 +78,30 @@ class DuplicateGraph:
         self._flush()
         return self._labels(np.concatenate([np.zeros(0, np.int64), *self._pairs.values(), *self._forest]))
 
+    def split_oversized(self, labels: np.ndarray, limit: int) -> tuple[np.ndarray, list[dict]]:
+        """Guard against runaway groups: near pairs chain look-alikes (A~B~C...) into one
+        giant component. A component over `limit` samples loses its near-method pairs
+        (byte copies stay grouped); returns the new labels and one report per such group."""
+        sizes = np.bincount(labels)
+        big = np.flatnonzero(sizes > limit)
+        if big.size == 0:
+            return labels, []
+        self._flush()
+        near = [m for m in self._pairs if m != "exact"]
+        reports = []
+        for label in big:
+            members = labels == label
+            joined_by = sorted({METHOD_ORDER[c] for c in np.unique(self.method_of[members]) if c >= 0})
+            reports.append({"size": int(sizes[label]), "methods": joined_by,
+                            "split": bool(near) and self.counts_exact and joined_by != ["exact"]})
+        if not near or not self.counts_exact:
+            return labels, reports  # nothing to drop, or pairs were compacted (only groups known)
+        in_big = np.isin(labels, big)
+        for method in near:
+            keys = self._pairs[method]
+            self._pairs[method] = keys[~in_big[keys // self.n]]
+        return self.components(), reports
+
     def pairs(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """The (low, high) pairs stored for a method (empty after compaction)."""
         self._flush()

@@ -71,15 +71,8 @@ def run_dedup(pool: str | Path, settings: DedupSettings, embed_images: ImageEmbe
     timings: dict[str, float] = {}
     cols = read_score_columns(scored)
     n = scored.size
-    graph = DuplicateGraph(n)
     search: dict[str, Any] = {}
-    for method in settings.methods:
-        t0 = time.perf_counter()
-        _log(settings, f"dedup: {method} ...")
-        a, b = _find_pairs(method, scored, cols, dim, settings, search)
-        graph.add(a, b, method)
-        timings[method] = round(time.perf_counter() - t0, 3)
-
+    graph, labels, oversized = find_groups(scored, cols, dim, settings, search, timings)
     contaminated = np.zeros(n, dtype=bool)
     if settings.against:
         from curate.dedup.decontam import contaminated_mask, load_eval_embeddings
@@ -93,13 +86,29 @@ def run_dedup(pool: str | Path, settings: DedupSettings, embed_images: ImageEmbe
 
     from curate.dedup.keep import keep_mask
 
-    labels = graph.components()
     gid, gsize = group_ids(labels)
     keep = keep_mask(gid, cols.uid, cols.clip_score, settings.keep, eligible=~contaminated)
     summary = _summary(settings, scored, graph, gid, gsize, keep, contaminated, search, timings, inputs)
+    summary["max_group"] = settings.max_group_for(n)
+    summary["oversized_groups"] = oversized
     summary["seconds"]["total"] = round(time.perf_counter() - t_start, 3)
     _write_outputs(layout, settings.name, cols.uid, gid, gsize, keep, graph.method_of, contaminated, summary)
     return {**summary, "skipped": False}
+
+
+def find_groups(scored: ScoredPool, cols, dim, settings: DedupSettings, search: dict,
+                timings: dict[str, float]) -> tuple[DuplicateGraph, np.ndarray, list[dict]]:
+    """Pairs from every method joined into groups, runaway groups split (graph.py);
+    returns the graph, a component label per sample and the oversized-group reports."""
+    graph = DuplicateGraph(scored.size)
+    for method in settings.methods:
+        t0 = time.perf_counter()
+        _log(settings, f"dedup: {method} ...")
+        a, b = _find_pairs(method, scored, cols, dim, settings, search)
+        graph.add(a, b, method)
+        timings[method] = round(time.perf_counter() - t0, 3)
+    labels, oversized = graph.split_oversized(graph.components(), settings.max_group_for(scored.size))
+    return graph, labels, oversized
 
 
 def _find_pairs(method: str, scored: ScoredPool, cols, dim, settings: DedupSettings, search: dict):

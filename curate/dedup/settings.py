@@ -27,7 +27,11 @@ DEFAULT_METHOD = "exact,phash-knn"
 DEFAULT_THRESHOLD = {"knn": 0.95, "semdedup": 0.95, "phash-knn": 0.95, "against": 0.95}
 DEFAULT_PHASH_BITS = {"phash": 4, "phash-knn": 6}
 INDEX_KINDS = ("auto", "flat", "ivf")
-FORMAT_VERSION = 2
+# Runaway-group guard: a group larger than this (default: 1% of the pool, at least 50) is
+# near pairs chaining look-alikes, not copies of one picture; its near pairs are dropped.
+MIN_GROUP_LIMIT = 50
+GROUP_LIMIT_FRACTION = 0.01
+FORMAT_VERSION = 3  # 3: runaway-group guard (max_group, oversized_groups)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -69,6 +73,7 @@ class DedupSettings:
     nprobe: int | None = None
     against: str | None = None
     seed: int = 0
+    max_group: int | None = None
     overwrite: bool = False
     progress: bool = False
 
@@ -91,6 +96,12 @@ class DedupSettings:
     def phash_bits_for(self, method: str) -> int:
         """Hamming bound used by `method` (phash or phash-knn)."""
         return self.phash_bits if self.phash_bits is not None else DEFAULT_PHASH_BITS[method]
+
+    def max_group_for(self, samples: int) -> int:
+        """The runaway-group limit for a pool of `samples` (--max-group, else 1% / 50)."""
+        if self.max_group is not None:
+            return self.max_group
+        return max(MIN_GROUP_LIMIT, int(GROUP_LIMIT_FRACTION * samples))
 
     def resolved(self) -> dict[str, dict[str, Any]]:
         """The parameters each method actually ran with (defaults filled in)."""
@@ -130,6 +141,8 @@ def validate(settings: DedupSettings) -> None:
     for option, value in (("--clusters", s.clusters), ("--nlist", s.nlist), ("--nprobe", s.nprobe)):
         if value is not None and value < 1:
             raise UserError(f"{option} {value} must be at least 1 (or left out for the automatic choice)")
+    if s.max_group is not None and s.max_group < 2:
+        raise UserError(f"--max-group {s.max_group} must be at least 2 (samples in one duplicate group)")
     if s.clusters is not None and "semdedup" not in methods:
         raise UserError("--clusters applies to --method semdedup only")
     if not _NAME.match(s.name):

@@ -21,9 +21,19 @@ def _ratio(num: int, den: int) -> float | None:
 
 
 def pair_quality(groups_parquet: str | Path, truth_parquet: str | Path) -> dict[str, Any]:
+    """pair_quality_of_rows for a finished run's groups.parquet (scores read from its pool)."""
+    import pyarrow.parquet as pq
+
+    groups = pq.read_table(groups_parquet, columns=["uid", "group_id", "keep", "method"]).to_pylist()
+    return pair_quality_of_rows(groups, truth_parquet, _scores_of_run(Path(groups_parquet)))
+
+
+def pair_quality_of_rows(groups: list[dict[str, Any]], truth_parquet: str | Path,
+                         scores: dict[str, float] | None = None) -> dict[str, Any]:
     """Precision and recall of found duplicate pairs against truth's dup_group.
 
-    Only samples present in groups.parquet (scored ones) are judged. A truth pair is
+    `groups` are groups.parquet's rows (uid, group_id, keep, method); `scores` is clip_score
+    by uid when known. Only samples present in the groups (scored ones) are judged. A truth pair is
     "near" when either member is a dup-near copy, else "exact" (original and byte copies).
     A found pair is "exact" when both members were joined by the exact method, else
     "near"; precision_T = found pairs of type T that are true / found pairs of type T,
@@ -39,7 +49,6 @@ def pair_quality(groups_parquet: str | Path, truth_parquet: str | Path) -> dict[
     """
     import pyarrow.parquet as pq
 
-    groups = pq.read_table(groups_parquet, columns=["uid", "group_id", "keep", "method"]).to_pylist()
     truth = pq.read_table(truth_parquet, columns=["uid", "kind", "dup_group"]).to_pylist()
     present = {g["uid"]: g for g in groups}
     kind = {t["uid"]: t["kind"] for t in truth}
@@ -75,7 +84,6 @@ def pair_quality(groups_parquet: str | Path, truth_parquet: str | Path) -> dict[
         "recall": _ratio(len(truth_pairs & found_pairs), len(truth_pairs)),
     }
 
-    scores = _scores_of_run(Path(groups_parquet))
     judged = one_kept = original = best = 0
     for members in true_groups.values():
         if len({present[u]["group_id"] for u in members}) == len(members):
@@ -138,3 +146,47 @@ def _scores_of_run(groups_parquet: Path) -> dict[str, float]:
     except (OSError, KeyError, ValueError, IndexError):
         return {}
     return {r["uid"]: (r["clip_score"] if r["clip_score"] is not None else float("-inf")) for r in rows}
+
+
+def threshold_table(pool: str | Path, settings: Any, truth_parquet: str | Path,
+                    offsets: tuple[float, ...] = (-0.1, -0.05, -0.02, 0.0, 0.02)) -> list[dict[str, Any]]:
+    """Pair precision/recall of the same dedup at a few cosine thresholds around the run's,
+    without writing anything, so a user can pick the threshold on a pool with known truth.
+
+    `settings` is the run's DedupSettings; only its threshold changes between rows."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from curate.dedup.run import find_groups
+    from curate.dedup.scored_pool import check_embeddings, open_scored_pool, read_score_columns
+    from curate.dedup.settings import DEFAULT_THRESHOLD
+
+    scored = open_scored_pool(pool, settings.scores)
+    cols = read_score_columns(scored)
+    uses_threshold = [m for m in settings.methods if m in DEFAULT_THRESHOLD]
+    dim = check_embeddings(scored) if uses_threshold else None
+    base = settings.threshold_for(uses_threshold[0]) if uses_threshold else None
+    thresholds = sorted({round(base + o, 4) for o in offsets if 0 < base + o <= 1}) if base is not None else [None]
+    rows = []
+    for threshold in thresholds:
+        variant = replace(settings, threshold=threshold, progress=False)
+        _, labels, oversized = find_groups(scored, cols, dim, variant, {}, {})
+        sizes = np.bincount(labels)
+        groups = [{"uid": u, "group_id": int(g), "keep": False, "method": "near" if sizes[g] > 1 else None}
+                  for u, g in zip(cols.uid.tolist(), labels)]
+        quality = pair_quality_of_rows(groups, truth_parquet)
+        rows.append({"threshold": threshold, "near": quality["near"], "all": quality["all"],
+                     "groups": int((sizes > 1).sum()), "oversized": len(oversized)})
+    return rows
+
+
+def format_threshold_table(rows: list[dict[str, Any]]) -> str:
+    """threshold_table as aligned text lines (pairs over every method, and near pairs)."""
+    lines = ["threshold  pairs P  pairs R  near P  near R  found  true  groups  oversized"]
+    for r in rows:
+        t = "-" if r["threshold"] is None else f"{r['threshold']:.2f}"
+        lines.append(f"{t:>9}  {_pr(r['all']['precision']):>7}  {_pr(r['all']['recall']):>7}  "
+                     f"{_pr(r['near']['precision']):>6}  {_pr(r['near']['recall']):>6}  "
+                     f"{r['all']['found_pairs']:>5}  {r['all']['true_pairs']:>4}  {r['groups']:>6}  {r['oversized']:>9}")
+    return "\n".join(lines)
