@@ -41,7 +41,12 @@ class TrainConfig:
     eval_every: int = 0
     retrieval_data: str | None = None
     resume: bool = False
-    init_vision: str | None = None
+    init_vision: str | None = None  # the older name of init_image
+    init_image: str | None = None  # a run dir or .pt, an open_clip checkpoint, or timm:MODEL=PATH
+    init_text: str | None = None  # a checkpoint's text tower, or a Hugging Face model folder
+    lock_image: bool = False
+    lock_image_unlocked_groups: int = 0  # with lock_image: leave the last N layer groups trainable
+    lock_text: bool = False
     grad_checkpointing: bool = False
     device: str = "auto"
     threads: int | None = None  # CPU torch threads; default: cores left after loader workers
@@ -73,6 +78,12 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("--unmasked-fraction must be in [0, 1)")
     if cfg.workers < 0:
         raise UserError("--workers must be >= 0")
+    if cfg.init_vision and cfg.init_image:
+        raise UserError("--init-vision is the older name of --init-image; give only one of them")
+    if cfg.lock_image_unlocked_groups < 0:
+        raise UserError("--lock-image-unlocked-groups must be >= 0")
+    if cfg.lock_image_unlocked_groups and not cfg.lock_image:
+        raise UserError("--lock-image-unlocked-groups only applies to a locked image tower; add --lock-image")
 
 
 def write_run_config(path: Path, data: dict[str, Any]) -> None:

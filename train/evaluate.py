@@ -184,6 +184,8 @@ def evaluate(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, 
 
     Keys: zeroshot_top1, zeroshot_top5 (+ classes, images, chance), and when pairs exist
     image_to_text_R@{1,5,10}, text_to_image_R@{1,5,10}, retrieval_pairs."""
+    from zoo.towers import train_mode
+
     was_training = model.training
     model.eval()
     results: dict[str, Any] = {}
@@ -197,5 +199,6 @@ def evaluate(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, 
         if len(pairs) >= 2:
             results.update(retrieval(model, preprocess, tokenizer, pairs, device, batch_size))
     finally:
-        model.train(was_training)
+        if was_training:
+            train_mode(model)  # locked towers back in eval mode, not model.train()
     return results

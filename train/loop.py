@@ -5,7 +5,8 @@ DDP, eval.
 
 The parts: train.config (TrainConfig, checks, config.yaml), train.sources (--data,
 --subset), train.data (the batch stream), train.budget (FLOPs per step, the step plan),
-train.state (checkpoints and resume), train.trainer (the step loop),
+train.pretrained (towers from pretrained weights, locks, init.json), train.state
+(checkpoints and resume), train.trainer (the step loop),
 train.metrics (metrics.jsonl), train.eval_hook (evals.jsonl, eval.json)."""
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from zoo.distributed import DistInfo
 
 if TYPE_CHECKING:
     from train.budget import StepPlan
+    from train.pretrained import Towers
     from train.state import TrainState
 
 __all__ = ["TrainConfig", "run_training"]
@@ -36,6 +38,7 @@ class _Model:
     preprocess: Any  # open_clip's eval transform, for evaluation
     tokenizer: Any
     image_size: int
+    towers: Towers  # the inits' reports and the Hugging Face text tower's folder
 
 
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
@@ -78,14 +81,19 @@ def _run(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     out = Path(cfg.out)
     existing = existing_checkpoints(out, cfg.resume)
 
-    built = _build_model(cfg, info)
+    resume_from = existing[-1] if cfg.resume and existing else None
+    built = _build_model(cfg, info, resume_from)
     plan = _plan(cfg, info, built, local_batch, budget_flops, budget_samples)
-    state = _start_state(cfg, info, built, plan, existing[-1] if cfg.resume and existing else None, out)
+    state = _start_state(cfg, info, built, plan, resume_from, out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_run_config(out / "config.yaml", dict(
             state.config, flops_per_step=plan.cost_main, flops_per_step_unmasked=plan.cost_tail,
             total_steps=plan.total_steps, local_batch=local_batch))
+        if resume_from is None:
+            from train.pretrained import report_inits
+
+            report_inits(built.towers, out)
 
     net = _wrap_ddp(built.module, info)
     batches = _batches(cfg, info, built, shards, subset, local_batch, state)
@@ -119,42 +127,26 @@ def _set_cpu_threads(cfg: TrainConfig, device: torch.device) -> None:
     torch.set_num_threads(threads)
 
 
-def _build_model(cfg: TrainConfig, info: DistInfo) -> _Model:
+def _build_model(cfg: TrainConfig, info: DistInfo, resume_from: Path | None) -> _Model:
     """The model and its strategy module, with the same initial weights on every rank
-    (DDP also broadcasts them)."""
+    (DDP also broadcasts them): pretrained towers loaded (fresh runs) and locked
+    (train.pretrained) before anything measures or optimises it."""
+    from train.pretrained import build_towers
     from train.strategies import StrategyModule, patch_dropout_modules
-    from zoo.models import create_model, image_size
+    from zoo.models import image_size
 
     torch.manual_seed(cfg.seed)
-    flip = cfg.strategy == "flip"
-    model, _, val_pre, tokenizer = create_model(cfg.model, patch_dropout=cfg.patch_drop if flip else 0.0)
-    if flip and not patch_dropout_modules(model):
+    towers = build_towers(cfg, resume_from)
+    model, val_pre, tokenizer = towers.model, towers.val_preprocess, towers.tokenizer
+    if cfg.strategy == "flip" and not patch_dropout_modules(model):
         raise UserError(f"strategy flip drops image patches; {cfg.model} has no patch tokens (pick a ViT or EVA model)")
-    if cfg.init_vision:
-        _init_vision(model, cfg.init_vision)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     size = image_size(model)
     norm = val_pre.transforms[-1]
     module = StrategyModule(model, cfg.strategy, size, tuple(norm.mean), tuple(norm.std),
                             rank=info.rank, world_size=info.world_size, slip_scale=cfg.slip_scale).to(info.device)
-    return _Model(model, module, val_pre, tokenizer, size)
-
-
-def _init_vision(model: torch.nn.Module, path: str) -> None:
-    """Load the image tower of the run or checkpoint at `path` into `model` (--init-vision)."""
-    from zoo.checkpoint import read_checkpoint, resolve_checkpoint
-
-    file = resolve_checkpoint(path)
-    state = read_checkpoint(file)["state_dict"]
-    visual = {k.removeprefix("module.").removeprefix("visual."): v for k, v in state.items()
-              if k.removeprefix("module.").startswith("visual.")}
-    if not visual:
-        raise UserError(f"--init-vision {path}: no `visual.*` weights in {file}")
-    try:
-        model.visual.load_state_dict(visual, strict=True)
-    except RuntimeError as exc:
-        raise UserError(f"--init-vision {file} does not fit this model's image tower; use a checkpoint of the same vision architecture") from exc
+    return _Model(model, module, val_pre, tokenizer, size, towers)
 
 
 def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, budget_flops: float | None,
@@ -162,13 +154,14 @@ def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, bud
     """Measure one step's FLOPs on the real module and batch shape, then plan the steps."""
     from train import budget as B
     from train.trainer import autocast_forward
+    from zoo.towers import train_mode
 
     device = info.device
     # A made-up batch of the real shape: its random pixels come from the seeded global RNG,
     # so this draw is part of the run's bitwise-reproducible sequence.
     images = torch.randint(0, 256, (local_batch, 3, built.image_size, built.image_size), dtype=torch.uint8, device=device)
     texts = built.tokenizer(["a photo of a red circle on a blue background"] * local_batch).to(device)
-    built.module.train()
+    train_mode(built.module)  # after locking: frozen towers count no backward FLOPs
     flip = cfg.strategy == "flip"
     cost_main, cost_tail = B.measure_step_costs(
         built.module, lambda: autocast_forward(built.module, images, texts, device)[0],
@@ -190,7 +183,7 @@ def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan
     warmup = cfg.warmup if cfg.warmup is not None else max(1, int(0.05 * plan.total_steps))
     scheduler = cosine_with_warmup(optimizer, warmup, plan.total_steps)
     state = TrainState(cfg.model, cfg.to_dict(), built.model, built.module, optimizer, scheduler,
-                       fresh_counters(cfg.workers, info.world_size))
+                       fresh_counters(cfg.workers, info.world_size), hf_text=built.towers.hf_text)
     if resume_from is not None:
         restore(state, resume_from, out, info)
         if info.is_main:

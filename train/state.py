@@ -1,12 +1,13 @@
 """Resume state: what a checkpoint holds, saving and restoring it.
 
-A checkpoint is `{"model_name", "config", "state_dict", ...}` (the shape open_clip and
-`zoo.checkpoint.load_model` read) plus everything an exact resume needs: optimiser,
+A checkpoint is `{"model_name", "config", "state_dict", "hf_text", ...}` (the shape open_clip
+and `zoo.checkpoint.load_model` read; "hf_text" is the Hugging Face text tower's folder or None) plus everything an exact resume needs: optimiser,
 schedule, counters, every rank's loader read positions and every rank's RNG state. With
 those, a run killed with kill -9 and resumed is bitwise the same as one never stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ RESUME_FIXED = (
     "data", "subset", "model", "strategy", "patch_drop", "unmasked_fraction", "budget", "samples",
     "batch_size", "opt", "lr", "visual_lr", "text_lr", "weight_decay", "warmup", "seed", "workers",
     "shuffle_buffer", "init_vision", "grad_clip", "slip_scale", "world_size",
+    "init_image", "init_text", "lock_image", "lock_image_unlocked_groups", "lock_text",
 )
 
 
@@ -51,6 +53,7 @@ class TrainState:
     counters: Counters
     positions: list[int] = field(default_factory=list)
     skipped_here: int = 0
+    hf_text: str | None = None  # the Hugging Face text tower's folder: load_model and resume rebuild it
 
     def skipped_total(self, info: DistInfo) -> int:
         """Skipped samples over all ranks and restarts (a collective: every rank calls it)."""
@@ -118,7 +121,11 @@ def restore(state: TrainState, path: Path, out: Path, info: DistInfo) -> None:
 
 
 def _check_same_run(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
-    changed = [k for k in RESUME_FIXED if saved.get(k) != current.get(k)]
+    from train.config import TrainConfig
+
+    # A checkpoint from before an argument existed holds its default.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    changed = [k for k in RESUME_FIXED if saved.get(k, defaults.get(k)) != current.get(k)]
     if changed:
         raise UserError(
             f"cannot resume {out}: {', '.join(changed)} differ from the checkpoint "
@@ -141,6 +148,7 @@ def save_checkpoint(state: TrainState, out: Path, keep: int, flops_per_step: int
         module = state.module
         ckpt = {
             "model_name": state.model_name, "config": state.config, "state_dict": state.model.state_dict(),
+            "hf_text": state.hf_text,
             "slip_head": module.slip_head.state_dict() if module.slip_head is not None else None,
             "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(), "scaler": None,
             "step": c.step, "samples": c.samples, "flops": c.flops,
@@ -161,7 +169,7 @@ def save_final(state: TrainState, out: Path, info: DistInfo) -> int:
     if info.is_main:
         c = state.counters
         final = {"model_name": state.model_name, "config": state.config, "state_dict": state.model.state_dict(),
-                 "step": c.step, "samples": c.samples, "flops": c.flops}
+                 "hf_text": state.hf_text, "step": c.step, "samples": c.samples, "flops": c.flops}
         save_atomic(final, out / "final.pt")
     barrier(info)
     return skipped_total

@@ -39,8 +39,10 @@ class Trainer:
     def run(self) -> None:
         """Step until plan.total_steps; checkpoints (always after the last step) and
         mid-run evaluations as configured."""
+        from zoo.towers import train_mode
+
         c = self.state.counters
-        self.state.module.train()
+        train_mode(self.state.module)  # locked towers stay in eval mode (no dropout, frozen BN)
         while c.step < self.plan.total_steps:
             self.step(self._next_batch())
             last = c.step == self.plan.total_steps

@@ -254,8 +254,11 @@ def trainable(module: torch.nn.Module) -> int:
 
 
 def lock_image(model: torch.nn.Module, unlocked_groups: int = 0) -> None:
-    """Freeze the image tower but its last `unlocked_groups` layer groups (BN stats frozen too)."""
-    model.lock_image_tower(unlocked_groups=unlocked_groups, freeze_bn_stats=True)
+    """Freeze the image tower but its last `unlocked_groups` layer groups. BatchNorm layers
+    are not swapped for FrozenBatchNorm2d (that would drop their num_batches_tracked from the
+    state dict, which a fresh model then fails to load); train_mode keeps them in eval mode,
+    so their statistics stay frozen too."""
+    model.lock_image_tower(unlocked_groups=unlocked_groups, freeze_bn_stats=False)
 
 
 def lock_text(model: torch.nn.Module) -> None:

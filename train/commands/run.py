@@ -35,7 +35,12 @@ def register(app: typer.Typer) -> None:
         eval_every: int = typer.Option(0, "--eval-every", help="Also evaluate every N steps (0: only at the end)."),
         retrieval_data: Optional[str] = typer.Option(None, "--retrieval-data", help="Held-out shards for retrieval R@1/5/10 when --eval has no captions."),
         resume: bool = typer.Option(False, "--resume", help="Continue OUT from its newest checkpoint, exactly."),
-        init_vision: Optional[str] = typer.Option(None, "--init-vision", help="Initialise the image tower from this run dir or checkpoint."),
+        init_image: Optional[str] = typer.Option(None, "--init-image", help="Initialise the image tower (fresh runs): a `train run` dir or .pt, an open_clip checkpoint, or timm:MODEL=PATH (a timm classifier's weights for a model whose image tower is timm's MODEL). Prints what was loaded, resampled or new; saved in OUT/init.json."),
+        init_text: Optional[str] = typer.Option(None, "--init-text", help="Initialise the text tower (fresh runs): a checkpoint's text tower, or a local Hugging Face model folder (config.json, tokenizer, weights), which replaces MODEL's text tower (mean pooling + a linear projection)."),
+        lock_image: bool = typer.Option(False, "--lock-image", help="Freeze the image tower (LiT): no gradient, no backward FLOPs in the budget, BatchNorm statistics frozen."),
+        lock_image_unlocked_groups: int = typer.Option(0, "--lock-image-unlocked-groups", help="With --lock-image: leave the last N layer groups of the image tower trainable."),
+        lock_text: bool = typer.Option(False, "--lock-text", help="Freeze the text transformer; its projection must stay trainable (a Hugging Face tower from --init-text)."),
+        init_vision: Optional[str] = typer.Option(None, "--init-vision", help="Older name of --init-image."),
         grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing", help="Recompute activations in backward to save memory."),
         device: str = typer.Option("auto", "--device", help="auto (GPU when present) | cpu | cuda."),
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: cores left after loader workers)."),
@@ -43,7 +48,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a CLIP model under a compute budget.
 
-        Trains MODEL on DATA with STRATEGY until the FLOP (or sample) budget is spent."""
+        Trains MODEL on DATA with STRATEGY until the FLOP (or sample) budget is spent.
+        LiT: --init-image/--init-text load pretrained towers, --lock-image/--lock-text
+        freeze them (only what stays trainable gets a gradient and counts backward FLOPs)."""
         import json
 
         from train.loop import TrainConfig, run_training
@@ -54,7 +61,8 @@ def register(app: typer.Typer) -> None:
             visual_lr=visual_lr, text_lr=text_lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip,
             seed=seed, workers=workers, shuffle_buffer=shuffle_buffer, checkpoint_every=checkpoint_every,
             log_every=log_every, eval_dir=eval_dir, eval_every=eval_every, retrieval_data=retrieval_data,
-            resume=resume, init_vision=init_vision, grad_checkpointing=grad_checkpointing, device=device,
+            resume=resume, init_vision=init_vision, init_image=init_image, init_text=init_text, lock_image=lock_image,
+            lock_image_unlocked_groups=lock_image_unlocked_groups, lock_text=lock_text, grad_checkpointing=grad_checkpointing, device=device,
             threads=threads, progress=progress,
         )
         summary = run_training(cfg)
