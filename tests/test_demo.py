@@ -249,3 +249,13 @@ def test_cli_writes_a_pool_and_rejects_bad_input_in_one_line(tmp_path):
     bad = _curate("demo-pool", str(tmp_path / "file"))
     assert bad.returncode == 2 and "is a file" in bad.stderr and (tmp_path / "file").read_text() == "x"
     assert not (tmp_path / "q").exists()
+
+
+def test_source_shapes_is_the_default_and_its_demo_json_names_no_source(tmp_path):
+    args = dict(size=40, seed=1, base_url=BASE, seed_size=5, eval_per_class=1)
+    make_demo_pool(tmp_path / "a", **args)
+    make_demo_pool(tmp_path / "b", source="shapes", **args)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert "source" not in (tmp_path / "a" / "demo.json").read_text()
+    with pytest.raises(UserError, match="--source"):
+        make_demo_pool(tmp_path / "c", source="nope", **args)

@@ -76,7 +76,9 @@ def _plan(size: int, seed: int) -> list[str]:
 
 
 def _summary_matches(existing: dict[str, Any], params: dict[str, Any]) -> bool:
-    return all(existing.get(k) == v for k, v in params.items())
+    # A shapes pool's demo.json has no "source": it must not pass for a real pool, nor back.
+    same_source = existing.get("source", "shapes") == params.get("source", "shapes")
+    return same_source and all(existing.get(k) == v for k, v in params.items())
 
 
 def make_demo_pool(

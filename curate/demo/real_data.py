@@ -37,33 +37,30 @@ FASHION_CLASSES: tuple[str, ...] = (
 # (no arrows, emblems or file pages), one icon per object (printer-network, trophy-silver,
 # video-display... would be near duplicates of another class's drawing), and no name that
 # holds another class's name as a whole word (captions are matched by words).
-ICONS: dict[str, str] = {
-    "ac-adapter": "power plug", "accessories-calculator": "calculator",
-    "accessories-dictionary": "open book", "accessories-text-editor": "notepad",
-    "application-x-addon": "puzzle piece", "applications-development": "trowel",
-    "applications-graphics": "paint palette", "applications-office": "pencil cup",
-    "audio-headphones": "headphones", "audio-headset": "headset",
-    "audio-input-microphone": "microphone", "audio-speakers": "loudspeaker",
-    "audio-x-generic": "musical note", "battery": "battery", "camera-photo": "camera",
-    "camera-web": "webcam", "computer": "computer", "dialog-error": "no entry sign",
-    "dialog-information": "light bulb", "dialog-password": "key", "dialog-warning": "warning sign",
-    "drive-harddisk": "hard drive", "drive-optical": "disc drive", "edit-find": "magnifying glass",
-    "face-angel": "angel", "face-angry": "angry face", "face-cool": "face with sunglasses",
-    "face-crying": "crying face", "face-devilish": "devil", "face-glasses": "face with glasses",
-    "face-laugh": "laughing face", "face-sad": "sad face", "face-smile": "smiling face",
-    "face-surprise": "surprised face", "face-wink": "winking face", "folder": "folder",
-    "help-browser": "life buoy", "input-dialpad": "keypad", "input-keyboard": "keyboard",
-    "input-mouse": "mouse", "input-tablet": "graphics tablet", "mail-read": "envelope",
-    "media-flash": "memory card", "media-floppy": "floppy disk", "media-optical": "compact disc",
-    "multimedia-player": "music player", "network-server": "server", "package-x-generic": "cardboard box",
-    "phone": "mobile phone", "preferences-desktop-locale": "flag",
-    "preferences-system": "wrench", "preferences-system-privacy": "combination lock",
-    "printer": "printer", "process-stop": "stop sign", "scanner": "scanner",
-    "security-medium": "shield", "starred": "star", "system-file-manager": "filing cabinet",
-    "system-log-out": "exit sign", "system-run": "gears", "system-shutdown": "light switch",
-    "trophy-gold": "trophy", "user-available": "speech bubble", "user-trash": "trash can",
-    "video-x-generic": "film reel", "web-browser": "globe", "x-office-address-book": "address book",
-}
+_ICON_TABLE = """
+ac-adapter=power plug; accessories-calculator=calculator; accessories-dictionary=open book;
+accessories-text-editor=notepad; application-x-addon=puzzle piece; applications-development=trowel;
+applications-graphics=paint palette; applications-office=pencil cup; audio-headphones=headphones;
+audio-headset=headset; audio-input-microphone=microphone; audio-speakers=loudspeaker;
+audio-x-generic=musical note; battery=battery; camera-photo=camera; camera-web=webcam;
+computer=computer; dialog-error=no entry sign; dialog-information=light bulb; dialog-password=key;
+dialog-warning=warning sign; drive-harddisk=hard drive; drive-optical=disc drive;
+edit-find=magnifying glass; face-angel=angel; face-angry=angry face;
+face-cool=face with sunglasses; face-crying=crying face; face-devilish=devil;
+face-glasses=face with glasses; face-laugh=laughing face; face-sad=sad face;
+face-smile=smiling face; face-surprise=surprised face; face-wink=winking face; folder=folder;
+help-browser=life buoy; input-dialpad=keypad; input-keyboard=keyboard; input-mouse=mouse;
+input-tablet=graphics tablet; mail-read=envelope; media-flash=memory card;
+media-floppy=floppy disk; media-optical=compact disc; multimedia-player=music player;
+network-server=server; package-x-generic=cardboard box; phone=mobile phone;
+preferences-desktop-locale=flag; preferences-system=wrench;
+preferences-system-privacy=combination lock; printer=printer; process-stop=stop sign;
+scanner=scanner; security-medium=shield; starred=star; system-file-manager=filing cabinet;
+system-log-out=exit sign; system-run=gears; system-shutdown=light switch; trophy-gold=trophy;
+user-available=speech bubble; user-trash=trash can; video-x-generic=film reel; web-browser=globe;
+x-office-address-book=address book
+"""
+ICONS: dict[str, str] = dict(entry.strip().split("=") for entry in _ICON_TABLE.replace("\n", " ").split(";"))
 
 # Adwaita draws these names as something else (a file page), so they get no eval images.
 _NOT_THE_SAME_THING = frozenset({"package-x-generic", "video-x-generic"})
