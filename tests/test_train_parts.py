@@ -159,6 +159,26 @@ def test_param_groups_skip_decay_on_norms_biases_and_logit_scale(tiny):
     assert isinstance(make_optimizer(module, "lamb", 1e-3, 0.1), Lamb)
 
 
+def test_optimiser_gets_only_the_trainable_params_of_a_partly_locked_model():
+    from train.optim import make_optimizer, param_groups
+    from train.strategies import StrategyModule
+    from zoo.models import create_model
+    from zoo.towers import lock_image
+
+    model, *_ = create_model("tiny-vit-32")
+    lock_image(model, unlocked_groups=2)  # open_clip's last two groups: (last block, ln_post), proj
+    module = StrategyModule(model, "clip", 32, (0.5,) * 3, (0.25,) * 3)
+    groups = param_groups(module, lr=1e-3, weight_decay=0.1)
+    grouped = {id(p) for g in groups for p in g["params"]}
+    trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    assert grouped == {id(p) for p in trainable.values()} and len(trainable) < len(list(module.parameters()))
+    assert "model.visual.conv1.weight" not in trainable and "model.visual.proj" in trainable
+    decay = {g["name"]: g["weight_decay"] for g in groups}
+    assert decay == {"other-no_decay": 0.0, "text": 0.1, "text-no_decay": 0.0, "visual": 0.1, "visual-no_decay": 0.0}
+    optimizer = make_optimizer(module, "adamw", 1e-3, 0.1)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(trainable)
+
+
 def test_flip_steps_are_cheaper_and_every_strategy_trains(tiny):
     from train.budget import measure_step_flops
     from zoo.models import create_model
