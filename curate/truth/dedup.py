@@ -158,6 +158,7 @@ def threshold_table(pool: str | Path, settings: Any, truth_parquet: str | Path,
 
     import numpy as np
 
+    from curate.dedup.graph import METHOD_ORDER
     from curate.dedup.run import find_groups
     from curate.dedup.scored_pool import check_embeddings, open_scored_pool, read_score_columns
     from curate.dedup.settings import DEFAULT_THRESHOLD
@@ -171,10 +172,12 @@ def threshold_table(pool: str | Path, settings: Any, truth_parquet: str | Path,
     rows = []
     for threshold in thresholds:
         variant = replace(settings, threshold=threshold, progress=False)
-        _, labels, oversized = find_groups(scored, cols, dim, variant, {}, {})
+        graph, labels, oversized = find_groups(scored, cols, dim, variant, {}, {})
         sizes = np.bincount(labels)
-        groups = [{"uid": u, "group_id": int(g), "keep": False, "method": "near" if sizes[g] > 1 else None}
-                  for u, g in zip(cols.uid.tolist(), labels)]
+        # The method that joined each sample, as groups.parquet records it (exact vs near pairs).
+        method = [METHOD_ORDER[c] if sizes[g] > 1 and c >= 0 else None for g, c in zip(labels, graph.method_of)]
+        groups = [{"uid": u, "group_id": int(g), "keep": False, "method": m}
+                  for u, g, m in zip(cols.uid.tolist(), labels, method)]
         quality = pair_quality_of_rows(groups, truth_parquet)
         rows.append({"threshold": threshold, "near": quality["near"], "all": quality["all"],
                      "groups": int((sizes > 1).sum()), "oversized": len(oversized)})
