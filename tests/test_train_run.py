@@ -42,6 +42,20 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def kill9_at_step_4_and_resume(out: Path, args: list[str]) -> None:
+    """Start `train run --out OUT ARGS`, kill -9 it once checkpoints/step_00000004.pt exists,
+    then finish it with --resume."""
+    proc = subprocess.Popen([sys.executable, "-m", "train", "run", "--out", str(out), *args], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "checkpoints").glob("step_00000004.pt")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "final.pt").exists(), "the run finished before it could be killed"
+    train_cli("run", "--out", str(out), "--resume", *args)
+
+
 def test_run_writes_everything_and_final_loads_in_open_clip(shapes, tmp_path):
     out = tmp_path / "run"
     proc = train_cli("run", "--data", str(shapes / "data"), "--out", str(out), "--samples", "64",
@@ -87,15 +101,7 @@ def test_kill9_resume_is_bitwise_identical(shapes, tmp_path):
     train_cli("run", "--out", str(tmp_path / "alone"), *args)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "train", "run", "--out", str(out), *args], cwd=ROOT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((out / "checkpoints").glob("step_00000004.pt")):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (out / "final.pt").exists(), "the run finished before it could be killed"
-    train_cli("run", "--out", str(out), "--resume", *args)
+    kill9_at_step_4_and_resume(out, args)
 
     a, b = torch.load(tmp_path / "alone" / "final.pt", weights_only=True), torch.load(out / "final.pt", weights_only=True)
     assert (a["step"], a["samples"], a["flops"]) == (b["step"], b["samples"], b["flops"]) == (10, 160, a["flops"])
