@@ -1,0 +1,87 @@
+"""DIR/results.parquet: one row per cell: the grid point, every TrainConfig field, measured
+FLOPs, samples seen, epochs over its slice, timings, status and every eval figure."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+# Eval figures always present as columns (NaN when a cell has no such eval), in this order.
+EVAL_KEYS = ("zeroshot_top1", "zeroshot_top5", "zeroshot_chance_top1", "zeroshot_classes", "zeroshot_images",
+             "image_to_text_R@1", "image_to_text_R@5", "image_to_text_R@10",
+             "text_to_image_R@1", "text_to_image_R@5", "text_to_image_R@10", "retrieval_pairs")
+# Columns that differ between two runs of the same sweep (everything else must not).
+TIMING_COLUMNS = ("wall_s", "run_s", "train_s", "overhead_s", "overhead_pct", "resumed")
+
+
+def cell_row(cell, result: dict[str, Any], experiments: list[str], slice_size: int, config: dict[str, Any],
+             flops_per_step: int, planned_steps: int) -> dict[str, Any]:
+    """The results row of one finished (or failed) cell."""
+    from train.config import TrainConfig
+
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    summary = result.get("summary") or {}
+    sl = cell.slice
+    row: dict[str, Any] = {
+        "cell": cell.id, "experiment": ",".join(experiments), "status": result["status"], "error": result.get("error"),
+        "run_dir": config["out"], "slice": sl.label, "slice_kind": sl.kind, "slice_fraction": sl.fraction,
+        "slice_subset": sl.subset, "slice_size": slice_size,
+        "sample_size": sl.size, "sample_seed": sl.seed if sl.kind == "random" else None,
+        "strategy_label": cell.strategy_label, "budget_kind": cell.budget_kind, "budget_value": float(cell.budget),
+        "planned_steps": planned_steps, "planned_flops_per_step": flops_per_step,
+    }
+    for name in names:  # every config field, stringified when it is not a plain scalar
+        value = config.get(name)
+        row[f"cfg_{name}"] = value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
+    samples = summary.get("samples")
+    row.update({
+        "flops": float(summary["flops"]) if "flops" in summary else None,
+        "flops_per_step": summary.get("flops_per_step"),
+        "steps": summary.get("step"),
+        "samples_seen": samples,
+        "epochs": samples / slice_size if samples is not None and slice_size else None,
+        "final_loss": summary.get("loss"),
+        "skipped_samples": summary.get("skipped"),
+    })
+    for key in EVAL_KEYS:
+        value = summary.get(key)
+        row[key] = float(value) if value is not None else None
+    wall, train = result.get("wall_s", 0.0), result.get("train_s", 0.0)
+    row.update({"wall_s": wall, "run_s": result.get("run_s"), "train_s": train, "overhead_s": wall - train,
+                "overhead_pct": 100 * (wall - train) / train if train else None, "resumed": bool(result.get("resumed"))})
+    return row
+
+
+def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> Path:
+    """Write DIR/results.parquet atomically (rows sorted by cell id: the same file on every run)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from shards.atomic import replacing
+
+    rows = sorted(rows, key=lambda r: r["cell"])
+    columns: dict[str, list] = {}
+    for row in rows:
+        for key in row:
+            columns.setdefault(key, [])
+    table = pa.table({k: [r.get(k) for r in rows] for k in columns}) if rows else pa.table({"cell": pa.array([], pa.string())})
+    table = table.replace_schema_metadata({"clipcurate_sweep": json.dumps(meta, sort_keys=True)})
+    path = out / "results.parquet"
+    with replacing(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def read_results(out: str | Path) -> tuple[Any, dict[str, Any]]:
+    """(rows as dicts, sweep metadata) of DIR/results.parquet."""
+    import pyarrow.parquet as pq
+
+    from clikit.errors import UserError
+
+    path = Path(out) / "results.parquet"
+    if not path.is_file():
+        raise UserError(f"{path} not found; run `train sweep SWEEP.yaml --out {out}` first")
+    table = pq.read_table(path)
+    meta = json.loads((table.schema.metadata or {}).get(b"clipcurate_sweep", b"{}"))
+    return table.to_pylist(), meta

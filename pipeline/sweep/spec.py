@@ -1,0 +1,263 @@
+"""A sweep file read into cells: the grid over data, models, strategies, budgets and seeds.
+
+Everything that can be wrong on its face fails here, before any cell runs, as one line
+naming the file, line and key (pipeline.sweep.yamlpos): unknown keys, models, strategies,
+subsets, tags or eval folders, slices outside (0, 100%], duplicate cells."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clikit.errors import UserError
+from pipeline.sweep.yamlpos import Located, load_located
+
+TOP_KEYS = {"name", "pool", "scores", "dedup", "eval", "retrieval", "train", "resources", "experiments", "quick"}
+GRID_KEYS = {"data", "models", "strategies", "budgets", "seeds", "train"}
+# Fields a cell sets itself; the sweep file may not override them through `train:`.
+OWNED = {"data", "out", "model", "strategy", "subset", "budget", "samples", "seed", "eval_dir", "retrieval_data",
+         "resume", "progress", "world_size"}
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One data arm: a top slice, a seeded random sample of a top slice, or a named subset."""
+
+    kind: str  # "top" | "random" | "subset"
+    label: str  # "top 40%", "random 50% of top 100% (seed 0)", "subset mine"
+    subset: str  # the pool subset the cell trains on
+    fraction: float | None = None  # top share of the scored pool (top, random's slice)
+    size: float | None = None  # random: share (<= 1) or count (> 1) of its slice
+    seed: int = 0  # random: the draw's seed
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One train run with its eval."""
+
+    id: str
+    experiment: str
+    slice: Slice
+    model: str
+    strategy: str  # the strategy's name
+    strategy_label: str  # name plus its options, e.g. "flip(patch_drop=0.75)"
+    budget_kind: str  # "flops" | "samples"
+    budget: float
+    seed: int
+    train: dict[str, Any]  # TrainConfig fields: the file's train: merged with the strategy's options
+
+
+@dataclass
+class Sweep:
+    name: str
+    file: Path
+    pool: Path
+    scores: str | None
+    dedup: str | None
+    eval_dir: Path | None
+    retrieval: str | None
+    resources: dict[str, float]
+    cells: list[Cell] = field(default_factory=list)
+    experiments: dict[str, list[str]] = field(default_factory=dict)  # experiment -> cell ids
+
+
+def parse_percent(text: Any, where: tuple, doc: Located) -> float:
+    """'40%' or 0.4 -> 0.4; UserError outside (0, 1]."""
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise doc.fail(where, f"{text!r} is not a share; write e.g. 40%") from None
+    if not 0 < value <= 1:
+        raise doc.fail(where, f"{text} is outside (0%, 100%]")
+    return value
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:g}%"
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _slices(entry: Any, where: tuple, doc: Located) -> list[Slice]:
+    if not isinstance(entry, dict) or len(set(entry) & {"top", "random", "subset"}) != 1:
+        raise doc.fail(where, "a data entry is {top: [..]}, {random: [..], of: 40%, seed: 0} or {subset: [NAME..]}")
+    if "top" in entry:
+        out = []
+        for i, item in enumerate(_as_list(entry["top"])):
+            frac = parse_percent(item, where + ("top", i), doc)
+            out.append(Slice("top", f"top {_pct(frac)}", f"sweep-top{frac * 100:g}", fraction=frac))
+        return out
+    if "subset" in entry:
+        return [Slice("subset", f"subset {name}", str(name)) for name in _as_list(entry["subset"])]
+    unknown = set(entry) - {"random", "of", "seed"}
+    if unknown:
+        raise doc.fail(where + (sorted(unknown)[0],), "unknown key; random takes of: and seed:")
+    within = parse_percent(entry.get("of", "100%"), where + ("of",), doc)
+    seed = int(entry.get("seed", 0))
+    out = []
+    for i, item in enumerate(_as_list(entry["random"])):
+        if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
+            size, text = float(item), f"{int(item)}"
+            if size < 1:
+                raise doc.fail(where + ("random", i), "a sample size must be at least 1")
+        else:
+            size = parse_percent(item, where + ("random", i), doc)
+            text = _pct(size)
+        name = f"sweep-rand{text.rstrip('%')}{'pct' if size <= 1 else ''}-of{within * 100:g}-s{seed}"
+        out.append(Slice("random", f"random {text} of top {_pct(within)} (seed {seed})", name, within, size, seed))
+    return out
+
+
+def _strategies(items: Any, where: tuple, doc: Located) -> list[tuple[str, str, dict]]:
+    from train.strategies import check_strategy
+
+    out = []
+    for i, item in enumerate(_as_list(items)):
+        name, options = (item, {}) if not isinstance(item, dict) else next(iter(item.items()))
+        if isinstance(item, dict) and len(item) != 1:
+            raise doc.fail(where + (i,), "a strategy with options is {name: {option: value}}")
+        try:
+            check_strategy(str(name))
+        except UserError as exc:
+            raise doc.fail(where + (i,), str(exc)) from None
+        _check_train_fields(options or {}, where + (i, name), doc)
+        label = str(name) + ("(" + ", ".join(f"{k}={v}" for k, v in sorted((options or {}).items())) + ")" if options else "")
+        out.append((str(name), label, dict(options or {})))
+    return out
+
+
+def _check_train_fields(fields: Any, where: tuple, doc: Located) -> None:
+    from train.config import TrainConfig
+
+    if not isinstance(fields, dict):
+        raise doc.fail(where, "options are a mapping of train run fields")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in fields:
+        if key not in known or key in OWNED:
+            raise doc.fail(where + (key,), f"not a train option the sweep file may set (see TrainConfig; "
+                                           f"the grid sets {', '.join(sorted(OWNED & known))})")
+
+
+def _budgets(value: Any, where: tuple, doc: Located) -> tuple[str, list[float]]:
+    from train.budget import parse_flops, parse_samples
+
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("flops", "samples"):
+        raise doc.fail(where, "budgets is {flops: [3e12, ...]} or {samples: [20000, ...]}")
+    kind, items = next(iter(value.items()))
+    parse = parse_flops if kind == "flops" else parse_samples
+    out = []
+    for i, item in enumerate(_as_list(items)):
+        try:
+            out.append(float(parse(item)))
+        except UserError as exc:
+            raise doc.fail(where + (kind, i), str(exc)) from None
+    return kind, out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` laid on `base`, mappings merged key by key (the --quick cut)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None, eval_dir: str | None = None) -> Sweep:
+    """Read and check a sweep file; `pool`/`eval_dir` override the file's. Relative paths in
+    the file are relative to the current folder (where the sweep is started)."""
+    from zoo.models import check_model_name
+
+    doc = load_located(path)
+    data = doc.data
+    for key in data:
+        if key not in TOP_KEYS:
+            raise doc.fail((key,), f"unknown key; a sweep file has {', '.join(sorted(TOP_KEYS))}")
+    if quick:
+        if not isinstance(data.get("quick"), dict):
+            raise doc.fail(("quick",), "--quick needs a quick: section (overrides of experiments:)")
+        data = _merge(data, data["quick"])
+    pool_path = Path(pool or data.get("pool") or "")
+    if not str(pool or data.get("pool") or "") or not (pool_path / "pool.json").is_file():
+        raise doc.fail(("pool",), f"{pool_path} is not a downloaded pool (no pool.json); give pool: or --pool")
+    evals = eval_dir or data.get("eval")
+    if evals is not None and not Path(evals).is_dir():
+        raise doc.fail(("eval",), f"{evals}: no such eval folder (one sub-folder of images per class)")
+    _check_tags(doc, pool_path, data.get("scores"), data.get("dedup"))
+    _check_train_fields(data.get("train") or {}, ("train",), doc)
+    resources = {"cpus": 1.0, "gpus": 0.0, **(data.get("resources") or {})}
+    sweep = Sweep(str(data.get("name") or Path(path).stem), Path(path), pool_path, data.get("scores"), data.get("dedup"),
+                  Path(evals) if evals else None, data.get("retrieval"), resources)
+    experiments = data.get("experiments")
+    if not isinstance(experiments, dict) or not experiments:
+        raise doc.fail(("experiments",), "give at least one experiment: {NAME: {data, models, strategies, budgets, seeds}}")
+    seen: dict[str, tuple] = {}
+    for exp, grid in experiments.items():
+        where = ("experiments", exp)
+        if not isinstance(grid, dict):
+            raise doc.fail(where, "an experiment is a mapping of data, models, strategies, budgets, seeds")
+        for key in grid:
+            if key not in GRID_KEYS:
+                raise doc.fail(where + (key,), f"unknown key; an experiment has {', '.join(sorted(GRID_KEYS))}")
+        slices = [s for i, e in enumerate(_as_list(grid.get("data", {"top": "100%"})))
+                  for s in _slices(e, where + ("data",) + ((i,) if isinstance(grid.get("data"), list) else ()), doc)]
+        for i, sl in enumerate(slices):
+            if sl.kind == "subset" and not (pool_path / "subsets" / f"{sl.subset}.parquet").is_file():
+                raise doc.fail(where + ("data",), f"no subset {sl.subset!r} in {pool_path}/subsets")
+        models = [str(m) for m in _as_list(grid.get("models", "tiny-vit-32"))]
+        for i, m in enumerate(models):
+            try:
+                check_model_name(m)
+            except UserError as exc:
+                raise doc.fail(where + ("models", i), str(exc)) from None
+        strategies = _strategies(grid.get("strategies", "clip"), where + ("strategies",), doc)
+        if "budgets" not in grid:
+            raise doc.fail(where, "missing budgets: {flops: [..]} or {samples: [..]}")
+        kind, budgets = _budgets(grid["budgets"], where + ("budgets",), doc)
+        seeds = [int(s) for s in _as_list(grid.get("seeds", 0))]
+        _check_train_fields(grid.get("train") or {}, where + ("train",), doc)
+        train = {**(data.get("train") or {}), **(grid.get("train") or {})}
+        ids = []
+        for sl in slices:
+            for model in models:
+                for strat, label, options in strategies:
+                    for budget in budgets:
+                        for seed in seeds:
+                            cell = _cell(exp, sl, model, strat, label, kind, budget, seed, {**train, **options})
+                            if cell.id in ids:
+                                raise doc.fail(where, f"duplicate cell {cell.id} (the same grid point twice)")
+                            if cell.id in seen and seen[cell.id] != _fingerprint(cell):
+                                raise doc.fail(where, f"cell {cell.id} differs from experiment {seen[cell.id][0]}'s "
+                                                      "cell of that name in its train options")
+                            if cell.id not in seen:
+                                seen[cell.id] = _fingerprint(cell)
+                                sweep.cells.append(cell)
+                            ids.append(cell.id)
+        sweep.experiments[exp] = ids
+    return sweep
+
+
+def _fingerprint(cell: Cell) -> tuple:
+    return (cell.experiment, tuple(sorted((k, str(v)) for k, v in cell.train.items())))[1:]
+
+
+def _cell(exp: str, sl: Slice, model: str, strat: str, label: str, kind: str, budget: float, seed: int,
+          train: dict) -> Cell:
+    import re
+
+    budget_text = f"{budget:.3g}".replace("+", "")
+    slug = f"{sl.subset.removeprefix('sweep-')}_{model}_{label}_{kind[0]}{budget_text}_s{seed}"
+    slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", slug).strip("-")
+    return Cell(slug, exp, sl, model, strat, label, kind, budget, seed, train)
+
+
+def _check_tags(doc: Located, pool: Path, scores: str | None, dedup: str | None) -> None:
+    tags = sorted(p.name for p in (pool / "scores").iterdir() if p.is_dir()) if (pool / "scores").is_dir() else []
+    if scores is not None and scores not in tags:
+        raise doc.fail(("scores",), f"no scores tag {scores!r} in {pool} (tags: {', '.join(tags) or 'none; run curate score'})")
+    runs = sorted(p.name for p in (pool / "dedup").iterdir() if p.is_dir()) if (pool / "dedup").is_dir() else []
+    if dedup is not None and dedup not in runs:
+        raise doc.fail(("dedup",), f"no dedup run {dedup!r} in {pool} (runs: {', '.join(runs) or 'none'})")
