@@ -28,6 +28,7 @@ class TrainConfig:
     visual_lr: float | None = None
     text_lr: float | None = None
     weight_decay: float = 0.05
+    layer_decay: float | None = None  # layer-wise lr decay over the image tower's blocks (ViT/EVA)
     warmup: int | None = None  # steps; default 5% of the run
     grad_clip: float | None = None
     slip_scale: float = 1.0
@@ -76,6 +77,8 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("--patch-drop must be in [0, 1)")
     if not 0.0 <= cfg.unmasked_fraction < 1.0:
         raise UserError("--unmasked-fraction must be in [0, 1)")
+    if cfg.layer_decay is not None and not 0.0 < cfg.layer_decay <= 1.0:
+        raise UserError("--layer-decay must be in (0, 1], e.g. 0.75 (each block down gets 0.75x the lr)")
     if cfg.workers < 0:
         raise UserError("--workers must be >= 0")
     if cfg.init_vision and cfg.init_image:

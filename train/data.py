@@ -80,6 +80,7 @@ class StreamConfig:
     shuffle_buffer: int = 1000
     crop_scale: tuple[float, float] = (0.9, 1.0)
     subset: frozenset[str] | None = None
+    need_text: bool = True  # False (train mim): captions are neither required nor tokenised
     # resume state: raw items already read per logical worker, and how many batches were taken
     positions: list[int] = field(default_factory=list)
     batches_taken: int = 0
@@ -157,7 +158,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                 raw = sample_image_bytes(sample)
                 caption = sample_caption(sample)
                 img = None
-                if raw is not None and caption is not None:
+                if raw is not None and (caption is not None or not cfg.need_text):
                     img = _crop(raw, cfg, hash((cfg.seed, slot, position)) & 0x7FFFFFFF)
                 if img is None:
                     skipped += 1
@@ -167,8 +168,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                 if len(images) == cfg.batch_size:
                     yield {
                         "images": torch.stack(images),
-                        "texts": cfg.tokenizer(texts, context_length=cfg.context_length)
-                        if _takes_context_length(cfg.tokenizer) else cfg.tokenizer(texts),
+                        "texts": _tokenize(cfg, texts),
                         "logical": logical,
                         "position": position,
                         "skipped": skipped,
@@ -197,6 +197,15 @@ def _crop(raw: bytes, cfg: StreamConfig, seed: int) -> torch.Tensor | None:
         return pil_to_tensor(pil)
     except Exception:  # unreadable/truncated image: skipped and counted
         return None
+
+
+def _tokenize(cfg: StreamConfig, texts: list[str | None]) -> torch.Tensor | None:
+    """Token ids of the batch's captions; None for an image-only stream (need_text False)."""
+    if not cfg.need_text:
+        return None
+    if _takes_context_length(cfg.tokenizer):
+        return cfg.tokenizer(texts, context_length=cfg.context_length)
+    return cfg.tokenizer(texts)
 
 
 def _takes_context_length(tokenizer: Any) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 
@@ -39,6 +39,8 @@ class _Model:
     tokenizer: Any
     image_size: int
     towers: Towers  # the inits' reports and the Hugging Face text tower's folder
+    head: torch.nn.Module | None = None  # trained and checkpointed beside the model (train mim)
+    needs_text: bool = True  # False: the batch stream neither requires nor tokenises captions
 
 
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
@@ -57,7 +59,10 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         shutdown(info)
 
 
-def _run(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
+def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInfo, Path | None], _Model] | None = None,
+         ) -> dict[str, Any]:
+    """One training stage. `build` makes the model and the module whose loss is minimised
+    (default: CLIP with cfg.strategy; train.mim passes the MIM student and teacher)."""
     # The order of the checks and of the seeded draws below is part of the run's
     # reproducibility (and of which error a bad invocation sees first): keep it.
     from train import budget as B
@@ -82,7 +87,7 @@ def _run(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     existing = existing_checkpoints(out, cfg.resume)
 
     resume_from = existing[-1] if cfg.resume and existing else None
-    built = _build_model(cfg, info, resume_from)
+    built = (build or _build_model)(cfg, info, resume_from)
     plan = _plan(cfg, info, built, local_batch, budget_flops, budget_samples)
     state = _start_state(cfg, info, built, plan, resume_from, out)
     if info.is_main:
@@ -160,7 +165,8 @@ def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, bud
     # A made-up batch of the real shape: its random pixels come from the seeded global RNG,
     # so this draw is part of the run's bitwise-reproducible sequence.
     images = torch.randint(0, 256, (local_batch, 3, built.image_size, built.image_size), dtype=torch.uint8, device=device)
-    texts = built.tokenizer(["a photo of a red circle on a blue background"] * local_batch).to(device)
+    texts = (built.tokenizer(["a photo of a red circle on a blue background"] * local_batch).to(device)
+             if built.needs_text else None)
     train_mode(built.module)  # after locking: frozen towers count no backward FLOPs
     flip = cfg.strategy == "flip"
     cost_main, cost_tail = B.measure_step_costs(
@@ -179,11 +185,12 @@ def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan
     from train.optim import cosine_with_warmup, make_optimizer
     from train.state import TrainState, fresh_counters, restore, seed_training
 
-    optimizer = make_optimizer(built.module, cfg.opt, cfg.lr, cfg.weight_decay, cfg.visual_lr, cfg.text_lr)
+    optimizer = make_optimizer(built.module, cfg.opt, cfg.lr, cfg.weight_decay, cfg.visual_lr, cfg.text_lr,
+                               layer_decay=cfg.layer_decay)
     warmup = cfg.warmup if cfg.warmup is not None else max(1, int(0.05 * plan.total_steps))
     scheduler = cosine_with_warmup(optimizer, warmup, plan.total_steps)
     state = TrainState(cfg.model, cfg.to_dict(), built.model, built.module, optimizer, scheduler,
-                       fresh_counters(cfg.workers, info.world_size), hf_text=built.towers.hf_text)
+                       fresh_counters(cfg.workers, info.world_size), hf_text=built.towers.hf_text, head=built.head)
     if resume_from is not None:
         restore(state, resume_from, out, info)
         if info.is_main:
@@ -211,6 +218,7 @@ def _batches(cfg: TrainConfig, info: DistInfo, built: _Model, shards: list[str],
         context_length=int(getattr(built.tokenizer, "context_length", 77)), tokenizer=built.tokenizer,
         seed=cfg.seed, rank=info.rank, world_size=info.world_size, num_workers=cfg.workers,
         shuffle_buffer=cfg.shuffle_buffer, subset=subset, positions=list(positions), batches_taken=state.counters.step,
+        need_text=built.needs_text,
     )
     state.positions = list(positions)
     return iter(make_loader(stream, pin_memory=info.device.type == "cuda"))

@@ -67,9 +67,10 @@ class MetricsLog:
         self.window.samples += samples
         self.bar.update(1)
 
-    def write(self, step: int, samples: int, flops: int, lr: float, logit_scale: torch.Tensor,
+    def write(self, step: int, samples: int, flops: int, lr: float, logit_scale: torch.Tensor | None,
               budget_flops: float | None) -> None:
-        """Log the window as one line and start a new one. A collective (the mean loss)."""
+        """Log the window as one line and start a new one. A collective (the mean loss).
+        Without a logit scale (train mim) the line has no temperature."""
         from zoo.distributed import mean_across
 
         window = self.window
@@ -79,9 +80,11 @@ class MetricsLog:
         if self.info.is_main:
             record = {
                 "step": step, "samples": samples, "flops": flops, "loss": mean_loss, "lr": lr,
-                "temperature": float(1.0 / logit_scale.detach().exp()),
+                "temperature": float(1.0 / logit_scale.detach().exp()) if logit_scale is not None else None,
                 "samples/s": window.samples / elapsed, "data-wait fraction": window.wait / elapsed,
             }
+            if logit_scale is None:
+                del record["temperature"]
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             budget_used = flops / budget_flops if budget_flops else step / self.total_steps

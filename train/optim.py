@@ -1,5 +1,6 @@
 """Optimiser and schedule: Lamb (EVA-CLIP's default) or AdamW, cosine with linear warmup,
-no weight decay on norms/biases/logit scale, separate vision and text learning rates."""
+no weight decay on norms/biases/logit scale, separate vision and text learning rates, and
+layer-wise lr decay over the image tower's blocks (--layer-decay)."""
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ OPTIMIZERS = ("lamb", "adamw")
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
     # 1-d tensors are norms, biases, scales; embeddings of positions and the class token too.
-    return param.ndim < 2 or "logit_scale" in name or "bias" in name or name.endswith(("cls_token", "class_embedding"))
+    return param.ndim < 2 or "logit_scale" in name or "bias" in name or name.endswith(("cls_token", "class_embedding", "mask_token"))
 
 
 def _tower(name: str) -> str:
@@ -27,28 +28,76 @@ def _tower(name: str) -> str:
     return "other"  # logit_scale, SLIP head
 
 
+# open_clip's own ViT has no group_matcher; this one follows timm's (stem, blocks, final norm).
+_OPEN_CLIP_VIT_MATCHER = {
+    "stem": r"^(?:class_embedding|positional_embedding|conv1|ln_pre)",
+    "blocks": [(r"^transformer\.resblocks\.(\d+)", None), (r"^(?:ln_post|proj)", (99999,))],
+}
+
+
+def _image_tower(module: nn.Module) -> tuple[str, nn.Module]:
+    """(the prefix of its parameter names, the image tower) of a CLIP model or a module around one."""
+    for name, sub in module.named_modules():
+        if name == "visual" or name.endswith(".visual"):
+            return name + ".", sub
+    raise UserError("--layer-decay needs a model with an image tower (no `visual` module found)")
+
+
+def visual_layer_ids(module: nn.Module) -> tuple[dict[str, int], int]:
+    """({full parameter name: layer id}, number of layers) for the image tower's parameters,
+    layer 0 being the patch/position embeddings and the last the final norm and head (timm's
+    grouping: the trunk's group_matcher for timm ViT/EVA towers). UserError for towers
+    without transformer blocks."""
+    from timm.models._manipulate import group_parameters
+
+    prefix, visual = _image_tower(module)
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None and hasattr(trunk, "group_matcher") and hasattr(trunk, "blocks"):
+        inner, layer_map = "trunk.", group_parameters(trunk, trunk.group_matcher(coarse=False), reverse=True)
+    elif hasattr(visual, "transformer") and hasattr(visual, "conv1"):
+        inner, layer_map = "", group_parameters(visual, _OPEN_CLIP_VIT_MATCHER, reverse=True)
+    else:
+        raise UserError(f"--layer-decay applies to ViT/EVA image towers; {type(visual).__name__} has no "
+                        "transformer blocks (drop --layer-decay)")
+    ids = {prefix + inner + name: int(layer) for name, layer in layer_map.items()}
+    num_layers = max(ids.values()) + 1
+    for name, _ in visual.named_parameters():  # the projection head outside the trunk: last layer
+        ids.setdefault(prefix + name, num_layers - 1)
+    return ids, num_layers
+
+
 def param_groups(module: nn.Module, lr: float, weight_decay: float,
-                 visual_lr: float | None = None, text_lr: float | None = None) -> list[dict]:
+                 visual_lr: float | None = None, text_lr: float | None = None,
+                 layer_decay: float | None = None) -> list[dict]:
     """Parameter groups by tower (visual, text, other) and decay (none on norms, biases,
-    logit scale, class tokens), each with its tower's lr; frozen parameters left out."""
+    logit scale, class tokens), each with its tower's lr; frozen parameters left out.
+
+    With `layer_decay` (BEiT/EVA's layer-wise lr decay), image-tower layer i of L gets
+    visual_lr x layer_decay ** (L - 1 - i): the embeddings learn slowest, the head at full lr."""
     lrs = {"visual": visual_lr or lr, "text": text_lr or lr, "other": lr}
-    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    layer_of, num_layers = visual_layer_ids(module) if layer_decay is not None else ({}, 1)
+    groups: dict[tuple[str, bool, int], list[nn.Parameter]] = {}
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
-        groups.setdefault((_tower(name), _no_decay(name, param)), []).append(param)
-    return [
-        {"params": params, "lr": lrs[tower], "weight_decay": 0.0 if no_decay else weight_decay,
-         "name": f"{tower}{'-no_decay' if no_decay else ''}"}
-        for (tower, no_decay), params in sorted(groups.items())
-    ]
+        tower = _tower(name)
+        layer = layer_of.get(name, num_layers - 1) if tower == "visual" else num_layers - 1
+        groups.setdefault((tower, _no_decay(name, param), layer), []).append(param)
+    result = []
+    for (tower, no_decay, layer), params in sorted(groups.items()):
+        scale = layer_decay ** (num_layers - 1 - layer) if layer_decay is not None else 1.0
+        name = f"{tower}{'-no_decay' if no_decay else ''}{f'-layer{layer}' if layer_decay is not None and tower == 'visual' else ''}"
+        result.append({"params": params, "lr": lrs[tower] * scale, "weight_decay": 0.0 if no_decay else weight_decay,
+                       "name": name, "lr_scale": scale})
+    return result
 
 
 def make_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float,
                    visual_lr: float | None = None, text_lr: float | None = None,
-                   betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6) -> torch.optim.Optimizer:
+                   betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
+                   layer_decay: float | None = None) -> torch.optim.Optimizer:
     """Lamb (timm) or AdamW over param_groups(module, ...)."""
-    groups = param_groups(module, lr, weight_decay, visual_lr, text_lr)
+    groups = param_groups(module, lr, weight_decay, visual_lr, text_lr, layer_decay)
     if name == "lamb":
         from timm.optim import Lamb
 

@@ -23,7 +23,8 @@ RESUME_FIXED = (
     "data", "subset", "model", "strategy", "patch_drop", "unmasked_fraction", "budget", "samples",
     "batch_size", "opt", "lr", "visual_lr", "text_lr", "weight_decay", "warmup", "seed", "workers",
     "shuffle_buffer", "init_vision", "grad_clip", "slip_scale", "world_size",
-    "init_image", "init_text", "lock_image", "lock_image_unlocked_groups", "lock_text",
+    "init_image", "init_text", "lock_image", "lock_image_unlocked_groups", "lock_text", "layer_decay",
+    "teacher", "mask_ratio",  # train mim (train.mim.MimConfig)
 )
 
 
@@ -54,6 +55,7 @@ class TrainState:
     positions: list[int] = field(default_factory=list)
     skipped_here: int = 0
     hf_text: str | None = None  # the Hugging Face text tower's folder: load_model and resume rebuild it
+    head: torch.nn.Module | None = None  # trained beside the model and resumed with it (train mim's MimHead)
 
     def skipped_total(self, info: DistInfo) -> int:
         """Skipped samples over all ranks and restarts (a collective: every rank calls it)."""
@@ -111,8 +113,10 @@ def restore(state: TrainState, path: Path, out: Path, info: DistInfo) -> None:
     ckpt = read_checkpoint(path)
     _check_same_run(ckpt.get("config", {}), state.config, out)
     load_state(state.model, ckpt["state_dict"], path)
-    if state.module.slip_head is not None:
+    if getattr(state.module, "slip_head", None) is not None:
         state.module.slip_head.load_state_dict(ckpt["slip_head"])
+    if state.head is not None:
+        state.head.load_state_dict(ckpt["head"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
     state.counters = Counters(step=ckpt["step"], samples=ckpt["samples"], flops=ckpt["flops"],
@@ -149,7 +153,8 @@ def save_checkpoint(state: TrainState, out: Path, keep: int, flops_per_step: int
         ckpt = {
             "model_name": state.model_name, "config": state.config, "state_dict": state.model.state_dict(),
             "hf_text": state.hf_text,
-            "slip_head": module.slip_head.state_dict() if module.slip_head is not None else None,
+            "slip_head": module.slip_head.state_dict() if getattr(module, "slip_head", None) is not None else None,
+            "head": state.head.state_dict() if state.head is not None else None,
             "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(), "scaler": None,
             "step": c.step, "samples": c.samples, "flops": c.flops,
             "skipped": skipped_total, "data": {"positions": all_positions, "batches_taken": c.step},

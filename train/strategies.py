@@ -21,11 +21,16 @@ def check_strategy(name: str) -> None:
 
 
 def patch_dropout_modules(model: nn.Module) -> list[nn.Module]:
-    """open_clip's and timm's PatchDropout modules inside a model (FLIP's token drop)."""
+    """open_clip's and timm's PatchDropout modules inside a model (FLIP's token drop).
+
+    timm's EVA towers use PatchDropoutWithIndices (it also returns the kept indices, which
+    EVA needs to drop the same tokens' rotary embeddings); it is no PatchDropout subclass."""
     from open_clip.transformer import PatchDropout as OpenClipPatchDropout
     from timm.layers import PatchDropout as TimmPatchDropout
+    from timm.layers import PatchDropoutWithIndices
 
-    return [m for m in model.modules() if isinstance(m, (OpenClipPatchDropout, TimmPatchDropout))]
+    kinds = (OpenClipPatchDropout, TimmPatchDropout, PatchDropoutWithIndices)
+    return [m for m in model.modules() if isinstance(m, kinds)]
 
 
 def set_patch_drop(model: nn.Module, prob: float) -> None:

@@ -47,14 +47,22 @@ class Trainer:
             self.step(self._next_batch())
             last = c.step == self.plan.total_steps
             if c.step % self.cfg.log_every == 0 or last:
-                self.log.write(c.step, c.samples, c.flops, self.state.optimizer.param_groups[0]["lr"],
-                               self.state.model.logit_scale, self.budget_flops)
+                self.log.write(c.step, c.samples, c.flops, self._logged_lr(), self._logit_scale(), self.budget_flops)
             if (self.cfg.checkpoint_every and c.step % self.cfg.checkpoint_every == 0) or last:
                 save_checkpoint(self.state, self.out, self.cfg.keep_checkpoints, self.plan.cost_main,
                                 self.plan.total_steps, self.info)
             if self.evals.due(c.step, last):
                 self.evals(c.step, c.samples, c.flops)
         self.log.close()
+
+    def _logged_lr(self) -> float:
+        """The lr metrics.jsonl reports: the first group's ("other": logit scale or the MIM
+        head, always at the full --lr, also with --layer-decay)."""
+        return self.state.optimizer.param_groups[0]["lr"]
+
+    def _logit_scale(self) -> torch.Tensor | None:
+        """What metrics.jsonl turns into the temperature; None for a loss without one (MIM)."""
+        return self.state.model.logit_scale if getattr(self.state.module, "contrastive", True) else None
 
     def _next_batch(self) -> dict[str, Any]:
         """The next batch; records the loader position it reached and what it skipped."""
@@ -73,7 +81,7 @@ class Trainer:
 
         state, cfg, c, device = self.state, self.cfg, self.state.counters, self.info.device
         images = batch["images"].to(device, non_blocking=True)
-        texts = batch["texts"].to(device, non_blocking=True)
+        texts = batch["texts"].to(device, non_blocking=True) if batch["texts"] is not None else None
         if self.flip:
             set_patch_drop(state.module, 0.0 if self.plan.in_tail(c.step) else cfg.patch_drop)
         loss, _ = autocast_forward(self.net, images, texts, device)
@@ -83,8 +91,9 @@ class Trainer:
         state.optimizer.step()
         state.optimizer.zero_grad(set_to_none=True)
         state.scheduler.step()
-        with torch.no_grad():  # as in CLIP: temperature no lower than 1/100
-            state.model.logit_scale.clamp_(0, math.log(100))
+        if self._logit_scale() is not None:
+            with torch.no_grad():  # as in CLIP: temperature no lower than 1/100
+                state.model.logit_scale.clamp_(0, math.log(100))
         c.flops += self.plan.cost(c.step)
         c.step += 1
         c.samples += cfg.batch_size

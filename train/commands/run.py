@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         visual_lr: Optional[float] = typer.Option(None, "--visual-lr", help="Peak learning rate of the image tower (default --lr)."),
         text_lr: Optional[float] = typer.Option(None, "--text-lr", help="Peak learning rate of the text tower (default --lr)."),
         weight_decay: float = typer.Option(0.05, "--wd", help="Weight decay (never on norms, biases, logit scale)."),
+        layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise lr decay of a ViT/EVA image tower (BEiT/EVA): block i of L trains at lr x DECAY^(L-1-i), e.g. 0.75; useful after --init-image."),
         warmup: Optional[int] = typer.Option(None, "--warmup", help="Warmup steps (default 5% of the run)."),
         grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this value."),
         seed: int = typer.Option(0, "--seed", help="Seed of model init, data order and augmentation."),
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig(
             data=data, out=out, model=model, budget=budget, samples=samples, strategy=strategy, subset=subset,
             patch_drop=patch_drop, unmasked_fraction=unmasked_fraction, batch_size=batch_size, opt=opt, lr=lr,
-            visual_lr=visual_lr, text_lr=text_lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip,
+            visual_lr=visual_lr, text_lr=text_lr, weight_decay=weight_decay, layer_decay=layer_decay, warmup=warmup, grad_clip=grad_clip,
             seed=seed, workers=workers, shuffle_buffer=shuffle_buffer, checkpoint_every=checkpoint_every,
             log_every=log_every, eval_dir=eval_dir, eval_every=eval_every, retrieval_data=retrieval_data,
             resume=resume, init_vision=init_vision, init_image=init_image, init_text=init_text, lock_image=lock_image,
