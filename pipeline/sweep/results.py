@@ -66,7 +66,8 @@ def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
         for key in row:
             columns.setdefault(key, [])
     table = pa.table({k: [r.get(k) for r in rows] for k in columns}) if rows else pa.table({"cell": pa.array([], pa.string())})
-    table = table.replace_schema_metadata({"clipcurate_sweep": json.dumps(meta, sort_keys=True)})
+    # not sort_keys: the experiments keep the sweep file's order
+    table = table.replace_schema_metadata({"clipcurate_sweep": json.dumps(meta)})
     path = out / "results.parquet"
     with replacing(path) as tmp:
         pq.write_table(table, tmp)

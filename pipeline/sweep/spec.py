@@ -186,10 +186,11 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
     evals = eval_dir or data.get("eval")
     if evals is not None and not Path(evals).is_dir():
         raise doc.fail(("eval",), f"{evals}: no such eval folder (one sub-folder of images per class)")
-    _check_tags(doc, pool_path, data.get("scores"), data.get("dedup"))
+    scores = _pick_tag(doc, ("scores",), pool_path / "scores", data.get("scores"), "scores tag", "run curate score")
+    dedup = _pick_tag(doc, ("dedup",), pool_path / "dedup", data.get("dedup"), "dedup run", "run curate dedup")
     _check_train_fields(data.get("train") or {}, ("train",), doc)
     resources = {"cpus": 1.0, "gpus": 0.0, **(data.get("resources") or {})}
-    sweep = Sweep(str(data.get("name") or Path(path).stem), Path(path), pool_path, data.get("scores"), data.get("dedup"),
+    sweep = Sweep(str(data.get("name") or Path(path).stem), Path(path), pool_path, scores, dedup,
                   Path(evals) if evals else None, data.get("retrieval"), resources)
     experiments = data.get("experiments")
     if not isinstance(experiments, dict) or not experiments:
@@ -254,10 +255,13 @@ def _cell(exp: str, sl: Slice, model: str, strat: str, label: str, kind: str, bu
     return Cell(slug, exp, sl, model, strat, label, kind, budget, seed, train)
 
 
-def _check_tags(doc: Located, pool: Path, scores: str | None, dedup: str | None) -> None:
-    tags = sorted(p.name for p in (pool / "scores").iterdir() if p.is_dir()) if (pool / "scores").is_dir() else []
-    if scores is not None and scores not in tags:
-        raise doc.fail(("scores",), f"no scores tag {scores!r} in {pool} (tags: {', '.join(tags) or 'none; run curate score'})")
-    runs = sorted(p.name for p in (pool / "dedup").iterdir() if p.is_dir()) if (pool / "dedup").is_dir() else []
-    if dedup is not None and dedup not in runs:
-        raise doc.fail(("dedup",), f"no dedup run {dedup!r} in {pool} (runs: {', '.join(runs) or 'none'})")
+def _pick_tag(doc: Located, where: tuple, folder: Path, wanted: Any, what: str, hint: str) -> str | None:
+    """The first of `wanted` (a name or a list of names, in order of preference) that the pool has."""
+    if wanted is None:
+        return None
+    have = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    for name in _as_list(wanted):
+        if str(name) in have:
+            return str(name)
+    raise doc.fail(where, f"no {what} {' or '.join(map(str, _as_list(wanted)))} in {folder.parent} "
+                          f"(it has: {', '.join(have) or f'none; {hint}'})")
