@@ -6,7 +6,7 @@ from clikit.app import make_app, quiet_environment, run_app
 quiet_environment()
 
 # Order here is the order in `train --help`.
-COMMANDS = ("run", "mim", "models", "eval")
+COMMANDS = ("run", "mim", "weak_to_strong", "models", "eval")
 
 app = make_app(
     "train",

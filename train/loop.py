@@ -105,7 +105,10 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     log = MetricsLog(out, info, plan.total_steps, state.counters.step, cfg.progress)
     evals = EvalHook(built.model, built.preprocess, built.tokenizer, eval_dir=cfg.eval_dir,
                      retrieval_data=cfg.retrieval_data, every=cfg.eval_every, out=out, info=info)
-    Trainer(cfg, info, state, net, plan, batches, log, evals, out, budget_flops).run()
+    from zoo.attention import use_flash_attention
+
+    with use_flash_attention(info.device):  # flash-attn on GPU when installed; FLOPs were measured on SDPA
+        Trainer(cfg, info, state, net, plan, batches, log, evals, out, budget_flops).run()
 
     skipped_total = save_final(state, out, info)
     c = state.counters

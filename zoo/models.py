@@ -29,7 +29,7 @@ def _register_timm_towers() -> None:
     from timm.models import register_model
     from timm.models._registry import is_model
 
-    if is_model("clipcurate_eva02_tiny_32"):
+    if is_model("clipcurate_eva02_small_32"):
         return
 
     @register_model
@@ -43,6 +43,18 @@ def _register_timm_towers() -> None:
             use_rot_pos_emb=True, ref_feat_shape=(8, 8),
         )
         # Borrow eva02_tiny's pretrained_cfg only for metadata; weights are never loaded.
+        return _create_eva("eva02_tiny_patch14_224", pretrained=False, **dict(args, **_strip_timm_kwargs(kwargs)))
+
+    @register_model
+    def clipcurate_eva02_small_32(pretrained: bool = False, **kwargs: Any):
+        """The weak-to-strong student: tiny's recipe at width 192, 6 blocks, 6 heads."""
+        from timm.models.eva import _create_eva
+
+        args = dict(
+            img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=6,
+            mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True,
+            use_rot_pos_emb=True, ref_feat_shape=(8, 8),
+        )
         return _create_eva("eva02_tiny_patch14_224", pretrained=False, **dict(args, **_strip_timm_kwargs(kwargs)))
 
     @register_model

@@ -1,0 +1,133 @@
+"""The weak-to-strong loop (EVA-CLIP-18B): a small CLIP teaches (MIM) a bigger EVA tower,
+which initialises a bigger CLIP, and so on, as one resumable plan.
+
+A plan is a YAML file:
+
+    data: POOL              # every stage's --data (a stage may override it)
+    eval: POOL/../eval      # zero-shot folder for the CLIP stages
+    seed: 0
+    defaults: {batch_size: 64, workers: 1, checkpoint_every: 20}
+    stages:
+      - {name: small, kind: clip, model: tiny-vit-32, budget: 2e13}
+      - {name: mim, kind: mim, teacher: small, model: small-eva02-32, budget: 1e13}
+      - {name: big, kind: clip, model: small-eva02-32, init_image: mim, budget: 2e13}
+
+A stage's keys are `train run` (kind clip) or `train mim` (kind mim) options by their
+Python names; `teacher`, `init_image` and `init_text` may name an earlier stage. Stage
+NAME runs in OUT/NAME: a finished stage (summary.json) is reused, one with checkpoints is
+resumed exactly, any other starts fresh. OUT/table.json and the printed table give each
+stage's FLOPs, samples and zero-shot results."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from clikit.errors import UserError
+
+KINDS = ("clip", "mim")
+_STAGE_REFS = ("teacher", "init_image", "init_text")
+
+
+def read_plan(path: str | Path) -> dict[str, Any]:
+    """The plan as a dict, checked: stages with unique names, known kinds and keys."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"plan {path} does not exist; write a YAML plan (see `train weak-to-strong --help`)")
+    try:
+        plan = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"plan {path} is not valid YAML ({str(exc).splitlines()[0]})") from exc
+    stages = plan.get("stages") if isinstance(plan, dict) else None
+    if not stages or not isinstance(stages, list):
+        raise UserError(f"plan {path} has no `stages:` list")
+    names = [s.get("name") if isinstance(s, dict) else None for s in stages]
+    if None in names or len(set(names)) != len(names):
+        raise UserError(f"plan {path}: every stage needs a unique `name:` (got {names})")
+    for stage in stages:
+        if stage.get("kind") not in KINDS:
+            raise UserError(f"plan {path}: stage {stage['name']!r} has kind {stage.get('kind')!r}; use one of {KINDS}")
+    return plan
+
+
+def stage_config(plan: dict[str, Any], stage: dict[str, Any], out: Path, seed: int | None):
+    """The TrainConfig (clip) or MimConfig (mim) of one stage, earlier stages' names resolved."""
+    from train.config import TrainConfig
+    from train.mim import MimConfig
+
+    cls = MimConfig if stage["kind"] == "mim" else TrainConfig
+    names = {s["name"] for s in plan["stages"]}
+    opts = dict(plan.get("defaults") or {})
+    opts.update({k: v for k, v in stage.items() if k not in ("name", "kind")})
+    for key in _STAGE_REFS:
+        if isinstance(opts.get(key), str) and opts[key] in names:
+            opts[key] = str(out / opts[key])
+    opts.setdefault("data", plan.get("data"))
+    opts.setdefault("seed", plan.get("seed", 0))
+    if seed is not None:
+        opts["seed"] = seed
+    if stage["kind"] == "clip" and plan.get("eval"):
+        opts.setdefault("eval_dir", plan["eval"])
+    for key in ("budget", "samples"):
+        if opts.get(key) is not None:
+            opts[key] = str(opts[key])
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(opts) - fields)
+    if unknown:
+        raise UserError(f"stage {stage['name']!r}: unknown option(s) {', '.join(unknown)} for a {stage['kind']} stage")
+    if not opts.get("data"):
+        raise UserError(f"stage {stage['name']!r} has no data; give `data:` in the plan or the stage")
+    return cls(out=str(out / stage["name"]), **opts)
+
+
+def run_plan(plan_path: str | Path, out: str | Path, seed: int | None = None, progress: bool = True) -> list[dict]:
+    """Run (or resume, or reuse) every stage in order; returns and writes the table rows."""
+    from shards.atomic import write_json_atomic
+    from train.loop import run_training
+    from train.mim import run_mim
+    from zoo.checkpoint import list_checkpoints
+
+    plan = read_plan(plan_path)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for stage in plan["stages"]:
+        cfg = stage_config(plan, stage, out, seed)
+        cfg.progress = progress
+        folder = Path(cfg.out)
+        if (folder / "summary.json").is_file():
+            summary = json.loads((folder / "summary.json").read_text())
+        else:
+            cfg.resume = bool(list_checkpoints(folder))
+            summary = run_mim(cfg) if stage["kind"] == "mim" else run_training(cfg)
+        rows.append(_row(stage, cfg, summary))
+        write_json_atomic(out / "table.json", rows)
+    return rows
+
+
+def _row(stage: dict[str, Any], cfg: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    init = getattr(cfg, "teacher", "") or cfg.init_image or ""
+    return {"stage": stage["name"], "kind": stage["kind"], "model": cfg.model, "seed": cfg.seed,
+            "from": Path(init).name if init else "", "flops": summary.get("flops"), "samples": summary.get("samples"),
+            "loss": summary.get("loss"), "zeroshot_top1": summary.get("zeroshot_top1"),
+            "zeroshot_top5": summary.get("zeroshot_top5")}
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table (FLOPs in short form, accuracies to 3 places)."""
+    from train.budget import format_flops
+
+    def cell(key: str, value: Any) -> str:
+        if value is None or value == "":
+            return "-"
+        if key == "flops":
+            return format_flops(float(value))
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    keys = ["stage", "kind", "model", "from", "seed", "flops", "samples", "loss", "zeroshot_top1", "zeroshot_top5"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(k, r.get(k)) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
