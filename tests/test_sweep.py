@@ -24,21 +24,20 @@ TIMING = ("wall_s", "run_s", "train_s", "overhead_s", "overhead_pct", "resumed")
 def scored(pool_dir, demo_dir, tmp_path_factory):
     """(pool, eval folder): a copy of pool_dir scored by an untrained micro-vit-32 (tag seed),
     deduplicated (exact), with an unreadable named subset `broken` for a cell that must fail."""
-    import open_clip
     import torch
 
     from curate.dedup.run import DedupSettings, run_dedup
     from curate.score.run import ScoreSettings, score_pool
-    from zoo.models import register_model_configs
+    from zoo.models import create_model
 
-    register_model_configs()
     root = tmp_path_factory.mktemp("sweep-pool")
-    pool = root / "pool"
-    shutil.copytree(pool_dir, pool)
+    weights = root / "micro.pt"
     torch.manual_seed(0)
-    torch.save(open_clip.create_model("micro-vit-32").state_dict(), root / "micro.pt")
-    score_pool(pool, model="micro-vit-32", pretrained=str(root / "micro.pt"), tag="seed",
-               settings=ScoreSettings(batch_size=64, workers=0, progress=False))
+    # An untrained seed model: its scores rank the pool arbitrarily, which is all a sweep needs.
+    torch.save(create_model("micro-vit-32")[0].state_dict(), weights)
+    pool = Path(shutil.copytree(pool_dir, root / "pool"))
+    settings = ScoreSettings(batch_size=64, workers=0, progress=False)
+    score_pool(pool, model="micro-vit-32", pretrained=str(weights), tag="seed", settings=settings)
     run_dedup(pool, DedupSettings(scores="seed", method="exact", tag="exact"))
     (pool / "subsets").mkdir(exist_ok=True)
     (pool / "subsets" / "broken.parquet").write_bytes(b"not a parquet file")

@@ -27,8 +27,9 @@ class Best:
 
     @property
     def clear(self) -> bool:
-        """The lead is larger than either arm's seed spread."""
-        return self.runner_point is not None and self.margin > max(self.point.spread, self.runner_point.spread)
+        """The lead is larger than either arm's seed spread (never with one seed: no spread to judge by)."""
+        return (self.runner_point is not None and len(self.point.values) > 1
+                and self.margin > max(self.point.spread, self.runner_point.spread))
 
 
 def best_at(exp: Experiment, budget: float) -> Best | None:
@@ -47,8 +48,8 @@ def best_sentence(exp: Experiment, b: Best) -> str:
     head = f"At {fmt_budget(exp, b.budget)}, {b.best.label} is best with {b.point.mean:.1%} top-1 ({seeds_text(b.point)})"
     if b.runner is None:
         return head + "."
-    verdict = ("a lead larger than the seed spread" if b.clear
-               else "within the seed spread, so not a clear win")
+    verdict = ("one seed, so no spread to judge the lead by" if len(b.point.values) < 2
+               else "a lead larger than the seed spread" if b.clear else "within the seed spread, so not a clear win")
     return (f"{head}, {pp(b.margin)} ahead of {b.runner.label} ({b.runner_point.mean:.1%}, spread "
             f"{pp(b.runner_point.spread)}): {verdict}.")
 
@@ -87,8 +88,14 @@ def _family(model: str) -> str | None:
     return None
 
 
-def _claim(claim: str, verdict: str, evidence: str) -> dict[str, str]:
+def _claim(claim: str, verdict: str, evidence: str, seeds: int = 2) -> dict[str, str]:
+    if seeds < 2:  # a margin over a zero spread is no evidence of a real difference
+        verdict += " on one seed, so tentative"
     return {"claim": claim, "verdict": verdict, "evidence": evidence[:1].upper() + evidence[1:]}
+
+
+def _seeds(exp: Experiment) -> int:
+    return min((len(p.values) for line in exp.lines for p in line.points), default=0)
 
 
 def quality_claim(exp: Experiment) -> dict[str, str] | None:
@@ -107,7 +114,7 @@ def quality_claim(exp: Experiment) -> dict[str, str] | None:
             margin = pts[frac].mean - pts[1.0].mean
             spread = max(pts[frac].spread, pts[1.0].spread)
             wins += 1
-            clear += margin > spread
+            clear += margin > spread and len(pts[frac].values) > 1
             parts.append(f"at {fmt_budget(exp, budget)} top {frac:.0%} beats the full pool by {pp(margin)} "
                          f"(seed spread {pp(spread)})")
         else:
@@ -117,7 +124,7 @@ def quality_claim(exp: Experiment) -> dict[str, str] | None:
     tail = (f"; the best slice grows with the budget ({' -> '.join(f'{f:.0%}' for f in best_fracs)})" if grows
             else f"; best slice by budget: {', '.join(f'{f:.0%}' for f in best_fracs)}")
     return _claim("A smaller high-quality slice beats the full pool at a fixed budget (top 40% best; "
-                  "larger budgets favour larger slices)", verdict, "; ".join(parts) + tail + ".")
+                  "larger budgets favour larger slices)", verdict, "; ".join(parts) + tail + ".", _seeds(exp))
 
 
 def architecture_claim(exp: Experiment) -> dict[str, str] | None:
@@ -135,7 +142,7 @@ def architecture_claim(exp: Experiment) -> dict[str, str] | None:
         spread = max(best["CNN"].spread, best["ViT"].spread)
         gaps.append((budget, best["CNN"].mean - best["ViT"].mean, spread))
     (lo, g_lo, s_lo), (hi, g_hi, s_hi) = gaps[0], gaps[-1]
-    if g_lo > s_lo and -g_hi > s_hi:
+    if g_lo > s_lo and -g_hi > s_hi and _seeds(exp) > 1:
         verdict = "reproduced"
     elif g_lo > g_hi:
         verdict = "partly (the CNN lead shrinks as the budget grows)"
@@ -143,7 +150,7 @@ def architecture_claim(exp: Experiment) -> dict[str, str] | None:
         verdict = "not reproduced"
     evidence = "; ".join(f"at {fmt_budget(exp, b)} the best CNN {'leads' if g >= 0 else 'trails'} the best ViT by "
                          f"{pp(abs(g))} (seed spread {pp(s)})" for b, g, s in gaps)
-    return _claim("CNNs win at small budgets, ViTs at large ones", verdict, evidence + ".")
+    return _claim("CNNs win at small budgets, ViTs at large ones", verdict, evidence + ".", _seeds(exp))
 
 
 def strategy_claim(exp: Experiment) -> dict[str, str] | None:
@@ -158,7 +165,8 @@ def strategy_claim(exp: Experiment) -> dict[str, str] | None:
                else "not reproduced (one strategy leads at every budget)")
     evidence = "; ".join(f"at {fmt_budget(exp, b.budget)} {b.best.label} leads by {pp(b.margin)} "
                          f"(spread {pp(max(b.point.spread, b.runner_point.spread))})" for b in bests if b.runner_point)
-    return _claim("The best strategy (CLIP, FLIP, SLIP, CLIP + augmentation) depends on the budget", verdict, evidence + ".")
+    return _claim("The best strategy (CLIP, FLIP, SLIP, CLIP + augmentation) depends on the budget", verdict,
+                  evidence + ".", _seeds(exp))
 
 
 def half_data_claim(rows: list[dict[str, Any]]) -> dict[str, str] | None:
@@ -167,7 +175,7 @@ def half_data_claim(rows: list[dict[str, Any]]) -> dict[str, str] | None:
 
     ok = [r for r in rows if r["status"] == "ok" and r.get("zeroshot_top1") is not None]
     half = [r for r in ok if r["cfg_strategy"] == "clip-aug" and r["slice_kind"] == "random" and r["sample_size"] == 0.5]
-    parts, verdicts = [], []
+    parts, verdicts, seeds = [], [], 2
     for budget in sorted({r["budget_value"] for r in half}):
         h = [r for r in half if r["budget_value"] == budget]
         full = [r for r in ok if r["cfg_strategy"] == "clip" and r["slice_kind"] == "top" and r["budget_value"] == budget
@@ -175,16 +183,17 @@ def half_data_claim(rows: list[dict[str, Any]]) -> dict[str, str] | None:
         if not full:
             continue
         hv, fv = [r["zeroshot_top1"] for r in h], [r["zeroshot_top1"] for r in full]
+        seeds = min(seeds, len(hv), len(fv))
         diff, spread = fmean(hv) - fmean(fv), max(max(hv) - min(hv), max(fv) - min(fv))
         verdicts.append("match" if abs(diff) <= spread else "beat" if diff > 0 else "miss")
-        parts.append(f"at {budget:.3g} {h[0]['budget_kind']} clip-aug on half of top {h[0]['slice_fraction']:.0%} is "
+        parts.append(f"at {budget:.3g} {'FLOPs' if h[0]['budget_kind'] == 'flops' else 'samples'} clip-aug on half of top {h[0]['slice_fraction']:.0%} is "
                      f"{'+' if diff >= 0 else '-'}{pp(abs(diff))} against clip on all of it "
                      f"({fmean(hv):.1%} vs {fmean(fv):.1%}, seed spread {pp(spread)})")
     if not parts:
         return None
     verdict = ("reproduced" if all(v in ("match", "beat") for v in verdicts)
                else "partly" if any(v in ("match", "beat") for v in verdicts) else "not reproduced")
-    return _claim("CLIP + augmentation on half the data matches CLIP on all of it", verdict, "; ".join(parts) + ".")
+    return _claim("CLIP + augmentation on half the data matches CLIP on all of it", verdict, "; ".join(parts) + ".", seeds)
 
 
 def paper_claims(experiments: list[Experiment], rows: list[dict[str, Any]]) -> list[dict[str, str]]:

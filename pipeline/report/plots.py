@@ -97,5 +97,5 @@ def plot_fraction(exp: Experiment, folder: Path, chance: float | None) -> Path |
         ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, color=colour, linewidth=2, label=fmt_budget(exp, budget))
         best = int(np.argmax(means))
         ax.scatter([xs[best]], [means[best]], s=160, facecolors="none", edgecolors=colour, linewidths=1.5)
-    ax.text(0.01, 0.02, "circle: best slice at that budget", transform=ax.transAxes, fontsize=8, color="dimgrey")
+    ax.text(0.01, 0.97, "circle: best slice at that budget", transform=ax.transAxes, fontsize=8, color="dimgrey", va="top")
     return _finish(fig, ax, folder / f"{exp.name}_fraction.png", chance)
