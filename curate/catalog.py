@@ -34,6 +34,32 @@ def _file_list(paths: list[Path]) -> str:
     return "[" + ", ".join(_sql_string(str(p)) for p in paths) + "]"
 
 
+# Columns each view's files must hold (docs/design.md, column contracts), and the fix for a bad file.
+REQUIRED_COLUMNS = {
+    "samples": (("key", "uid", "status"), "rerun `curate download` after deleting its _stats.json"),
+    "scores": (("uid", "clip_score"), "delete it and rerun `curate score`"),
+    "dedup": (("uid", "keep"), "rerun `curate dedup` with --overwrite"),
+}
+
+
+def check_parquet_files(paths: list[Path], kind: str) -> list[Path]:
+    """Each file is a readable parquet with the columns `kind`'s view needs (a one-line UserError if not)."""
+    import pyarrow.parquet as pq
+
+    required, fix = REQUIRED_COLUMNS[kind]
+    for path in paths:
+        try:
+            names = set(pq.read_schema(path).names)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"{path} is not a readable parquet file ({first}); {fix}") from None
+        missing = [c for c in required if c not in names]
+        if missing:
+            raise UserError(f"{path} has no column {', '.join(map(repr, missing))} (a {kind} file needs "
+                            f"{', '.join(required)}); {fix}")
+    return paths
+
+
 def _choose(kind: str, option: str, wanted: str | None, available: list[str], pool: Path) -> str | None:
     """The tag/name to use: the one asked for, or the only one; None when there is none."""
     if wanted is not None:
@@ -120,7 +146,7 @@ def open_catalog(
         con.execute(f"SET threads = {int(threads)}")
     views: list[str] = []
 
-    shard_files = shard_parquets(layout.shards_dir)
+    shard_files = check_parquet_files(shard_parquets(layout.shards_dir), "samples")
     if shard_files:
         con.execute(
             "CREATE VIEW samples AS SELECT * EXCLUDE (filename), "
@@ -129,7 +155,7 @@ def open_catalog(
         )
         views.append("samples")
     if tags:
-        all_files = [f for t in tags for f in shard_parquets(layout.scores_dir(t))]
+        all_files = check_parquet_files([f for t in tags for f in shard_parquets(layout.scores_dir(t))], "scores")
         con.execute(
             "CREATE VIEW scores_all AS SELECT * EXCLUDE (filename), "
             "regexp_extract(filename, '[\\\\/]scores[\\\\/]([^\\\\/]+)[\\\\/][^\\\\/]+$', 1) AS tag, "
@@ -151,7 +177,7 @@ def open_catalog(
             )
             views.append("scored")
     if names:
-        group_files = [layout.dedup_groups(n) for n in names]
+        group_files = check_parquet_files([layout.dedup_groups(n) for n in names], "dedup")
         con.execute(
             "CREATE VIEW dedup_all AS SELECT * EXCLUDE (filename), "
             "regexp_extract(filename, '[\\\\/]dedup[\\\\/]([^\\\\/]+)[\\\\/]groups\\.parquet$', 1) AS name "

@@ -29,7 +29,7 @@ from curate.filter.run import tool_version
 from curate.filter.subsets import read_subset_metadata
 from shards.layout import Pool
 from shards.manifest import brace_pattern, read_manifest, shard_name, write_json_atomic, write_manifest
-from shards.reader import IMAGE_EXTENSIONS, TarIndex, index_tar
+from shards.reader import IMAGE_EXTENSIONS, TarIndex, UnsafeTarError, index_tar
 from shards.writer import WrittenShard, write_shard
 
 PLAN_NAME = ".export-plan.json"
@@ -57,6 +57,13 @@ class _ShardReaders:
         self.handles: OrderedDict[str, Any] = OrderedDict()
 
     def read(self, shard: str, key: str) -> dict[str, bytes]:
+        try:
+            return self._read(shard, key)
+        except UnsafeTarError as exc:
+            raise UserError(f"pool shard refused: {exc}; re-download it (delete its _stats.json, "
+                            "rerun `curate download`) and rerun the export") from None
+
+    def _read(self, shard: str, key: str) -> dict[str, bytes]:
         if shard not in self.indexes:
             self.indexes[shard] = index_tar(self.pool.shard_tar(shard))
         index = self.indexes[shard]

@@ -51,7 +51,8 @@ def inspect_pool(pool: Path, placeholder_min_urls: int = 5) -> dict:
     rows_with_duplicate_url = con.sql(
         "SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM pool_rows GROUP BY url HAVING count(*) > 1)"
     ).fetchall()[0][0]
-    placeholders = con.sql(
+    has_sha256 = "sha256" in con.sql("SELECT * FROM pool_rows LIMIT 0").columns
+    placeholders = [] if not has_sha256 else con.sql(
         """SELECT sha256, count(DISTINCT url) AS urls, min(url) AS example_url
            FROM pool_rows WHERE status = 'success' AND sha256 IS NOT NULL
            GROUP BY sha256 HAVING count(DISTINCT url) >= $min ORDER BY urls DESC, sha256""",

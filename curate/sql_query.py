@@ -34,6 +34,8 @@ def run_sql(
     if not body:
         raise UserError("the query is empty; pass e.g. \"SELECT count(*) FROM samples\"")
     with open_catalog(pool, scores=scores, dedup=dedup) as catalog:
+        if not catalog.views:
+            raise UserError(f"{pool} holds no pool parquet (shards/*.parquet); run `curate download INPUT {pool}` first")
         try:
             relation = catalog.con.sql(body)
             if relation is None:

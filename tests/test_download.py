@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from clikit.errors import UserError
 from curate.download.run import DownloadSettings, download_pool
 from curate.inspect import inspect_pool
 from shards.uid import sample_uid
@@ -199,8 +200,13 @@ def test_private_addresses_are_refused_by_default(demo_dir, tmp_path):
     with start_server(tmp_path / "site", port=0) as server:
         urls = [f"{server.url}/{names[0]}", f"http://localhost:{server.port}/{names[1]}"]
         pq.write_table(pa.table({"URL": urls, "TEXT": ["a", "b"]}), tmp_path / "in.parquet")
-        result = download_pool(tmp_path / "in.parquet", tmp_path / "pool", settings=DownloadSettings(threads=2))
-        assert result.success == 0 and result.failures_by_reason == {"private-address": 2}
+        with pytest.raises(UserError) as refused:  # zero successes: the pool is kept, the run is an error
+            download_pool(tmp_path / "in.parquet", tmp_path / "pool", settings=DownloadSettings(threads=2))
+        assert str(refused.value) == (
+            "no image was downloaded: all 2 rows failed (private-address 2); pass --allow-private for a loopback "
+            f"or private server; see {tmp_path / 'pool'}/shards/*.parquet")
+        counts = json.loads((tmp_path / "pool" / "pool.json").read_text())["counts"]
+        assert counts["success"] == 0 and counts["failures_by_reason"] == {"private-address": 2}
         allowed = download_pool(tmp_path / "in.parquet", tmp_path / "pool2",
                                 settings=DownloadSettings(threads=2, image_size=64, allow_private=True))
         assert allowed.success == 2

@@ -87,9 +87,10 @@ def normalise_input(table: pa.Table, url_col: str, caption_col: str, source: str
         )
     if table.num_rows == 0:
         raise UserError(f"{source} has no rows: nothing to download")
-    urls = [None if u is None else str(u) for u in table.column(url_col).to_pylist()]
-    captions = [None if c is None else str(c) for c in table.column(caption_col).to_pylist()]
+    urls = _text_values(table.column(url_col), "url", source)
+    captions = _text_values(table.column(caption_col), "caption", source)
     uids = [sample_uid(u or "", c) for u, c in zip(urls, captions)]
+    _refuse_repeats(uids, source)
     extra = [c for c in table.column_names if c not in (url_col, caption_col) and c not in RESERVED_COLUMNS]
     columns = {"uid": pa.array(uids, pa.string()), "url": pa.array(urls, pa.string()), "caption": pa.array(captions, pa.string())}
     for name in extra:
@@ -99,3 +100,50 @@ def normalise_input(table: pa.Table, url_col: str, caption_col: str, source: str
             column = column.cast(pa.string()) if not pa.types.is_nested(column.type) else pa.array([str(v) for v in column.to_pylist()])
         columns[name] = column
     return pa.table(columns), ColumnMapping(url=url_col, caption=caption_col, extra=extra)
+
+
+def _text_values(column: pa.ChunkedArray, what: str, source: str) -> list[str | None]:
+    """A url/caption column as Python strings: text is checked as UTF-8 without NUL bytes.
+
+    Binary columns are decoded as UTF-8 (never spelt as "b'...'"); other types as str().
+    """
+    values = column.to_pylist() if not pa.types.is_string(column.type) else None
+    if values is None:
+        try:
+            column.validate(full=True)  # invalid UTF-8 in a string column
+            values = column.to_pylist()
+        except (pa.ArrowInvalid, UnicodeDecodeError):
+            values = column.cast(pa.binary()).to_pylist()
+    out: list[str | None] = []
+    for row, value in enumerate(values):
+        if isinstance(value, (bytes, bytearray)):
+            try:
+                value = bytes(value).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(
+                    f"{source} row {row}: the {what} is not valid UTF-8 (byte 0x{value[exc.start]:02x} at offset "
+                    f"{exc.start}); re-encode the input as UTF-8"
+                ) from None
+        elif value is not None:
+            value = str(value)
+        if value is not None and "\x00" in value:
+            raise UserError(f"{source} row {row}: the {what} holds a NUL byte (at offset {value.index(chr(0))}); remove it")
+        out.append(value)
+    return out
+
+
+def _refuse_repeats(uids: list[str], source: str) -> None:
+    """Two rows with the same url and caption would be one sample twice (the same uid)."""
+    first_row: dict[str, int] = {}
+    repeats: list[tuple[int, int, str]] = []
+    for row, uid in enumerate(uids):
+        if uid in first_row:
+            repeats.append((first_row[uid], row, uid))
+        else:
+            first_row[uid] = row
+    if repeats:
+        a, b, uid = repeats[0]
+        raise UserError(
+            f"{source} rows {a} and {b} have the same url and caption (uid {uid}); {len(repeats)} repeated "
+            f"row{'s' if len(repeats) > 1 else ''} in all: drop the repeats (rows count from 0)"
+        )

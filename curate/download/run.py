@@ -225,4 +225,8 @@ def download_pool(
         sort_keys=True,
         default=str,
     )
+    if success == 0:  # kept on disk (inspectable, resumable) but surely not what the user meant
+        why = ", ".join(f"{k} {v}" for k, v in reasons.items())
+        hint = "; pass --allow-private for a loopback or private server" if "private-address" in reasons else ""
+        raise UserError(f"no image was downloaded: all {failed} rows failed ({why}){hint}; see {pool}/shards/*.parquet")
     return result

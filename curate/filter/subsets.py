@@ -121,8 +121,21 @@ def read_subset_metadata(pool: str | Path, name: str) -> dict[str, Any]:
             f"subset {name!r} not found in {parquet_path.parent} (available: {', '.join(have) or 'none'}); "
             "make it with `curate filter --name`"
         )
-    raw = (pq.read_schema(parquet_path).metadata or {}).get(METADATA_KEY)
-    return json.loads(raw) if raw else {}
+    try:
+        schema = pq.read_schema(parquet_path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"subset file {parquet_path} is not a readable parquet file ({first}); "
+                        "make it again with `curate filter --overwrite`") from None
+    if "uid" not in schema.names:
+        raise UserError(f"subset file {parquet_path} has no column 'uid' (columns: {', '.join(schema.names) or 'none'}); "
+                        "make it again with `curate filter --overwrite`")
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        raise UserError(f"subset file {parquet_path} has unreadable clipcurate metadata; "
+                        "make it again with `curate filter --overwrite`") from None
 
 
 def load_datacomp_npy(path: str | Path) -> np.ndarray:

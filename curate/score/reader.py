@@ -25,6 +25,10 @@ from PIL import Image
 from curate.score.batched import SplitPreprocess, phash_batch, phash_thumbnail, tokenize_batch
 from shards.reader import IMAGE_EXTENSIONS, iter_tar_samples
 
+# Images above this are refused from their header (as `curate download --max-pixels` does):
+# a shard is untrusted input, and one 100 Mpx image would cost a worker 300 MB and seconds.
+MAX_PIXELS = 50_000_000
+
 
 @dataclass(frozen=True)
 class ShardJob:
@@ -53,6 +57,9 @@ def _decode_image(row: dict[str, Any], sample: dict[str, bytes], preprocess: Spl
     row["image_sha256"] = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.size[0] * img.size[1] > MAX_PIXELS:  # judged from the header: never decoded
+                row["error"] = f"image area too large ({img.size[0]}x{img.size[1]} px, refused before decoding)"
+                return None
             img.load()
             rgb = img.convert("RGB")
     except Exception as exc:  # noqa: BLE001 - any undecodable image is a row with a reason

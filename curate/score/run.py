@@ -194,6 +194,17 @@ def score_pool(
     return result
 
 
+def _checked_tar(path: Path) -> Path:
+    """A shard's tar, refused before any worker reads it if a member name is unsafe or it is cut short."""
+    from shards.reader import scan_tar
+
+    _, problems = scan_tar(path)
+    if problems:
+        raise UserError(f"pool shard refused: {path}: {problems[0]}; nothing of it was scored "
+                        "(re-download it: delete its _stats.json and rerun `curate download`)")
+    return path
+
+
 def default_workers() -> int:
     """Decoding workers: one per core, up to 8.
 
@@ -211,7 +222,7 @@ def _score_shards(pool: Pool, seed, pending, device, dim, settings, result) -> N
     if settings.threads is not None:
         # With a model cheaper than decoding on a small CPU, fewer model threads leave cores to the workers.
         torch.set_num_threads(settings.threads)
-    jobs = [ShardJob(s, pool.shard_tar(s)) for s in pending]
+    jobs = [ShardJob(s, _checked_tar(pool.shard_tar(s))) for s in pending]
     dataset = ChunkedShards(jobs, settings.batch_size, seed.preprocess, seed.tokenizer)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",

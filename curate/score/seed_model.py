@@ -43,7 +43,14 @@ def load_seed_model(model: str | None, pretrained: str | None, checkpoint: str |
         path = Path(checkpoint)
         if not path.exists():
             raise UserError(f"checkpoint {checkpoint} does not exist; give a run folder (runs/NAME) or a .pt file")
-        net, preprocess, tokenizer, name = load_model(path, device=device)
+        try:
+            net, preprocess, tokenizer, name = load_model(path, device=device)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged file fails deep in torch's unpickler, in many types
+            first = (str(exc).strip().splitlines() or [""])[0][:120]
+            raise UserError(f"checkpoint {path} is corrupt or not a torch checkpoint ({type(exc).__name__}: {first}); "
+                            "use another checkpoint") from None
         if model and model != name:
             raise UserError(f"--model {model} does not match the checkpoint's model {name}; drop --model")
         run_name = path.name if path.is_dir() else (path.parent.name if path.name == "final.pt" else path.stem)
