@@ -116,6 +116,17 @@ def test_non_public_addresses(address):
     assert not guard.is_public_address(address)
 
 
+def guarded_fetch_error(url: str) -> urllib.error.URLError:
+    """The error urlopen raises for `url` through the download's address guard (it must raise)."""
+    guard.install_address_guard(allow_private=False)
+    try:
+        with pytest.raises(urllib.error.URLError) as caught:
+            urllib.request.urlopen(url, timeout=5)
+    finally:
+        urllib.request.install_opener(None)
+    return caught.value
+
+
 @pytest.fixture
 def no_connect(monkeypatch):
     """Every socket.connect is recorded and refused: a guard that lets one through fails the test."""
@@ -135,13 +146,7 @@ def no_connect(monkeypatch):
     ("localhost", "127.0.0.1"), ("0", "0.0.0.0"),
 ])
 def test_guard_refuses_before_connecting(host, resolved, no_connect):
-    guard.install_address_guard(allow_private=False)
-    try:
-        with pytest.raises(urllib.error.URLError) as caught:
-            urllib.request.urlopen(f"http://{host}:9/x.jpg", timeout=2)
-    finally:
-        urllib.request.install_opener(None)
-    reason = caught.value.reason
+    reason = guarded_fetch_error(f"http://{host}:9/x.jpg").reason
     assert isinstance(reason, guard.PrivateAddressError) and no_connect == []
     name = host.strip("[]")
     assert str(reason).startswith(f"refused: private address {resolved}") or (
@@ -170,15 +175,12 @@ def test_a_redirect_hop_to_a_private_address_is_refused(monkeypatch):
     connects: list = []
     real_connect = socket.socket.connect
     monkeypatch.setattr(socket.socket, "connect", lambda s, a: (connects.append(a), real_connect(s, a))[1])
-    guard.install_address_guard(allow_private=False)
     try:
-        with pytest.raises(urllib.error.URLError) as caught:
-            urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/start", timeout=5)
+        error = guarded_fetch_error(f"http://127.0.0.1:{server.server_port}/start")
     finally:
-        urllib.request.install_opener(None)
         server.shutdown()
     assert seen == ["/start"] and [a[0] for a in connects] == ["127.0.0.1"]
-    assert str(caught.value.reason) == "refused: private address 127.0.0.2 for host '127.0.0.2' (--allow-private lifts this)"
+    assert str(error.reason) == "refused: private address 127.0.0.2 for host '127.0.0.2' (--allow-private lifts this)"
 
 
 @pytest.mark.parametrize("side, max_pixels, problem", [
