@@ -297,7 +297,10 @@ def test_method_lists_label_exact_first(lookalikes):
     g = _groups(pool, "exact+phash-knn")
     assert g["method"][150] == g["method"][151] == "exact" and g["method"][71] == g["method"][72] == "phash-knn"
     assert list(summary["per_method"]) == ["exact", "phash-knn"]
-    assert summary["args"]["resolved"] == {"exact": {}, "phash-knn": {"phash_bits": 6, "threshold": 0.95}}
+    assert summary["args"]["resolved"] == {"exact": {}, "phash-knn": {"phash_bits": 6, "threshold": "auto"}}
+    # Random hashes give too few hard negatives (12-20 bits apart) to measure: the fixed bar.
+    measured = summary["search"]["phash-knn"]
+    assert measured["threshold"] == 0.95 and "fallback" in measured["calibration"]
     combined = run_dedup(pool, DedupSettings(scores="seed", method="all,semdedup", tag="every"))
     assert list(combined["per_method"]) == ["exact", "phash", "knn", "semdedup"]
     assert combined["args"]["resolved"]["phash"] == {"phash_bits": 4}
@@ -388,3 +391,27 @@ def test_cli_warns_of_runaway_groups_and_prints_a_threshold_table(chained, tmp_p
     bad = subprocess.run([sys.executable, "-m", "curate", "dedup", str(pool), "--scores", "seed", "--truth",
                           str(tmp_path / "missing.parquet")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "--truth" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_phash_knn_bar_is_measured_on_hard_negatives(tmp_path):
+    """Two hash values 14 bits apart: every cross pair is a hard negative, so the measured bar
+    is their 99.9th percentile cosine + 0.02; a copy above it is joined, a look-alike is not."""
+    rng = np.random.default_rng(8)
+    x = random_vectors(N, DIM, rng, clustered=True)
+    x[1] = near_copy(x[0:1], np.array([0.999]), rng)[0]
+    phash = np.full(N, np.uint64(0x0F0F_0F0F_0F0F_0F0F))
+    phash[N // 2:] = _flip(phash[0], 14)
+    pool = tmp_path / "pool"
+    for k in range(3):
+        sl = slice(100 * k, 100 * (k + 1))
+        write_shard(pool, "seed", k, x[sl], 100 * k, phash=phash[sl])
+    summary = run_dedup(pool, DedupSettings(scores="seed", method="phash-knn"))
+    stored = np.concatenate([np.load(pool / "embeddings" / "seed" / f"{k:05d}.npy") for k in range(3)]).astype(np.float32)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    cross = (stored[: N // 2] @ stored[N // 2:].T).ravel()
+    expected = round(float(np.quantile(np.concatenate([cross, cross]), 0.999)) + 0.02, 4)
+    measured = summary["search"]["phash-knn"]
+    assert measured["calibration"]["pairs"] == 2 * (N // 2) ** 2 and "fallback" not in measured["calibration"]
+    assert measured["threshold"] == pytest.approx(min(expected, 0.999), abs=2e-4)
+    gid = _groups(pool, "phash-knn")["group_id"]
+    assert gid[0] == gid[1]  # the copy clears the bar

@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
             help="One or more of, comma-separated: exact: same image bytes (sha256); phash: perceptual hashes "
                  "within --phash-bits (default 4); phash-knn: phash within --phash-bits (default 6) AND image "
                  "embeddings agreeing (cosine >= --threshold, default 0.95, at the largest distance, down to 0.1 "
-                 "lower for identical hashes); knn: embeddings with cosine >= --threshold (default 0.95; FAISS); "
+                 "lower for identical hashes; the bar is measured on the pool unless --threshold is given); "
+                 "knn: embeddings with cosine >= --threshold (default 0.95; FAISS); "
                  "semdedup: k-means clusters, then knn pairs within each (SemDeDup); all: exact,phash,knn. "
                  "Default exact,phash-knn: either near signal alone is fooled (flat backgrounds collide in "
                  "phash; a weak seed model puts look-alikes above 0.95), together they agree on copies.",
@@ -37,7 +38,8 @@ def register(app: typer.Typer) -> None:
         threshold: Optional[float] = typer.Option(
             None, "--threshold",
             help="Cosine similarity in (0, 1] at which two images are near duplicates, for every embedding "
-                 "method and --against. Default: 0.95.",
+                 "method and --against. Default: 0.95 for knn, semdedup and --against; for phash-knn, measured "
+                 "on the pool (how high look-alikes score under this seed model; summary.json records it).",
         ),
         tag: Optional[str] = typer.Option(None, "--tag", help="Output name: dedup/NAME/. Default: the methods joined by '+' (dedup/exact+phash-knn)."),
         keep: str = typer.Option("best-score", "--keep", help="Member kept per group: best-score (highest clip_score, ties by uid) or first (pool order)."),

@@ -18,9 +18,10 @@ rule out near d = 0 is a different picture on the same ground, and those score f
 0.82-0.86. With a flat bar of 0.9 those copies were the near pairs missed (recall 0.957);
 with the slope recall is 1.0 at precision 0.98 and stays above 0.96 / 0.99 for 6-10 bits
 and bars 0.88-0.92 (measured after grouping, with exact).
-Those figures came from a tiny-resnet-32 seed model. A second seed model (tiny-resnet-64)
-moved 19 wrong pairs above 0.9 at 4-8 bits (near precision 0.88), so the defaults are 6 bits
-and 0.95: near precision/recall 0.99/0.96 and 0.96/0.99 with the two models.
+Those figures came from one seed model on the shapes pool. Another model, or the real demo
+pool, moves every cosine: the bar at `max_bits` is therefore measured on the pool by default
+(calibrate.py: hard negatives' 99.9th percentile + 0.02), and `threshold` is that value
+unless --threshold fixes it.
 
 Candidates are every pair of rows inside one hash value and every pair across two
 distinct values within `max_bits` (FAISS multi-index hashing finds the value pairs).

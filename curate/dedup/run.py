@@ -122,8 +122,15 @@ def _find_pairs(method: str, scored: ScoredPool, cols, dim, settings: DedupSetti
         from curate.dedup.phash_knn import phash_knn_pairs
 
         bits, threshold = settings.phash_bits_for("phash-knn"), settings.threshold_for("phash-knn")
+        calibration = None
+        if threshold == "auto":
+            from curate.dedup.calibrate import calibrate_threshold
+
+            threshold, calibration = calibrate_threshold(scored, cols.phash, cols.phash_valid, bits, settings.seed)
         pairs, counts = phash_knn_pairs(scored, cols.phash, cols.phash_valid, bits, threshold, settings.progress)
         search["phash-knn"] = {"phash_bits": bits, "threshold": threshold, **counts}
+        if calibration:
+            search["phash-knn"]["calibration"] = calibration
         return pairs
     if method == "knn":
         threshold = settings.threshold_for("knn")

@@ -168,6 +168,11 @@ def threshold_table(pool: str | Path, settings: Any, truth_parquet: str | Path,
     uses_threshold = [m for m in settings.methods if m in DEFAULT_THRESHOLD]
     dim = check_embeddings(scored) if uses_threshold else None
     base = settings.threshold_for(uses_threshold[0]) if uses_threshold else None
+    if base == "auto":  # the bar the run measured on this pool
+        from curate.dedup.calibrate import calibrate_threshold
+
+        base, _ = calibrate_threshold(scored, cols.phash, cols.phash_valid, settings.phash_bits_for("phash-knn"),
+                                      settings.seed)
     thresholds = sorted({round(base + o, 4) for o in offsets if 0 < base + o <= 1}) if base is not None else [None]
     rows = []
     for threshold in thresholds:
