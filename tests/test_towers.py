@@ -129,3 +129,14 @@ def test_bad_text_sources_fail_in_one_line(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="corrupt or not a torch checkpoint"):
         init_text_tower(model, str(tmp_path / "junk.pt"))
+
+
+@pytest.mark.parametrize("content", [b"junk", b"", b"PK\x03\x04 not really a zip"])
+def test_a_damaged_checkpoint_is_one_line_whatever_the_damage(tmp_path, content):
+    """What `train run --resume` and `curate score --checkpoint` read: struct, zip and EOF errors alike."""
+    from zoo.checkpoint import read_checkpoint
+
+    path = tmp_path / "step_10.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match="is corrupt or not a torch checkpoint"):
+        read_checkpoint(path)

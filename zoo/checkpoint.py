@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ def load_torch_file(path: str | Path, device: str | torch.device = "cpu") -> Any
         raise UserError(f"checkpoint {path} does not exist; give a run directory or a .pt file written by `train run`")
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, struct.error, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"checkpoint {path} is corrupt or not a torch checkpoint ({first[:120]}); "
                         "use another checkpoint") from exc
