@@ -42,10 +42,10 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def kill9_at_step_4_and_resume(out: Path, args: list[str]) -> None:
-    """Start `train run --out OUT ARGS`, kill -9 it once checkpoints/step_00000004.pt exists,
-    then finish it with --resume."""
-    proc = subprocess.Popen([sys.executable, "-m", "train", "run", "--out", str(out), *args], cwd=ROOT, env=ENV,
+def kill9_at_step_4_and_resume(out: Path, args: list[str], command: str = "run") -> None:
+    """Start `train COMMAND --out OUT ARGS`, kill -9 it once checkpoints/step_00000004.pt
+    exists, then finish it with --resume."""
+    proc = subprocess.Popen([sys.executable, "-m", "train", command, "--out", str(out), *args], cwd=ROOT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "checkpoints").glob("step_00000004.pt")):
@@ -53,7 +53,7 @@ def kill9_at_step_4_and_resume(out: Path, args: list[str]) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "final.pt").exists(), "the run finished before it could be killed"
-    train_cli("run", "--out", str(out), "--resume", *args)
+    train_cli(command, "--out", str(out), "--resume", *args)
 
 
 def test_run_writes_everything_and_final_loads_in_open_clip(shapes, tmp_path):

@@ -224,4 +224,8 @@ def _batches(cfg: TrainConfig, info: DistInfo, built: _Model, shards: list[str],
         need_text=built.needs_text,
     )
     state.positions = list(positions)
-    return iter(make_loader(stream, pin_memory=info.device.type == "cuda"))
+    # Starting a DataLoader iterator draws its base seed from the global RNG. Our streams are
+    # seeded by themselves, and a resumed run must not draw once more than the run it
+    # continues (MIM masks, FLIP drops and augmentations come from that RNG), so fork it.
+    with torch.random.fork_rng(devices=[]):
+        return iter(make_loader(stream, pin_memory=info.device.type == "cuda"))

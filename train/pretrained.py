@@ -126,5 +126,5 @@ def report_inits(towers: Towers, out: Path) -> None:
         print(report.format(), file=sys.stderr, flush=True)
     if summary["trainable_params"] < summary["params"]:
         print(f"training {summary['trainable_params']:,} of {summary['params']:,} parameters "
-              "(locked towers are frozen)", file=sys.stderr, flush=True)
+              "(the rest is frozen: locked towers, or a MIM student's text tower)", file=sys.stderr, flush=True)
     write_json_atomic(out / "init.json", summary)

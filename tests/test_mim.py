@@ -1,0 +1,111 @@
+"""`train mim` end to end on real shards: a teacher CLIP from `train run`, MIM of a timm EVA
+tower that resumes bitwise after kill -9, `train run --init-image MIM_RUN` with FLIP,
+--unmasked-fraction and --layer-decay, one-line refusals (exit 2), and a weak-to-strong
+plan that reuses finished stages."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_run import kill9_at_step_4_and_resume, train_cli
+
+FAST = ["--batch-size", "16", "--workers", "1", "--threads", "1", "--no-progress", "--log-every", "1",
+        "--shuffle-buffer", "50"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Shards without the need for captions, an eval folder, and a 4-step teacher CLIP."""
+    from shapes_data import make_eval_dir, make_shape_shards
+
+    root = tmp_path_factory.mktemp("mim")
+    make_shape_shards(root / "data", 120, per_shard=40, corrupt=1)
+    make_eval_dir(root / "eval", per_class=1)
+    train_cli("run", "--data", str(root / "data"), "--out", str(root / "teacher"), "--samples", "64", *FAST)
+    return root
+
+
+def test_mim_resumes_bitwise_after_kill9_and_initialises_a_flip_eva_clip(runs, tmp_path):
+    args = ["--teacher", str(runs / "teacher"), "--data", str(runs / "data"), "--samples", "128",
+            "--checkpoint-every", "2", *FAST]
+    proc = train_cli("mim", "--out", str(tmp_path / "alone"), *args)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 8 and summary["flops"] == 8 * summary["flops_per_step"] > 0
+    killed = tmp_path / "killed"
+    kill9_at_step_4_and_resume(killed, args, command="mim")
+    a = torch.load(tmp_path / "alone" / "final.pt", weights_only=True)
+    b = torch.load(killed / "final.pt", weights_only=True)
+    assert (a["step"], a["flops"], a["model_name"]) == (b["step"], b["flops"], "tiny-eva02-32")
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    lines = [json.loads(l) for l in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == list(range(1, 9)) and "temperature" not in lines[0]
+    assert lines[-1]["loss"] < lines[0]["loss"]  # the student learns the teacher's features
+    ckpt = torch.load(sorted((killed / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    assert set(ckpt["head"]) == {"mask_token", "regress.weight", "regress.bias"}
+
+    # The MIM run initialises an EVA CLIP, trained with FLIP, an unmasked tail and layer decay.
+    out = tmp_path / "clip"
+    proc = train_cli("run", "--data", str(runs / "data"), "--out", str(out), "--model", "tiny-eva02-32",
+                     "--init-image", str(killed), "--strategy", "flip", "--unmasked-fraction", "0.25",
+                     "--layer-decay", "0.75", "--samples", "64", *FAST)
+    assert f"image tower <- {killed}: 76 loaded, 0 resampled, 0 new" in proc.stderr
+    import yaml
+
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["flops_per_step"] < 0.75 * config["flops_per_step_unmasked"]
+    assert (config["total_steps"], config["layer_decay"]) == (4, 0.75)
+    init = json.loads((out / "init.json").read_text())
+    assert init["image"]["counts"] == {"loaded": 76}
+
+
+def test_misfits_fail_in_one_line_with_exit_2(runs, tmp_path):
+    from zoo.models import create_model
+
+    micro = tmp_path / "micro.pt"  # a ViT teacher with a 4x4 patch grid (patch 8 at 32 px)
+    torch.save({"model_name": "micro-vit-32", "state_dict": create_model("micro-vit-32")[0].state_dict()}, micro)
+    resnet = tmp_path / "resnet.pt"
+    torch.save({"model_name": "tiny-resnet-32", "state_dict": create_model("tiny-resnet-32")[0].state_dict()}, resnet)
+    cases = [
+        (["--teacher", str(micro)], "the teacher's features do not fit the student: the teacher gives 4x4"),
+        (["--teacher", str(runs / "teacher"), "--model", "tiny-resnet-32"], "no patch tokens"),
+        (["--teacher", str(resnet)], "the teacher must be a ViT or EVA CLIP"),
+        (["--teacher", str(runs / "teacher"), "--mask-ratio", "1.5"], "--mask-ratio"),
+    ]
+    for extra, needle in cases:
+        proc = train_cli("mim", "--data", str(runs / "data"), "--out", str(tmp_path / "r"), "--samples", "32",
+                         *FAST, *extra, check=False)
+        err = [l for l in proc.stderr.splitlines() if l.strip()]
+        assert proc.returncode == 2 and len(err) == 1 and needle in err[0], proc.stderr[-2000:]
+
+
+def test_weak_to_strong_plan_runs_reuses_and_tabulates(runs, tmp_path):
+    from train.weak_to_strong import format_table, run_plan
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"""
+data: {runs / 'data'}
+eval: {runs / 'eval'}
+defaults: {{batch_size: 16, workers: 0, threads: 1, shuffle_buffer: 50, log_every: 1}}
+stages:
+  - {{name: small, kind: clip, model: tiny-vit-32, samples: 32}}
+  - {{name: mim, kind: mim, teacher: small, model: small-eva02-32, samples: 32}}
+  - {{name: big, kind: clip, model: small-eva02-32, init_image: mim, samples: 32}}
+""")
+    rows = run_plan(plan, tmp_path / "w2s", progress=False)
+    assert [(r["stage"], r["kind"], r["from"]) for r in rows] == [
+        ("small", "clip", ""), ("mim", "mim", "small"), ("big", "clip", "mim")]
+    assert all(r["flops"] > 0 for r in rows) and rows[2]["zeroshot_top1"] is not None
+    assert rows[1]["zeroshot_top1"] is None
+    final = (tmp_path / "w2s" / "big" / "final.pt").stat().st_mtime_ns
+    again = run_plan(plan, tmp_path / "w2s", progress=False)  # finished stages are reused, not rerun
+    assert again == rows and (tmp_path / "w2s" / "big" / "final.pt").stat().st_mtime_ns == final
+    assert json.loads((tmp_path / "w2s" / "table.json").read_text()) == rows
+    assert "| big | clip | small-eva02-32 | mim |" in format_table(rows)
+    plan.write_text("stages: [{name: a, kind: mae}]")
+    from clikit.errors import UserError
+
+    with pytest.raises(UserError, match="kind 'mae'"):
+        run_plan(plan, tmp_path / "bad")
