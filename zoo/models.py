@@ -25,6 +25,19 @@ def _strip_timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _eva02_32(width: int, depth: int, heads: int, kwargs: dict[str, Any]):
+    """An EVA02 tower at 32 px with patch 4 (an 8x8 grid): rope, SwiGLU, scaled MLP."""
+    from timm.models.eva import _create_eva
+
+    args = dict(
+        img_size=32, patch_size=4, embed_dim=width, depth=depth, num_heads=heads,
+        mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True,
+        use_rot_pos_emb=True, ref_feat_shape=(8, 8),
+    )
+    # Borrow eva02_tiny's pretrained_cfg only for metadata; weights are never loaded.
+    return _create_eva("eva02_tiny_patch14_224", pretrained=False, **dict(args, **_strip_timm_kwargs(kwargs)))
+
+
 def _register_timm_towers() -> None:
     from timm.models import register_model
     from timm.models._registry import is_model
@@ -35,27 +48,12 @@ def _register_timm_towers() -> None:
     @register_model
     def clipcurate_eva02_tiny_32(pretrained: bool = False, **kwargs: Any):
         """EVA02 tower at 32 px: patch 4, width 128, 4 blocks, rope, SwiGLU (EVA02's recipe)."""
-        from timm.models.eva import _create_eva
-
-        args = dict(
-            img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4,
-            mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True,
-            use_rot_pos_emb=True, ref_feat_shape=(8, 8),
-        )
-        # Borrow eva02_tiny's pretrained_cfg only for metadata; weights are never loaded.
-        return _create_eva("eva02_tiny_patch14_224", pretrained=False, **dict(args, **_strip_timm_kwargs(kwargs)))
+        return _eva02_32(128, 4, 4, kwargs)
 
     @register_model
     def clipcurate_eva02_small_32(pretrained: bool = False, **kwargs: Any):
         """The weak-to-strong student: tiny's recipe at width 192, 6 blocks, 6 heads."""
-        from timm.models.eva import _create_eva
-
-        args = dict(
-            img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=6,
-            mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True,
-            use_rot_pos_emb=True, ref_feat_shape=(8, 8),
-        )
-        return _create_eva("eva02_tiny_patch14_224", pretrained=False, **dict(args, **_strip_timm_kwargs(kwargs)))
+        return _eva02_32(192, 6, 6, kwargs)
 
     @register_model
     def clipcurate_convnext_tiny_32(pretrained: bool = False, **kwargs: Any):
