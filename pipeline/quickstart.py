@@ -237,6 +237,9 @@ class Quickstart:
             if not subset.exists():
                 run_filter(self.pool, "top40", top=self.config.top, scores=self.scores_tag, dedup=DEDUP_TAG)
             meta = read_subset_metadata(self.pool, "top40")
+            if meta.get("scores_tag") != self.scores_tag:  # reuse is by presence: refuse a stale slice
+                raise UserError(f"{subset} was selected by scores/{meta.get('scores_tag')}, not scores/"
+                                f"{self.scores_tag}; this --workdir ran with the other --seed: use a new --workdir")
             if not (self.shardset / "manifest.json").exists():
                 export_subset(self.pool, "top40", self.shardset, samples_per_shard=250, shuffle=True, seed=self.config.seed)
             report = verify_shardset(self.shardset)
