@@ -83,7 +83,7 @@ def test_score_refuses_corrupt_pretrained_weights(pool, tmp_path):
 
 
 @pytest.mark.parametrize("side, error", [
-    (7072, "image area too large (7072x7072 px, refused before decoding)"),  # 50.0 Mpx: over the cap
+    (7072, "image area too large (7072x7072 px, 50,013,184 pixels over the 50,000,000 cap; refused before decoding)"),
     (13400, "undecodable image: DecompressionBombError: Image size (179560000 pixels) exceeds limit of 178956970 "
             "pixels, could be decompression bomb DOS attack."),  # over PIL's 179 Mpx
 ])
@@ -104,6 +104,27 @@ def test_score_never_decodes_a_huge_image(pool, weights, side, error):
     rows = {r["key"]: r for r in pq.read_table(pool / "scores/t/00000.parquet").to_pylist()}
     assert rows[first]["error"] == error and rows[first]["clip_score"] is None
     assert sum(r["error"] is None for r in rows.values()) == len(rows) - 1
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("huge", "image area too large (8000x8000 px, 64,000,000 pixels over the 50,000,000 cap; refused before decoding)"),
+    ("broken", "cannot identify image file"),
+])
+def test_dedup_against_refuses_a_huge_or_broken_image_by_name(pool, weights, tmp_path, content, problem):
+    """--against embeds a folder the user trusts to be whole: a bad image is named, never skipped."""
+    done = run_curate(*_score(pool, weights, "--tag", "t"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    bad = folder / "x.png"
+    bad.write_bytes(png_header_only(8000, 8000) if content == "huge" else b"\x89PNG\r\n\x1a\nbroken")
+    before = sorted(p.name for p in pool.iterdir())
+    done = run_curate("dedup", pool, "--scores", "t", "--method", "exact", "--against", folder)
+    line = done.stderr.strip().splitlines()[-1]  # after dedup's progress line
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert line.startswith(f"curate: error: cannot use {bad} for --against: ") and problem in line
+    assert line.endswith("; fix or remove it") and sorted(p.name for p in pool.iterdir()) == before
+    assert not (pool / "dedup").exists() or not list((pool / "dedup").rglob("groups.parquet"))
 
 
 # --- the address guard -------------------------------------------------------------------

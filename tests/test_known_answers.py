@@ -87,3 +87,38 @@ def test_retrieval_recall_known(tmp_path, batch_size):
     assert (out["image_to_text_R@1"], out["image_to_text_R@5"], out["image_to_text_R@10"]) == (0.5, 1.0, 1.0)
     # column j: text j's best image is image j for every j (image 3's 0.1/0.7 is still the only non-zero)
     assert (out["text_to_image_R@1"], out["text_to_image_R@5"]) == (1.0, 1.0)
+
+
+# --- the pixel cap in train's decoders ---------------------------------------------------
+
+def test_zero_shot_refuses_a_huge_image_in_the_eval_folder_by_name(tmp_path):
+    from clikit.errors import UserError
+    from test_bad_input import png_header_only
+
+    for c in range(2):
+        _png(tmp_path / f"c{c}" / "0.png", c)
+    huge = tmp_path / "c1" / "huge.png"
+    huge.write_bytes(png_header_only(8000, 8000))  # 64 Mpx in a few KB: over the 50 Mpx cap
+    (tmp_path / "templates.txt").write_text("{c}\n")
+    model = TableModel([[1, 0], [1, 0.1]], [[1, 0], [0, 1]])
+    with pytest.raises(UserError) as err:
+        zero_shot(model, preprocess, tokenizer, tmp_path, "cpu")
+    assert str(err.value) == (f"{huge}: image area too large (8000x8000 px, 64,000,000 pixels over the 50,000,000 "
+                              "cap; refused before decoding); shrink it or move it out of the eval folder")
+
+
+def test_retrieval_and_the_training_stream_skip_a_huge_image_from_shards(tmp_path):
+    from test_bad_input import png_header_only
+    from train.data import _crop
+
+    huge = png_header_only(8000, 8000)
+    _png(tmp_path / "0.png", 0)
+    pairs = [((tmp_path / "0.png").read_bytes(), "t0"), (huge, "t1")]
+    out = retrieval(TableModel([[1, 0]], torch.eye(2).tolist()), preprocess, tokenizer, pairs, "cpu")
+    assert out["retrieval_pairs"] == 1 and out["image_to_text_R@1"] == 1.0  # the huge one skipped, not decoded
+
+    class Crop:  # the two StreamConfig fields _crop reads
+        crop_scale, image_size = (0.9, 1.0), 16
+
+    assert _crop(huge, Crop, seed=0) is None  # skipped and counted by the stream, like a broken image
+    assert tuple(_crop((tmp_path / "0.png").read_bytes(), Crop, seed=0).shape) == (3, 16, 16)

@@ -11,7 +11,6 @@ at the slot that was next.
 """
 from __future__ import annotations
 
-import io
 import json
 import random
 from dataclasses import dataclass, field
@@ -19,9 +18,8 @@ from typing import Any, Iterator
 
 import torch
 
-# Re-exported until tests/test_pipeline.py imports them from train.sources.
-
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+from shards.images import open_rgb
+from shards.reader import IMAGE_EXTENSIONS
 
 
 def uid_of_sample(sample: dict[str, Any]) -> str:
@@ -58,7 +56,7 @@ def sample_caption(sample: dict[str, Any]) -> str | None:
 
 def sample_image_bytes(sample: dict[str, Any]) -> bytes | None:
     """The encoded image of the first image member (jpg, jpeg, png, webp); None without one."""
-    for ext in IMAGE_EXTS:
+    for ext in IMAGE_EXTENSIONS:
         if ext in sample:
             return sample[ext]
     return None
@@ -182,13 +180,11 @@ class ShardStream(torch.utils.data.IterableDataset):
 def _crop(raw: bytes, cfg: StreamConfig, seed: int) -> torch.Tensor | None:
     """Decode, randomly crop and resize one image to uint8 [3,S,S]; None when unreadable.
     The crop's randomness comes from `seed` (per item), so a resumed run replays it exactly."""
-    from PIL import Image
     from torchvision.transforms import InterpolationMode, RandomResizedCrop
     from torchvision.transforms.functional import pil_to_tensor, resized_crop
 
     try:
-        pil = Image.open(io.BytesIO(raw))
-        pil = pil.convert("RGB")
+        pil = open_rgb(raw)  # over the pixel cap: refused from the header, skipped like a broken image
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             top, left, h, w = RandomResizedCrop.get_params(pil, cfg.crop_scale, (3 / 4, 4 / 3))

@@ -10,8 +10,11 @@ from typing import Any, Callable, Sequence, Union
 import torch
 
 from clikit.errors import UserError
+from shards.images import ImageTooLarge, open_rgb
+from shards.reader import FOLDER_IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+FOLDER_IMAGE_SUFFIXES = {f".{ext}" for ext in FOLDER_IMAGE_EXTENSIONS}
+
 SYNSET_RE = re.compile(r"^n\d{8}$")
 Device = Union[str, torch.device]
 
@@ -56,17 +59,20 @@ def load_templates(eval_dir: Path) -> list[str]:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FOLDER_IMAGE_SUFFIXES)
 
 
 def _open_rgb(item: Path | bytes) -> Any:
-    """The image as an RGB PIL image; None when it does not decode (it is skipped)."""
-    import io
+    """The image as an RGB PIL image; None when it does not decode (it is skipped).
 
-    from PIL import Image
-
+    An image over the pixel cap in the user's eval folder is an error naming the file (a
+    silent skip would change the figures); one in held-out shards is skipped like a broken one."""
     try:
-        return Image.open(io.BytesIO(item) if isinstance(item, bytes) else item).convert("RGB")
+        return open_rgb(item)
+    except ImageTooLarge as exc:
+        if isinstance(item, bytes):
+            return None
+        raise UserError(f"{item}: {exc}; shrink it or move it out of the eval folder") from None
     except Exception:
         return None
 
@@ -136,7 +142,7 @@ def retrieval_pairs(eval_dir: Path | None, retrieval_data: str | Path | None, li
     pairs: list[tuple[Any, str]] = []
     if eval_dir is not None:
         for path in sorted(eval_dir.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.with_suffix(".txt").is_file():
+            if path.suffix.lower() in FOLDER_IMAGE_SUFFIXES and path.with_suffix(".txt").is_file():
                 pairs.append((path, path.with_suffix(".txt").read_text().strip()))
     if not pairs and retrieval_data is not None:
         import webdataset as wds

@@ -7,9 +7,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
 from clikit.errors import UserError
+from shards.images import open_rgb
 from shards.layout import Pool
 
 
@@ -31,8 +31,11 @@ def image_embedder(pool: Path, tag: str, batch_size: int = 128) -> Callable[[lis
         for start in range(0, len(paths), batch_size):
             batch = []
             for path in paths[start:start + batch_size]:
-                with Image.open(path) as img:
-                    batch.append(seed.preprocess(img.convert("RGB")))
+                try:
+                    image = open_rgb(path)
+                except Exception as exc:  # noqa: BLE001 - a folder to decontaminate against must be whole
+                    raise UserError(f"cannot use {path} for --against: {exc}; fix or remove it") from None
+                batch.append(seed.preprocess(image))
             with torch.inference_mode():
                 features = seed.model.encode_image(torch.stack(batch)).float()
             out.append(torch.nn.functional.normalize(features, dim=-1).numpy())

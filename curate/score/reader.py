@@ -12,7 +12,6 @@ shards.reader.iter_tar_samples (why not webdataset's reader: see its docstring).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +19,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
 from curate.score.batched import SplitPreprocess, phash_batch, phash_thumbnail, tokenize_batch
+from shards.images import ImageTooLarge, open_rgb
 from shards.reader import IMAGE_EXTENSIONS, iter_tar_samples
 
-# Images above this are refused from their header (as `curate download --max-pixels` does):
-# a shard is untrusted input, and one 100 Mpx image would cost a worker 300 MB and seconds.
-MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -56,12 +52,10 @@ def _decode_image(row: dict[str, Any], sample: dict[str, bytes], preprocess: Spl
         return None
     row["image_sha256"] = hashlib.sha256(data).hexdigest()
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.size[0] * img.size[1] > MAX_PIXELS:  # judged from the header: never decoded
-                row["error"] = f"image area too large ({img.size[0]}x{img.size[1]} px, refused before decoding)"
-                return None
-            img.load()
-            rgb = img.convert("RGB")
+        rgb = open_rgb(data)
+    except ImageTooLarge as exc:
+        row["error"] = str(exc)
+        return None
     except Exception as exc:  # noqa: BLE001 - any undecodable image is a row with a reason
         row["error"] = f"undecodable image: {type(exc).__name__}: {str(exc)[:120]}"
         return None
