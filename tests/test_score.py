@@ -167,6 +167,17 @@ def test_torchrun_two_ranks_write_each_shard_once(pool_copy, weights, tmp_path):
     assert sum(int(line.split(": ")[1].split(" shards")[0]) for line in reports) == len(shards)
     uids = [u for p in (pool_copy / "scores/d").glob("0*.parquet") for u in pq.read_table(p)["uid"].to_pylist()]
     assert len(uids) == len(set(uids))
+    # One rank, same settings: every score and embedding file is the same bytes (chunks are
+    # fixed per shard, so which rank scored a shard must not matter).
+    one = [sys.executable, "-m", "curate", *cmd[cmd.index("score"):]]
+    one[one.index("d")] = "s"
+    out = subprocess.run(one, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    for folder in ("scores", "embeddings"):
+        two_ranks = {p.name: p.read_bytes() for p in sorted((pool_copy / folder / "d").glob("0*"))}
+        one_rank = {p.name: p.read_bytes() for p in sorted((pool_copy / folder / "s").glob("0*"))}
+        assert two_ranks and two_ranks.keys() == one_rank.keys()
+        assert [n for n in two_ranks if two_ranks[n] != one_rank[n]] == []
 
 
 def test_bad_model_arguments_are_clear(pool_copy, weights):
