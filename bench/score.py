@@ -7,10 +7,12 @@ Builds a demo pool of --size rows (generated, served on 127.0.0.1, downloaded by
 `curate download` at --image-size), saves each --model with random weights, then measures
 images/s on the same tars, same model, same batch size, CPU, one table per model:
 
-  micro-vit-32    a model cheaper than decoding (about 0.15 CPU ms/img against 0.4 for
-                  decoding): the regime of a GPU, where the pipeline, not the model, decides
-  tiny-vit-32     a model 8x dearer than decoding on a CPU: the model decides, and on a
-                  2-core machine it shares the cores with the workers
+  micro-vit-32    meant to cost less CPU time per image than decoding: the regime of a
+                  GPU, where the pipeline, not the model, decides
+  tiny-vit-32     meant to cost several times more than decoding on a CPU: the model
+                  decides, and on a 2-core machine it shares the cores with the workers
+                  (the CPU ms/img of "decode ceiling" and "model ceiling" show where each
+                  model really falls on the machine at hand)
 
   curate score    curate.score.run.score_pool, ScoreSettings(progress=False), default workers
   naive loop      main process only: tar -> PIL decode -> open_clip preprocess -> tokenizer
@@ -23,7 +25,8 @@ images/s on the same tars, same model, same batch size, CPU, one table per model
   model ceiling   the model alone on batches decoded beforehand (untimed): when it is below
                   the decode ceiling, the model, not the pipeline, bounds curate score
 
-Each figure comes from a fresh process (so peak RSS is its own) that first makes a
+Each figure comes from a fresh process (started from a small launcher, bench/measure.py,
+so its peak RSS is its own and not the driver's) that first makes a
 warm-up pass over one shard in the same mode (imports, lazy init, page cache), then times
 a full pass over the pool. Model loading is excluded from all of them; starting the
 DataLoader workers is included in the two modes that have workers, because every real
@@ -45,7 +48,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +62,7 @@ for _name, _value in (("NO_ALBUMENTATIONS_UPDATE", "1"), ("WANDB_MODE", "disable
     os.environ.setdefault(_name, _value)
 
 from curate.score.run import default_workers  # noqa: E402 - after the path and the environment are set
+from measure import run_child  # noqa: E402 - bench/measure.py (the script's folder is on the path)
 
 MODES = ("curate", "naive", "naive-cols", "decode", "model")
 LABELS = {
@@ -296,12 +299,12 @@ def run_mode(mode: str, pool: Path, weights: Path, args, round_: int) -> dict:
            "--model", args.model, "--batch-size", str(args.batch_size), "--workers", str(args.workers),
            "--threads", str(args.threads),
            "--tag", f"bench-{round_}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if proc.returncode != 0:
-        raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+    # through bench/measure.py's launcher: forked from this driver (torch loaded), the child's
+    # peak RSS would start at the driver's
+    child = run_child(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
     shutil.rmtree(pool / "scores" / f"bench-{round_}", ignore_errors=True)
     shutil.rmtree(pool / "embeddings" / f"bench-{round_}", ignore_errors=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
