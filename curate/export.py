@@ -27,6 +27,7 @@ from curate.catalog import open_catalog
 from clikit.errors import UserError
 from curate.filter.run import tool_version
 from curate.filter.subsets import read_subset_metadata
+from shards.atomic import leftovers
 from shards.layout import Pool
 from shards.manifest import brace_pattern, read_manifest, shard_name, write_json_atomic, write_manifest
 from shards.reader import IMAGE_EXTENSIONS, TarIndex, UnsafeTarError, index_tar
@@ -154,9 +155,16 @@ def _check_out(out: Path, plan: dict[str, Any]) -> bool:
                 f"{out} holds an unfinished export with other options ({plan_path}); "
                 "rerun with the same options to finish it, or remove the folder"
             )
-    elif out.exists() and any(out.iterdir()):
+    # (a run killed while writing its plan left only the plan's temporary name: not "not empty")
+    elif out.exists() and set(out.iterdir()) - set(leftovers(out)):
         raise UserError(f"{out} exists and is not empty; export into a new folder")
     return False
+
+
+def _drop_resume_files(out: Path) -> None:
+    """Remove the plan and part records once the manifest marks the set finished."""
+    (out / PLAN_NAME).unlink(missing_ok=True)
+    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
 
 
 def export_subset(
@@ -191,6 +199,7 @@ def export_subset(
     }
     out.mkdir(parents=True, exist_ok=True)
     if _check_out(out, plan):
+        _drop_resume_files(out)  # a run killed just after writing its manifest left them
         manifest = read_manifest(out)
         return ExportResult(out, manifest["count"], len(manifest["shards"]), sum(s["bytes"] for s in manifest["shards"]),
                             len(manifest["shards"]), manifest.get("missing", 0), manifest)
@@ -245,6 +254,5 @@ def export_subset(
         "tool": {"name": "clipcurate", "version": tool_version()},
     }
     write_manifest(out, manifest)
-    (out / PLAN_NAME).unlink(missing_ok=True)
-    shutil.rmtree(parts, ignore_errors=True)
+    _drop_resume_files(out)
     return ExportResult(out, manifest["count"], len(shards), sum(s["bytes"] for s in shards), skipped, missing, manifest)

@@ -192,14 +192,17 @@ def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan
                                layer_decay=cfg.layer_decay)
     warmup = cfg.warmup if cfg.warmup is not None else max(1, int(0.05 * plan.total_steps))
     scheduler = cosine_with_warmup(optimizer, warmup, plan.total_steps)
-    state = TrainState(cfg.model, cfg.to_dict(), built.model, built.module, optimizer, scheduler,
+    # What the run is (config.yaml, every checkpoint): not --resume, which only says how this
+    # process started, so that a run killed and resumed writes the bytes of one never stopped.
+    config = {k: v for k, v in cfg.to_dict().items() if k != "resume"}
+    state = TrainState(cfg.model, config, built.model, built.module, optimizer, scheduler,
                        fresh_counters(cfg.workers, info.world_size), hf_text=built.towers.hf_text, head=built.head)
     if resume_from is not None:
         restore(state, resume_from, out, info)
-        if info.is_main:
-            truncate_metrics(out / METRICS_NAME, state.counters.step)
     else:
         seed_training(cfg.seed, info)
+    if info.is_main:  # also on a fresh start: a run killed before its first checkpoint logged lines
+        truncate_metrics(out / METRICS_NAME, state.counters.step)
     return state
 
 

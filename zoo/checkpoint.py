@@ -10,7 +10,9 @@ from __future__ import annotations
 import pickle
 import re
 import struct
+import sys
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,26 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     from shards.atomic import replacing
 
     with replacing(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(obj, handle)
+        torch.save(_canonical(obj), handle)
+
+
+def _canonical(obj: Any) -> Any:
+    """`obj` rebuilt from fresh dicts, lists and tuples and interned strings (tensors and
+    other objects as they are), so that the bytes torch.save writes depend on the values
+    alone. Pickle writes an object it has already written as a back-reference: without this,
+    a run resumed from a checkpoint (whose optimiser keys are the loaded strings, not the
+    ones the code made) would write other bytes than a run never stopped."""
+    kind = type(obj)
+    if kind is str:
+        return sys.intern(obj)
+    if kind in (list, tuple):
+        return kind(_canonical(item) for item in obj)
+    if kind in (dict, OrderedDict):
+        new = kind((_canonical(key), _canonical(value)) for key, value in obj.items())
+        if kind is OrderedDict and vars(obj):  # a state_dict's _metadata (versions per module)
+            vars(new).update(_canonical(vars(obj)))
+        return new
+    return obj
 
 
 def load_torch_file(path: str | Path, device: str | torch.device = "cpu") -> Any:

@@ -8,7 +8,6 @@ finished-looking tar is always whole and the same input always gives the same sh
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import fsspec
@@ -19,6 +18,7 @@ from img2dataset.writer import BufferedParquetWriter, WebDatasetSampleWriter
 from curate.download.reasons import failure_reason
 from shards.atomic import temporary_name
 from shards.reorder import shard_in_key_order
+from shards.writer import FIXED_MTIME
 
 
 class PoolShardWriter(WebDatasetSampleWriter):
@@ -31,10 +31,11 @@ class PoolShardWriter(WebDatasetSampleWriter):
         self.fs = fs
         self.final_paths = [f"{output_path}/{shard_name}.tar", f"{output_path}/{shard_name}.parquet"]
         self.tar_fd = fs.open(temporary_name(self.final_paths[0]), "wb")
-        # A whole-second mtime: webdataset's default, time.time(), is a float, which tarfile
-        # can only store in a PAX header, adding 1 KiB to every member (3x the tar of a
-        # small image) and doubling the header parsing of every later read.
-        self.tarwriter = wds.TarWriter(self.tar_fd, mtime=int(time.time()))
+        # A fixed whole-second mtime: webdataset's default, time.time(), is a float, which
+        # tarfile can only store in a PAX header, adding 1 KiB to every member (3x the tar of
+        # a small image) and doubling the header parsing of every later read; and any clock
+        # time would make a refetched shard (a resumed run) differ from the first fetch.
+        self.tarwriter = wds.TarWriter(self.tar_fd, mtime=FIXED_MTIME)
         self.save_caption = save_caption
         if "fail_reason" not in schema.names:
             schema = schema.append(pa.field("fail_reason", pa.string()))
