@@ -48,3 +48,38 @@ def test_quickstart_model_trains_and_loss_falls(tmp_path):
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4  # it learns something in 16 steps
     model = open_clip.create_model(name, pretrained=str(out / "final.pt"))
     assert model.visual.image_size in (64, (64, 64))
+
+
+def test_train_models_lists_the_project_models_with_their_real_size_and_flops():
+    """`train models --project --json`: each project config with the parameter count of the
+    model built for real (on the CPU, not the meta device the command uses) and training
+    FLOPs per sample of about 3x one sample's forward pass counted here (backward costs
+    two forwards; a bit less where the input needs no gradient, a bit more for attention,
+    whose backward recomputes the scores), so a per-batch or a forward-only count fails."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import open_clip
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from zoo.models import image_size, project_model_names, register_model_configs
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "train", "models", "--project", "--json"], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {row["name"]: row for row in json.loads(proc.stdout)}
+    assert sorted(rows) == sorted(project_model_names())
+    register_model_configs()
+    for name in ("micro-vit-32", "tiny-resnet-64"):
+        model = open_clip.create_model(name, pretrained=None)
+        size = image_size(model)
+        context = open_clip.get_model_config(name)["text_cfg"]["context_length"]
+        assert rows[name]["params"] == sum(p.numel() for p in model.parameters())
+        assert rows[name]["image_size"] == size
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(torch.zeros(1, 3, size, size), torch.zeros(1, context, dtype=torch.long))
+        ratio = rows[name]["train_flops_per_sample"] / counter.get_total_flops()
+        assert 2.5 < ratio < 3.5, (name, ratio)
