@@ -5,16 +5,18 @@ real images that packages ship (curate/demo). The seed CLIP that scores the pool
 from scratch on the seed set (`scratch`) or is a LiT model (`lit`: ImageNet EfficientNet-Lite0
 and a MiniLM sentence encoder, both locked, projections trained; the `pretrained` extra).
 With `lit` both seeds are trained and their ROC AUCs printed side by side; the chosen one's
-scores drive dedup and the top slice. Full pool vs top slice is compared at each budget of
-`compare_samples` (the real pool: a small and a large one, where the answer can flip).
+scores drive dedup and the top slice. It ends with a small sweep (`train sweep`): the top
+slice vs the whole deduplicated pool at the two budgets of `compare_samples`, a small and a
+large one, where the answer can flip, and its report (`train report`).
 
 Layout under the work folder (a rerun reuses whatever step already finished):
 
     DIR/demo       the generated demo pool (truth.parquet, seed.parquet, eval/)
     DIR/pool       the downloaded pool, which later stages score, dedup and filter in place
     DIR/seed-pool  the downloaded seed set
-    DIR/runs       training runs
+    DIR/runs       the seed CLIPs' training runs
     DIR/shardset   the exported shard set
+    DIR/sweep.yaml the closing sweep's file; DIR/sweep its cells, results.parquet and report
 """
 from __future__ import annotations
 
@@ -50,8 +52,8 @@ class QuickstartConfig:
     # configs at the same time, and a batch of 256 keeps the per-step optimiser cost small.
     model: str = "tiny-resnet-64"
     seed_samples: str = "22000"  # samples seen by the seed CLIP on the clean seed set
-    compare_budget: str | None = None  # FLOPs for the full-vs-top40 runs; default: FLOPs of compare_samples on the full pool
-    compare_samples: tuple[str, ...] = ("22000",)  # one full-vs-top comparison per budget
+    # Samples seen per run of the closing sweep (top slice vs whole pool): a small and a large budget.
+    compare_samples: tuple[str, ...] = ("7000", "22000")
     top: str = "40%"
     batch_size: int = 256
     lr: float = 1e-2  # lamb
@@ -262,34 +264,62 @@ class Quickstart:
         """The scores tag that drives dedup and the filter: the chosen seed's."""
         return "seed-lit" if self.config.seed_model == "lit" else "seed"
 
-    def compare(self) -> dict:
-        """Same FLOP budget on the full pool and on the top slice, at each budget."""
-        from train.budget import format_flops
+    @property
+    def sweep_dir(self) -> Path:
+        return self.config.workdir / "sweep"
+
+    def sweep_file(self) -> Path:
+        """DIR/sweep.yaml: the top slice and the whole deduplicated pool at each budget of
+        `compare_samples` (samples seen; one model, so equal samples are equal FLOPs)."""
+        import yaml
+
+        from shards.atomic import write_text_atomic
 
         # The seed set is disjoint from the pool: held-out image-text pairs for retrieval.
-        held_out = self.config.workdir / "seed-pool"
-        several = len(self.config.compare_samples) > 1
-        results = {}
-        for samples in self.config.compare_samples:
-            budget = self.config.compare_budget
-            suffix = f"-{samples}" if several else ""  # one budget: the run names of old
-            full = self.train(f"full{suffix}", self.pool, samples=None if budget else samples, budget=budget,
-                              retrieval=held_out)
-            budget = budget or str(full["flops"])
-            top = self.train(f"top40{suffix}", self.shardset, budget=budget, retrieval=held_out)
-            results[samples] = (budget, full, top)
-        for samples, (budget, full, top) in results.items():
-            self.say(f"== same budget ({format_flops(float(budget))} training FLOPs"
-                     + (f", {samples} samples on the full pool" if several else "")
-                     + f"); zero-shot on {self.demo / 'eval'}, "
-                     f"retrieval on {len(list(Pool(held_out).shards_dir.glob('*.tar')))} held-out seed shard(s):")
-            self.say(f"   {'data':<22}{'samples':>9}{'top-1':>8}{'top-5':>8}{'I->T R@5':>10}{'T->I R@5':>10}")
-            for label, run in (("full pool", full), (f"top {self.config.top} shard set", top)):
-                self.say(f"   {label:<22}{run['samples']:>9}{run['zeroshot_top1']:>8.1%}{run['zeroshot_top5']:>8.1%}"
-                         f"{run.get('image_to_text_R@5', float('nan')):>10.1%}"
-                         f"{run.get('text_to_image_R@5', float('nan')):>10.1%}")
-            self.say(f"   chance: top-1 {full.get('zeroshot_chance_top1', float('nan')):.1%}")
-        return {samples: {"full": full, "top40": top} for samples, (_, full, top) in results.items()}
+        spec = {
+            "name": "quickstart", "pool": str(self.pool.resolve()), "scores": self.scores_tag, "dedup": DEDUP_TAG,
+            "eval": str((self.demo / "eval").resolve()), "retrieval": str((self.config.workdir / "seed-pool").resolve()),
+            "train": {"batch_size": self.config.batch_size, "lr": self.config.lr},
+            "experiments": {"quality": {
+                "data": {"top": [self.config.top, "100%"]}, "models": [self.config.model], "strategies": ["clip"],
+                "budgets": {"samples": [int(s) for s in self.config.compare_samples]}, "seeds": [self.config.seed]}},
+        }
+        path = self.config.workdir / "sweep.yaml"
+        write_text_atomic(path, "# written by curate quickstart; rerun with: train sweep sweep.yaml --out sweep\n"
+                          + yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    def compare(self) -> list[dict]:
+        """Top slice vs the whole deduplicated pool at a small and a large budget: a 2 x 2
+        sweep (pipeline.sweep; each cell a train run with zero-shot and retrieval eval) and
+        its report (report.md, report.html, plots)."""
+        from pipeline.report import write_report
+        from pipeline.sweep.results import read_results
+        from pipeline.sweep.run import SweepOptions, run_sweep
+        from pipeline.sweep.spec import load_sweep
+        from train.budget import format_flops
+
+        with self._step("sweep: top slice vs whole pool at two budgets"):
+            run_sweep(load_sweep(self.sweep_file()), self.sweep_dir, SweepOptions(say=self.say))
+            written = write_report(self.sweep_dir)
+        rows, _ = read_results(self.sweep_dir)
+        rows = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (r["budget_value"], r["slice_fraction"]))
+        self.say(f"== same budget per pair; zero-shot on {self.demo / 'eval'}, retrieval on the held-out seed set:")
+        self.say(f"   {'data':<26}{'FLOPs':>8}{'samples':>9}{'epochs':>8}{'top-1':>8}{'top-5':>8}"
+                 f"{'I->T R@5':>10}{'T->I R@5':>10}")
+        for r in rows:
+            label = r["slice"] + (" (whole pool)" if r["slice_fraction"] == 1.0 else "")
+            self.say(f"   {label:<26}{format_flops(r['flops']):>8}{r['samples_seen']:>9}{r['epochs']:>8.2f}"
+                     f"{r['zeroshot_top1']:>8.1%}{r['zeroshot_top5']:>8.1%}"
+                     f"{r['image_to_text_R@5']:>10.1%}{r['text_to_image_R@5']:>10.1%}")
+        if rows:
+            self.say(f"   chance: top-1 {rows[0]['zeroshot_chance_top1']:.1%}")
+        for sentence in written["findings"]:  # computed from results.parquet by the report
+            self.say(f"   {sentence}")
+        for claim in written["claims"]:
+            self.say(f"   Scaling (Down) CLIP, \"{claim['claim']}\": {claim['verdict']}")
+        self.say(f"   report: {written['html']} ({len(written['pngs'])} plots)")
+        return rows
 
     def seeds(self) -> None:
         """Train the seed CLIP(s) and score the pool; with LiT, both seeds' AUC side by side."""
@@ -324,6 +354,7 @@ class Quickstart:
         self.say(f"   pool:        {self.pool} (shards/, scores/{self.scores_tag}, dedup/{DEDUP_TAG}, subsets/top40)")
         self.say(f"   runs:        {self.runs} ({', '.join(sorted(p.name for p in self.runs.iterdir()))})")
         self.say(f"   shard set:   {self.shardset}")
+        self.say(f"   sweep:       {self.sweep_dir} (results.parquet, report.md, report.html, plots/)")
 
 
 def run_quickstart(config: QuickstartConfig) -> None:

@@ -1,6 +1,6 @@
-"""`curate quickstart` end to end on a small shapes pool (400 rows; about 3 minutes on 2
-cores: its three training runs have fixed budgets), then once more in the same --workdir,
-which must reuse every finished stage and print the same figures."""
+"""`curate quickstart` end to end on a small shapes pool (400 rows; about 4 minutes on 2
+cores: the seed run and the closing 2 x 2 sweep have fixed budgets), then once more in the
+same --workdir, which must reuse every finished stage and print the same figures."""
 from __future__ import annotations
 
 import os
@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
 STAGES = ["demo pool", "download pool", "inspect", "download seed set", "train seed", "score pool with the seed CLIP",
-          "dedup", "filter --top 40% and export", "train full", "train top40"]
-FIGURES = re.compile(r"^ *(ROC AUC .*|dedup pairs: .*|full pool .*|top 40% shard set .*|precision of the kept slice.*)$",
+          "dedup", "filter --top 40% and export", "sweep: top slice vs whole pool at two budgets"]
+FIGURES = re.compile(r"^ *(ROC AUC .*|dedup pairs: .*|top (40|100)% .*|At .* samples, .*|precision of the kept slice.*)$",
                      re.M)
 
 
@@ -50,8 +50,22 @@ def test_quickstart_runs_every_stage_and_a_rerun_reuses_them(tmp_path):
     kept = pq.read_table(workdir / "pool" / "subsets" / "top40.parquet").num_rows
     assert re.search(rf"subsets/top40: {kept} of \d+ kept", first)
     assert (workdir / "shardset" / "manifest.json").is_file()
-    for run in ("seed", "full", "top40"):
-        assert (workdir / "runs" / run / "final.pt").is_file(), run
+    assert (workdir / "runs" / "seed" / "final.pt").is_file()
+
+    # The closing sweep: top 40% and the whole deduplicated pool at 7k and 22k samples, equal
+    # FLOPs per budget, its table printed from results.parquet, its report written.
+    results = pq.read_table(workdir / "sweep" / "results.parquet").to_pylist()
+    assert sorted((r["slice"], r["cfg_samples"]) for r in results) == [
+        ("top 100%", "22000"), ("top 100%", "7000"), ("top 40%", "22000"), ("top 40%", "7000")]
+    assert all(r["status"] == "ok" and r["retrieval_pairs"] > 0 for r in results)
+    for budget in ("7000", "22000"):
+        pair = [r for r in results if r["cfg_samples"] == budget]
+        assert pair[0]["flops"] == pair[1]["flops"] and pair[0]["samples_seen"] == pair[1]["samples_seen"]
+    for r in results:
+        assert f"{r['zeroshot_top1']:.1%}" in re.search(rf"^   {re.escape(r['slice'])}.* {r['samples_seen']} .*$",
+                                                       first, re.M)[0]
+    assert (workdir / "sweep" / "report.html").is_file() and len(list((workdir / "sweep" / "plots").glob("*.png"))) == 3
+    assert len(re.findall(r"^   At [0-9,]+ samples, top (40|100)% is best", first, re.M)) == 2
 
     # A rerun reuses every finished stage: the same figures, in seconds.
     second = _quickstart(workdir)

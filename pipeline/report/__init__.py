@@ -154,7 +154,9 @@ def write_report(out: str | Path) -> dict[str, Any]:
     report = build(out)
     write_text_atomic(out / "report.md", render_md(report))
     write_text_atomic(out / "report.html", render_html(report))
-    return {"md": out / "report.md", "html": out / "report.html", "pngs": report["pngs"], "claims": report["claims"]}
+    findings = [s for sec in report["sections"] for s in sec["best"] + sec["crossings"]]
+    return {"md": out / "report.md", "html": out / "report.html", "pngs": report["pngs"], "claims": report["claims"],
+            "findings": findings}
 
 
 __all__ = ["write_report", "build", "render_md", "render_html"]

@@ -50,8 +50,9 @@ def best_sentence(exp: Experiment, b: Best) -> str:
         return head + "."
     verdict = ("one seed, so no spread to judge the lead by" if len(b.point.values) < 2
                else "a lead larger than the seed spread" if b.clear else "within the seed spread, so not a clear win")
-    return (f"{head}, {pp(b.margin)} ahead of {b.runner.label} ({b.runner_point.mean:.1%}, spread "
-            f"{pp(b.runner_point.spread)}): {verdict}.")
+    runner = (f"{b.runner_point.mean:.1%}" if len(b.runner_point.values) < 2  # one seed: no spread to show
+              else f"{b.runner_point.mean:.1%}, spread {pp(b.runner_point.spread)}")
+    return f"{head}, {pp(b.margin)} ahead of {b.runner.label} ({runner}): {verdict}."
 
 
 def crossings(exp: Experiment, fits: dict[str, Fit | None]) -> list[str]:
