@@ -32,7 +32,7 @@ from typing import Callable
 from clikit.errors import UserError
 from shards.layout import Pool
 
-DEDUP_TAG = "exact+phash-knn"
+DEDUP_TAG = "exact+phash-pixels"
 SOURCES = ("shapes", "real")
 SEEDS = ("scratch", "lit")
 
@@ -219,7 +219,7 @@ class Quickstart:
         from curate.dedup.run import DedupSettings, run_dedup
 
         with self._step("dedup"):
-            summary = run_dedup(self.pool, DedupSettings(scores=self.scores_tag, method="exact,phash-knn",
+            summary = run_dedup(self.pool, DedupSettings(scores=self.scores_tag, method="exact,phash-pixels",
                                                          tag=DEDUP_TAG, overwrite=True))
             quality = pair_quality(Pool(self.pool).dedup_groups(summary["name"]), self.demo / "truth.parquet")
             self.say(f"   dedup/{summary['name']}: {summary.get('groups')} groups, {summary.get('removed')} samples removed")

@@ -293,7 +293,8 @@ def test_phash_knn_matches_brute_force(lookalikes):
 def test_method_lists_label_exact_first(lookalikes):
     pool, _ = lookalikes
     summary = run_dedup(pool, DedupSettings(scores="seed", method="phash-knn, exact"))
-    assert summary["name"] == "exact+phash-knn" == DedupSettings(scores="seed").name  # the default
+    assert summary["name"] == "exact+phash-knn"
+    assert DedupSettings(scores="seed").name == "exact+phash-pixels"  # the default
     g = _groups(pool, "exact+phash-knn")
     assert g["method"][150] == g["method"][151] == "exact" and g["method"][71] == g["method"][72] == "phash-knn"
     assert list(summary["per_method"]) == ["exact", "phash-knn"]
@@ -308,9 +309,13 @@ def test_method_lists_label_exact_first(lookalikes):
         run_dedup(pool, DedupSettings(scores="seed", method="exact,fuzzy"))
     with pytest.raises(UserError, match="names no method"):
         run_dedup(pool, DedupSettings(scores="seed", method=" , "))
+    cli = subprocess.run([sys.executable, "-m", "curate", "dedup", str(pool), "--scores", "seed", "--method",
+                          "exact,phash-knn", "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0 and "up to date" in cli.stdout  # the CLI's run is the library's
+    # The CLI default is the library's too: phash-pixels, which these synthetic scores lack the thumbnails for.
     cli = subprocess.run([sys.executable, "-m", "curate", "dedup", str(pool), "--scores", "seed", "--quiet"],
                          capture_output=True, text=True, cwd=ROOT)
-    assert cli.returncode == 0 and "up to date" in cli.stdout  # the CLI default is the same run
+    assert cli.returncode == 2 and "has no pixel thumbnails" in cli.stderr
 
 
 def test_hash_search_finds_every_pair_within_the_bound():
@@ -415,3 +420,50 @@ def test_phash_knn_bar_is_measured_on_hard_negatives(tmp_path):
     assert measured["threshold"] == pytest.approx(min(expected, 0.999), abs=2e-4)
     gid = _groups(pool, "phash-knn")["group_id"]
     assert gid[0] == gid[1]  # the copy clears the bar
+
+
+def _thumbnail_row(grey: np.ndarray, colour: tuple[int, int, int]) -> dict:
+    """A scores row's pixel columns: a 16x16 grey thumbnail and a uniform 4x4 colour grid."""
+    return {"pixels": np.clip(np.round(grey), 0, 255).astype(np.uint8).tobytes(),
+            "colours": bytes(colour) * 16}
+
+
+def test_phash_pixels_confirms_copies_by_their_thumbnails(tmp_path):
+    """Six rows with one phash (all candidates of each other); known answer: the copy whose
+    thumbnail is brighter, lower in contrast and a little noisy, and two flat pictures of
+    one colour, are the only pairs. A different picture of the same colour fails the
+    correlation, and the same picture tinted otherwise fails the colour grid."""
+    from curate.dedup.phash_pixels import phash_pixels_pairs
+    from curate.dedup.scored_pool import ScoredPool
+    from shards.layout import Pool
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:16, 0:16]
+    boot = 60 + 120 * ((xx - 8) ** 2 + (yy - 9) ** 2 < 30)  # a shape on a ground
+    other = 60 + 120 * (np.abs(xx - yy) < 4)  # another shape, same grey levels
+    blue, pink = (40, 60, 200), (220, 90, 160)
+    rows = [_thumbnail_row(boot, blue),                                             # 0
+            _thumbnail_row(1.08 * boot * 0.9 + 20 + rng.normal(0, 2, boot.shape), (44, 64, 204)),  # 1: copy of 0
+            _thumbnail_row(other, blue),                                            # 2: look-alike colour
+            _thumbnail_row(boot, pink),                                             # 3: same shape, other tint
+            _thumbnail_row(np.full((16, 16), 200.0), (250, 250, 250)),              # 4: blank
+            _thumbnail_row(np.full((16, 16), 201.0), (251, 251, 251))]              # 5: blank, re-encoded
+    layout = Pool(tmp_path / "pool")
+    path = layout.scores_parquet("t", "00000")
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([("pixels", pa.binary(256)), ("colours", pa.binary(48))])),
+                   path)
+    scored = ScoredPool(tmp_path / "pool", "t", ("00000",), (6,), (0,))
+    phash = np.full(6, 12345, dtype=np.uint64)
+    (a, b), counts = phash_pixels_pairs(scored, phash, np.ones(6, bool), 6, 0.98)
+    assert sorted(zip(a.tolist(), b.tolist())) == [(0, 1), (4, 5)]
+    assert counts["candidates"] == 15 and counts["colour_rejected"] == 2  # 0-3 and 1-3 correlate, differ in colour
+    (a, b), _ = phash_pixels_pairs(scored, phash, np.array([True, False, True, True, True, True]), 6, 0.98)
+    assert sorted(zip(a.tolist(), b.tolist())) == [(4, 5)]  # a row without an image is never a candidate
+
+
+def test_phash_pixels_refuses_scores_without_thumbnails(planted):
+    """Scores written before the pixel columns existed: one line saying how to get them."""
+    pool = planted[0]
+    with pytest.raises(UserError, match=r"has no pixel thumbnails \(scored by an older clipcurate\); rerun `curate score`"):
+        run_dedup(pool, DedupSettings(scores="seed"))

@@ -35,7 +35,7 @@ from test_train_run import COMMON, ENV, ROOT
 
 SEED = 9
 SPREAD = (0.1, 0.9)  # kill points: this share of the reference's work, one per stratum
-DEDUP = "exact+phash-knn"  # the default method's output name
+DEDUP = "exact+phash-pixels"  # the default method's output name
 STAGES = ["download", "score", "dedup", "filter", "export", "train"]
 
 

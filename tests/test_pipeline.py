@@ -132,3 +132,40 @@ def test_init_vision_copies_the_image_tower_only(pool_dir, tmp_path):
     assert visual and all(torch.equal(teacher[k], student[k]) for k in visual)
     text = [k for k in teacher if k.startswith("transformer.")]
     assert text and not all(torch.equal(teacher[k], student[k]) for k in text)
+
+
+def test_default_dedup_finds_the_demo_pools_copies_with_a_random_seed_model(curated, demo_dir):
+    """The default method (exact,phash-pixels) judges copies by the thumbnails `curate score`
+    stores, not by the seed model: with the random tiny model's scores it still finds the
+    demo pool's planted byte and near copies (known from truth.parquet)."""
+    from curate.dedup.run import DedupSettings, run_dedup
+    from curate.truth.dedup import pair_quality
+    from shards.layout import Pool
+
+    pool, _ = curated
+    summary = run_dedup(pool, DedupSettings(scores="seed", tag="default-px"))
+    assert summary["args"]["method"] == "exact,phash-pixels"
+    quality = pair_quality(Pool(pool).dedup_groups("default-px"), demo_dir / "truth.parquet")
+    assert quality["exact"]["precision"] == quality["exact"]["recall"] == 1.0
+    assert quality["near"]["precision"] >= 0.95 and quality["near"]["recall"] >= 0.95, quality["text"]
+    assert summary["search"]["phash-pixels"]["confirmed"] <= summary["search"]["phash-pixels"]["candidates"]
+
+
+def test_score_rescores_a_shard_written_without_the_pixel_columns(curated, tmp_path):
+    """A scores shard from before the thumbnails existed is scored again, not reused."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from curate.score.run import ScoreSettings, score_pool
+    from shards.layout import Pool
+
+    source, _ = curated
+    pool = tmp_path / "pool"
+    shutil.copytree(source, pool)
+    path = sorted(Pool(pool).scores_dir("seed").glob("*.parquet"))[0]
+    pq.write_table(pq.read_table(path).drop_columns(["pixels", "colours"]), path)
+    result = score_pool(pool, model="tiny-vit-32", pretrained=str(source.parent / "tiny.pt"), tag="seed",
+                        settings=ScoreSettings(batch_size=64, workers=1, progress=False))
+    assert (result.shards_scored, result.shards_skipped) == (1, len(list(path.parent.glob("*.parquet"))) - 1)
+    assert pq.read_table(path).equals(pq.read_table(source / path.relative_to(pool)))

@@ -25,29 +25,31 @@ def register(app: typer.Typer) -> None:
         pool: Path = typer.Argument(..., help="Pool folder (the one `curate download` wrote)."),
         scores: str = typer.Option(..., "--scores", help="Scoring tag to read: scores/TAG and embeddings/TAG."),
         method: str = typer.Option(
-            "exact,phash-knn", "--method",
+            "exact,phash-pixels", "--method",
             help="One or more of, comma-separated: exact: same image bytes (sha256); phash: perceptual hashes "
-                 "within --phash-bits (default 4); phash-knn: phash within --phash-bits (default 6) AND image "
-                 "embeddings agreeing (cosine >= --threshold, default 0.95, at the largest distance, down to 0.1 "
-                 "lower for identical hashes; the bar is measured on the pool unless --threshold is given); "
-                 "knn: embeddings with cosine >= --threshold (default 0.95; FAISS); "
+                 "within --phash-bits (default 4); phash-pixels: phash within --phash-bits (default 6) AND the "
+                 "thumbnails `curate score` stores agreeing (16x16 grey correlation >= --threshold, default "
+                 "0.98, and 4x4 colour grids within 12 CIELAB units); phash-knn: phash within --phash-bits "
+                 "(default 6) AND image embeddings agreeing (cosine >= --threshold at the largest distance, "
+                 "down to 0.1 lower for identical hashes; the bar is measured on the pool unless --threshold "
+                 "is given); knn: embeddings with cosine >= --threshold (default 0.95; FAISS); "
                  "semdedup: k-means clusters, then knn pairs within each (SemDeDup); all: exact,phash,knn. "
-                 "Default exact,phash-knn: either near signal alone is fooled (flat backgrounds collide in "
-                 "phash; a weak seed model puts look-alikes above 0.95), together they agree on copies.",
+                 "Default exact,phash-pixels: phash alone is fooled by flat backgrounds, and the seed model's "
+                 "embeddings confuse look-alikes with copies; the pictures' own thumbnails do not depend on it.",
         ),
         threshold: Optional[float] = typer.Option(
             None, "--threshold",
-            help="Cosine similarity in (0, 1] at which two images are near duplicates, for every embedding "
-                 "method and --against. Default: 0.95 for knn, semdedup and --against; for phash-knn, measured "
-                 "on the pool (how high look-alikes score under this seed model; summary.json records it).",
+            help="Similarity in (0, 1] at which two images are near duplicates: the cosine of embeddings for "
+                 "knn, semdedup, phash-knn and --against (default 0.95; phash-knn's measured on the pool), "
+                 "the grey thumbnails' correlation for phash-pixels (default 0.98).",
         ),
-        tag: Optional[str] = typer.Option(None, "--tag", help="Output name: dedup/NAME/. Default: the methods joined by '+' (dedup/exact+phash-knn)."),
+        tag: Optional[str] = typer.Option(None, "--tag", help="Output name: dedup/NAME/. Default: the methods joined by '+' (dedup/exact+phash-pixels)."),
         keep: str = typer.Option("best-score", "--keep", help="Member kept per group: best-score (highest clip_score, ties by uid) or first (pool order)."),
         clusters: Optional[int] = typer.Option(None, "--clusters", help="semdedup: number of k-means clusters. Default: sqrt(samples)."),
         phash_bits: Optional[int] = typer.Option(
             None, "--phash-bits",
             help="Largest Hamming distance (of 64 bits) between perceptual hashes that counts (0 = identical "
-                 "hashes). Default: 4 for phash, 6 for phash-knn (the embedding confirms those).",
+                 "hashes). Default: 4 for phash, 6 for phash-pixels and phash-knn (thumbnails or embeddings confirm those).",
         ),
         index: str = typer.Option("auto", "--index", help="knn search: flat (exact, O(n^2)), ivf (k-means cells, --nprobe probed), auto (flat up to 30,000 samples)."),
         nlist: Optional[int] = typer.Option(None, "--nlist", help="ivf: number of cells. Default: sqrt(samples)."),

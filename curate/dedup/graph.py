@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 # Also the order methods run in, so a byte copy is labelled exact before any near method.
-METHOD_ORDER = ("exact", "phash", "phash-knn", "knn", "semdedup")
+METHOD_ORDER = ("exact", "phash", "phash-pixels", "phash-knn", "knn", "semdedup")
 
 
 class DuplicateGraph:

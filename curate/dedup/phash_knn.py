@@ -31,6 +31,8 @@ images sharing one hash, is one BLAS product; small blocks are batched as row-wi
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from curate.dedup.hashes import near_hash_values
@@ -100,6 +102,18 @@ def phash_knn_pairs(scored: ScoredPool, phash: np.ndarray, valid: np.ndarray, ma
     """Row pairs whose phashes differ in at most `max_bits` bits and whose image embeddings
     have cosine >= cosine_bar(distance): `threshold` at `max_bits`, RELIEF lower for
     identical hashes. Also {"candidates": ..., "confirmed": ...} for the summary."""
+    # SLACK: float16 storage moves cosines by ~1e-4 (as in knn)
+    return confirmed_candidates(phash, valid, max_bits, lambda rows: gather_rows(scored, rows),
+                                lambda bits: cosine_bar(bits, max_bits, threshold) - SLACK, "phash-knn confirm", progress)
+
+
+def confirmed_candidates(phash: np.ndarray, valid: np.ndarray, max_bits: int,
+                         vectors_of: Callable[[np.ndarray], np.ndarray], bar: Callable[[np.ndarray], np.ndarray],
+                         desc: str, progress: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+    """Candidate pairs (hashes within `max_bits`) whose vectors' dot product reaches the
+    bar for their Hamming distance. `vectors_of(rows)` gives one unit row per sorted global
+    row (embeddings for phash-knn, pixel thumbnails for phash-pixels); `bar(bits)` the bar
+    per block distance."""
     from tqdm import tqdm
 
     order, starts, counts, u, v, bits = candidate_blocks(phash, valid, max_bits)
@@ -111,16 +125,15 @@ def phash_knn_pairs(scored: ScoredPool, phash: np.ndarray, valid: np.ndarray, ma
     involved = np.zeros(counts.size, dtype=bool)
     involved[u] = involved[v] = True
     needed = np.sort(order[np.repeat(involved, counts)])
-    vectors = gather_rows(scored, needed)  # only rows in some candidate pair
+    vectors = vectors_of(needed)  # only rows in some candidate pair
     local = lambda rows: np.searchsorted(needed, rows)  # noqa: E731 (global -> row of `vectors`)
-    # SLACK: float16 storage moves cosines by ~1e-4 (as in knn)
-    bar_of_block = cosine_bar(bits, max_bits, threshold) - SLACK
+    bar_of_block = bar(bits)
     per_batch = max(1024, BATCH_ELEMENTS // max(1, vectors.shape[1]))
     out_a, out_b = [], []
 
     sizes = counts[u] * counts[v]
     big = sizes >= MATMUL_MIN
-    with tqdm(total=total, desc="phash-knn confirm", unit=" pairs", disable=not progress, leave=False) as bar:
+    with tqdm(total=total, desc=desc, unit=" pairs", disable=not progress, leave=False) as progress_bar:
         small = np.flatnonzero(~big)
         blocks_per_batch = max(1, per_batch // max(1, int(sizes[small].max()) if small.size else 1))
         for k in range(0, small.size, blocks_per_batch):
@@ -130,7 +143,7 @@ def phash_knn_pairs(scored: ScoredPool, phash: np.ndarray, valid: np.ndarray, ma
             hit = sims >= bar_of_block[sel][block]
             out_a.append(a[hit])
             out_b.append(b[hit])
-            bar.update(a.size)
+            progress_bar.update(a.size)
         for blk in np.flatnonzero(big):
             rows_u = order[starts[u[blk]] : starts[u[blk]] + counts[u[blk]]]
             rows_v = order[starts[v[blk]] : starts[v[blk]] + counts[v[blk]]]
@@ -144,6 +157,6 @@ def phash_knn_pairs(scored: ScoredPool, phash: np.ndarray, valid: np.ndarray, ma
                 r, c = np.nonzero(hit)
                 out_a.append(rows_u[q0 + r])
                 out_b.append(rows_v[c])
-            bar.update(int(sizes[blk]) if u[blk] != v[blk] else int(counts[u[blk]] * (counts[u[blk]] - 1) // 2))
+            progress_bar.update(int(sizes[blk]) if u[blk] != v[blk] else int(counts[u[blk]] * (counts[u[blk]] - 1) // 2))
     a, b = np.concatenate([empty, *out_a]), np.concatenate([empty, *out_b])
     return (a, b), {"candidates": total, "confirmed": int(a.size)}

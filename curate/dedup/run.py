@@ -44,11 +44,13 @@ def _log(settings: DedupSettings, text: str) -> None:
 
 def run_dedup(pool: str | Path, settings: DedupSettings, embed_images: ImageEmbedder | None = None) -> dict[str, Any]:
     """Run one dedup; returns the summary (with "skipped": True when already complete)."""
-    from curate.dedup.scored_pool import check_embeddings, open_scored_pool, read_score_columns
+    from curate.dedup.scored_pool import check_embeddings, check_pixel_columns, open_scored_pool, read_score_columns
 
     validate(settings)
     pool = Path(pool)
     scored = open_scored_pool(pool, settings.scores)
+    if "phash-pixels" in settings.methods:
+        check_pixel_columns(scored)
     needs_vectors = any(m in ("knn", "semdedup", "phash-knn") for m in settings.methods) or bool(settings.against)
     dim = check_embeddings(scored) if needs_vectors else None
     layout = Pool(pool)
@@ -118,6 +120,13 @@ def _find_pairs(method: str, scored: ScoredPool, cols, dim, settings: DedupSetti
         return hashes.exact_pairs(cols.sha256)
     if method == "phash":
         return hashes.phash_pairs(cols.phash, cols.phash_valid, settings.phash_bits_for("phash"))
+    if method == "phash-pixels":
+        from curate.dedup.phash_pixels import phash_pixels_pairs
+
+        bits, threshold = settings.phash_bits_for(method), settings.threshold_for(method)
+        pairs, counts = phash_pixels_pairs(scored, cols.phash, cols.phash_valid, bits, threshold, settings.progress)
+        search[method] = {"phash_bits": bits, "threshold": threshold, **counts}
+        return pairs
     if method == "phash-knn":
         from curate.dedup.phash_knn import phash_knn_pairs
 

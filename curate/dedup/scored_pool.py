@@ -67,6 +67,17 @@ def open_scored_pool(pool: str | Path, tag: str) -> ScoredPool:
     return ScoredPool(pool, tag, tuple(shards), tuple(rows), tuple(offsets))
 
 
+def check_pixel_columns(scored: ScoredPool) -> None:
+    """phash-pixels reads the thumbnails `curate score` stores since they were added."""
+    import pyarrow.parquet as pq
+
+    for shard in scored.shards:
+        path = scored.scores_path(shard)
+        if "pixels" not in pq.read_schema(path).names:
+            raise UserError(f"{path} has no pixel thumbnails (scored by an older clipcurate); rerun `curate score` "
+                            f"with the same --tag (it rescores such shards), or use --method exact,phash-knn")
+
+
 @dataclass
 class ScoreColumns:
     """The score columns dedup needs, concatenated over shards in global row order."""

@@ -55,6 +55,24 @@ def phash_batch(thumbnails: np.ndarray) -> np.ndarray:
     return np.packbits(bits, axis=1).view(">u8").reshape(n).astype(np.uint64)
 
 
+PIXEL_SIDE = 16  # the grey thumbnail kept for dedup's pixel check (phash-pixels): 256 bytes
+COLOUR_SIDE = 4  # the colour grid kept beside it: 4 x 4 mean RGB, 48 bytes
+
+
+def pixel_thumbnail(phash_thumb: np.ndarray) -> bytes:
+    """The 16x16 greyscale thumbnail (uint8, row-major) that dedup's phash-pixels compares:
+    2x2 means of the 32x32 phash thumbnail, so it costs no second resize of the image."""
+    side = PHASH_SIDE // PIXEL_SIDE
+    blocks = phash_thumb.astype(np.float32).reshape(PIXEL_SIDE, side, PIXEL_SIDE, side).mean(axis=(1, 3))
+    return np.round(blocks).astype(np.uint8).tobytes()
+
+
+def colour_grid(image: Image.Image) -> bytes:
+    """The picture's mean sRGB colour in a 4x4 grid (uint8, row-major, RGB per cell)."""
+    grid = image.convert("RGB").resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX)
+    return np.asarray(grid, dtype=np.uint8).tobytes()
+
+
 def phash(image: Image.Image) -> int:
     """imagehash.phash of one image as an unsigned 64-bit integer (a batch of one)."""
     return int(phash_batch(phash_thumbnail(image)[None])[0])

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from curate.score.batched import SplitPreprocess, phash_batch, phash_thumbnail, tokenize_batch
+from curate.score.batched import (SplitPreprocess, colour_grid, phash_batch, phash_thumbnail, pixel_thumbnail,
+                                   tokenize_batch)
 from shards.images import ImageTooLarge, open_rgb
 from shards.reader import IMAGE_EXTENSIONS, iter_tar_samples
 
@@ -60,11 +61,14 @@ def _decode_image(row: dict[str, Any], sample: dict[str, bytes], preprocess: Spl
         row["error"] = f"undecodable image: {type(exc).__name__}: {str(exc)[:120]}"
         return None
     row["width"], row["height"] = rgb.size
-    return preprocess.apply_head(rgb), phash_thumbnail(rgb)
+    thumbnail = phash_thumbnail(rgb)
+    row["pixels"], row["colours"] = pixel_thumbnail(thumbnail), colour_grid(rgb)
+    return preprocess.apply_head(rgb), thumbnail
 
 
 def decode_chunk(samples: list[dict[str, bytes]], preprocess: SplitPreprocess, tokenizer: Any) -> dict[str, Any]:
-    """Rows (uid, caption, error, sha256, phash, size, token counts), the image batch of the
+    """Rows (uid, caption, error, sha256, phash, pixel and colour thumbnails, size, token
+    counts), the image batch of the
     decodable ones (None if none), their mask, and the token ids of every caption."""
     rows: list[dict[str, Any]] = []
     heads, thumbnails = [], []
@@ -72,7 +76,8 @@ def decode_chunk(samples: list[dict[str, bytes]], preprocess: SplitPreprocess, t
         meta = json.loads(sample["json"]) if "json" in sample else {}
         caption = sample["txt"].decode("utf-8", "replace") if "txt" in sample else (meta.get("caption") or "")
         row: dict[str, Any] = {"uid": meta.get("uid"), "caption": caption, "error": None,
-                               "image_sha256": None, "phash": None, "width": None, "height": None}
+                               "image_sha256": None, "phash": None, "width": None, "height": None,
+                               "pixels": None, "colours": None}
         decoded = _decode_image(row, sample, preprocess)
         if decoded is not None:
             heads.append(decoded[0])

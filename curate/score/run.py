@@ -26,6 +26,8 @@ SCORE_SCHEMA = pa.schema([
     ("image_sha256", pa.string()), ("phash", pa.uint64()), ("width", pa.int32()), ("height", pa.int32()),
     ("caption_tokens", pa.int32()), ("caption_truncated", pa.bool_()),
     ("image_norm", pa.float32()), ("text_norm", pa.float32()),
+    # dedup's phash-pixels: 16x16 grey thumbnail and 4x4 mean colours (curate.score.batched)
+    ("pixels", pa.binary(256)), ("colours", pa.binary(48)),
 ])
 
 
@@ -57,10 +59,18 @@ def _check_tag(tag: str) -> None:
 
 
 def shard_done(pool: Pool, tag: str, shard: str, text: bool) -> bool:
+    """The shard's files are all there, and its scores have every column of SCORE_SCHEMA (a
+    shard scored by an older clipcurate, without dedup's pixel columns, is scored again)."""
     needed = [pool.scores_parquet(tag, shard), pool.image_embeddings(tag, shard)]
     if text:
         needed.append(pool.text_embeddings(tag, shard))
-    return all(p.exists() for p in needed)
+    if not all(p.exists() for p in needed):
+        return False
+    try:
+        names = set(pq.read_schema(pool.scores_parquet(tag, shard)).names)
+    except (OSError, pa.ArrowInvalid):
+        return False  # unreadable: score it again (written atomically, so this is rare)
+    return names >= set(SCORE_SCHEMA.names)
 
 
 def _write_model_json(path: Path, seed: SeedModel, dim: int, tag: str) -> None:
@@ -126,6 +136,7 @@ def _write_shard(buffer: _ShardBuffer, shard: str, pool: Pool, tag: str, dim: in
                 "image_sha256": row["image_sha256"], "phash": row["phash"], "width": row["width"], "height": row["height"],
                 "caption_tokens": row["caption_tokens"], "caption_truncated": row["caption_truncated"],
                 "image_norm": float(image_norm[i]) if valid else None, "text_norm": float(text_norm[i]),
+                "pixels": row["pixels"], "colours": row["colours"],
             })
         images.append(image_emb)
         if text:

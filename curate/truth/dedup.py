@@ -148,10 +148,15 @@ def _scores_of_run(groups_parquet: Path) -> dict[str, float]:
     return {r["uid"]: (r["clip_score"] if r["clip_score"] is not None else float("-inf")) for r in rows}
 
 
+COSINE_OFFSETS = (-0.1, -0.05, -0.02, 0.0, 0.02)
+PIXEL_OFFSETS = (-0.03, -0.02, -0.01, 0.0, 0.01)  # thumbnail correlations crowd just below 1
+
+
 def threshold_table(pool: str | Path, settings: Any, truth_parquet: str | Path,
-                    offsets: tuple[float, ...] = (-0.1, -0.05, -0.02, 0.0, 0.02)) -> list[dict[str, Any]]:
-    """Pair precision/recall of the same dedup at a few cosine thresholds around the run's,
-    without writing anything, so a user can pick the threshold on a pool with known truth.
+                    offsets: tuple[float, ...] | None = None) -> list[dict[str, Any]]:
+    """Pair precision/recall of the same dedup at a few thresholds around the run's (the
+    first thresholded method's: a cosine, or phash-pixels' thumbnail correlation), without
+    writing anything, so a user can pick the threshold on a pool with known truth.
 
     `settings` is the run's DedupSettings; only its threshold changes between rows."""
     from dataclasses import replace
@@ -166,8 +171,11 @@ def threshold_table(pool: str | Path, settings: Any, truth_parquet: str | Path,
     scored = open_scored_pool(pool, settings.scores)
     cols = read_score_columns(scored)
     uses_threshold = [m for m in settings.methods if m in DEFAULT_THRESHOLD]
-    dim = check_embeddings(scored) if uses_threshold else None
+    needs_vectors = any(m in ("knn", "semdedup", "phash-knn") for m in settings.methods)
+    dim = check_embeddings(scored) if needs_vectors else None
     base = settings.threshold_for(uses_threshold[0]) if uses_threshold else None
+    if offsets is None:
+        offsets = PIXEL_OFFSETS if uses_threshold[:1] == ["phash-pixels"] else COSINE_OFFSETS
     if base == "auto":  # the bar the run measured on this pool
         from curate.dedup.calibrate import calibrate_threshold
 
