@@ -138,3 +138,25 @@ def test_cli_report_and_missing_results(sweep_dir, tmp_path):
                              timeout=300)
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "results.parquet not found" in missing.stderr
+
+
+def test_a_comparison_of_arms_at_chance_is_not_testable(sweep_dir):
+    """Known answer: the same synthetic sweep with every ViT cell at chance (5%), and a
+    one-seed cut of it. The architecture finding is then not testable (a CNN lead over an
+    arm that learned nothing is no crossover), and one seed prints no spread."""
+    from pipeline.report.data import group
+    from pipeline.report.findings import paper_claims
+    from pipeline.sweep.results import read_results
+
+    rows, meta = read_results(sweep_dir)
+    idle = [{**r, "zeroshot_top1": 0.05} if r["cfg_model"] == "tiny-vit-32" else r for r in rows]
+    claims = {c["claim"]: c for c in paper_claims(group(idle, meta), idle, chance=0.05)}
+    arch = next(c for name, c in claims.items() if "CNNs" in name)
+    assert arch["verdict"] == "not testable here (an arm it compares stayed within 1 pp of chance)"
+    assert arch["evidence"].endswith("the best ViT stayed within 1 pp of chance at every budget.")
+    quality = next(c for name, c in claims.items() if "high-quality slice" in name)
+    assert quality["verdict"] == "reproduced"  # its arms learned: the rule leaves it alone
+
+    one_seed = [r for r in rows if r["cfg_seed"] == 0]
+    quality = next(c for c in paper_claims(group(one_seed, meta), one_seed, chance=0.05) if "slice" in c["claim"])
+    assert quality["verdict"].endswith("on one seed, so tentative") and "spread" not in quality["evidence"]

@@ -59,7 +59,7 @@ def build(out: Path) -> dict[str, Any]:
             "table": _best_table(exp),
         })
     failed = [r for r in rows if r["status"] != "ok"]
-    return {"meta": meta, "rows": rows, "sections": sections, "claims": paper_claims(experiments, rows),
+    return {"meta": meta, "rows": rows, "sections": sections, "claims": paper_claims(experiments, rows, chance),
             "failed": failed, "pngs": pngs, "chance": chance}
 
 

@@ -89,17 +89,31 @@ def _family(model: str) -> str | None:
     return None
 
 
-def _claim(claim: str, verdict: str, evidence: str, seeds: int = 2) -> dict[str, str]:
-    if seeds < 2:  # a margin over a zero spread is no evidence of a real difference
+CHANCE_MARGIN = 0.01  # an arm within 1 pp of chance has learned nothing to compare
+
+
+def _claim(claim: str, verdict: str, evidence: str, seeds: int = 2, at_chance: bool = False) -> dict[str, str]:
+    if at_chance:  # differences between arms that learned nothing are noise, whatever their sign
+        verdict = "not testable here (an arm it compares stayed within 1 pp of chance)"
+    elif seeds < 2:  # a margin over a zero spread is no evidence of a real difference
         verdict += " on one seed, so tentative"
     return {"claim": claim, "verdict": verdict, "evidence": evidence[:1].upper() + evidence[1:]}
+
+
+def _spread(spread: float, seeds: int, word: str = "seed spread") -> str:
+    """' (seed spread X pp)', or nothing with one seed (no spread exists)."""
+    return f" ({word} {pp(spread)})" if seeds > 1 else ""
+
+
+def _near_chance(values: list[float], chance: float | None) -> bool:
+    return chance is not None and max(values) <= chance + CHANCE_MARGIN
 
 
 def _seeds(exp: Experiment) -> int:
     return min((len(p.values) for line in exp.lines for p in line.points), default=0)
 
 
-def quality_claim(exp: Experiment) -> dict[str, str] | None:
+def quality_claim(exp: Experiment, chance: float | None = None) -> dict[str, str] | None:
     """Paper: at a fixed budget a smaller, better slice (top 40%) beats the full pool; the best
     slice grows with the budget."""
     tops = {line.points[0].fraction: line for line in exp.lines if line.points and line.points[0].fraction is not None}
@@ -116,19 +130,21 @@ def quality_claim(exp: Experiment) -> dict[str, str] | None:
             spread = max(pts[frac].spread, pts[1.0].spread)
             wins += 1
             clear += margin > spread  # with one seed the spread is 0: _claim marks the verdict tentative
-            parts.append(f"at {fmt_budget(exp, budget)} top {frac:.0%} beats the full pool by {pp(margin)} "
-                         f"(seed spread {pp(spread)})")
+            parts.append(f"at {fmt_budget(exp, budget)} top {frac:.0%} beats the full pool by {pp(margin)}"
+                         + _spread(spread, _seeds(exp)))
         else:
             parts.append(f"at {fmt_budget(exp, budget)} the full pool is best ({pts[1.0].mean:.1%})")
     grows = all(a <= b for a, b in zip(best_fracs, best_fracs[1:])) and best_fracs[0] < best_fracs[-1]
     verdict = "reproduced" if clear else ("partly (within seed spread)" if wins else "not reproduced")
     tail = (f"; the best slice grows with the budget ({' -> '.join(f'{f:.0%}' for f in best_fracs)})" if grows
             else f"; best slice by budget: {', '.join(f'{f:.0%}' for f in best_fracs)}")
+    means = [p.mean for line in tops.values() for p in line.points]
     return _claim("A smaller high-quality slice beats the full pool at a fixed budget (top 40% best; "
-                  "larger budgets favour larger slices)", verdict, "; ".join(parts) + tail + ".", _seeds(exp))
+                  "larger budgets favour larger slices)", verdict, "; ".join(parts) + tail + ".", _seeds(exp),
+                  _near_chance(means, chance))
 
 
-def architecture_claim(exp: Experiment) -> dict[str, str] | None:
+def architecture_claim(exp: Experiment, chance: float | None = None) -> dict[str, str] | None:
     """Paper: CNNs win at small sample counts, ViTs at large."""
     families: dict[str, list[Line]] = {}
     for line in exp.lines:
@@ -150,11 +166,16 @@ def architecture_claim(exp: Experiment) -> dict[str, str] | None:
     else:
         verdict = "not reproduced"
     evidence = "; ".join(f"at {fmt_budget(exp, b)} the best CNN {'leads' if g >= 0 else 'trails'} the best ViT by "
-                         f"{pp(abs(g))} (seed spread {pp(s)})" for b, g, s in gaps)
-    return _claim("CNNs win at small budgets, ViTs at large ones", verdict, evidence + ".", _seeds(exp))
+                         f"{pp(abs(g))}" + _spread(s, _seeds(exp)) for b, g, s in gaps)
+    # Untestable when one family never leaves chance: a lead over an arm that learned nothing is no crossover.
+    idle = [fam for fam, lines in families.items()
+            if _near_chance([p.mean for line in lines for p in line.points], chance)]
+    if idle:
+        evidence += f"; the best {' and '.join(idle)} stayed within 1 pp of chance at every budget"
+    return _claim("CNNs win at small budgets, ViTs at large ones", verdict, evidence + ".", _seeds(exp), bool(idle))
 
 
-def strategy_claim(exp: Experiment) -> dict[str, str] | None:
+def strategy_claim(exp: Experiment, chance: float | None = None) -> dict[str, str] | None:
     """Paper: the best training strategy depends on the budget."""
     if "strategy_label" not in exp.varies or len(exp.budgets) < 2:
         return None
@@ -164,19 +185,22 @@ def strategy_claim(exp: Experiment) -> dict[str, str] | None:
     clear = all(b.runner_point and b.margin > max(b.point.spread, b.runner_point.spread) for b in bests)
     verdict = ("reproduced" if changes and clear else "partly (the leader changes within the seed spread)" if changes
                else "not reproduced (one strategy leads at every budget)")
-    evidence = "; ".join(f"at {fmt_budget(exp, b.budget)} {b.best.label} leads by {pp(b.margin)} "
-                         f"(spread {pp(max(b.point.spread, b.runner_point.spread))})" for b in bests if b.runner_point)
+    evidence = "; ".join(f"at {fmt_budget(exp, b.budget)} {b.best.label} leads by {pp(b.margin)}"
+                         + _spread(max(b.point.spread, b.runner_point.spread), _seeds(exp), "spread")
+                         for b in bests if b.runner_point)
+    # A leader within 1 pp of chance at some budget: that budget's ranking is noise.
+    idle = any(_near_chance([b.point.mean], chance) for b in bests)
     return _claim("The best strategy (CLIP, FLIP, SLIP, CLIP + augmentation) depends on the budget", verdict,
-                  evidence + ".", _seeds(exp))
+                  evidence + ".", _seeds(exp), idle)
 
 
-def half_data_claim(rows: list[dict[str, Any]]) -> dict[str, str] | None:
+def half_data_claim(rows: list[dict[str, Any]], chance: float | None = None) -> dict[str, str] | None:
     """Paper: CLIP + augmentation on half the data matches CLIP on all of it."""
     from statistics import fmean
 
     ok = [r for r in rows if r["status"] == "ok" and r.get("zeroshot_top1") is not None]
     half = [r for r in ok if r["cfg_strategy"] == "clip-aug" and r["slice_kind"] == "random" and r["sample_size"] == 0.5]
-    parts, verdicts, seeds = [], [], 2
+    parts, verdicts, seeds, means = [], [], 2, []
     for budget in sorted({r["budget_value"] for r in half}):
         h = [r for r in half if r["budget_value"] == budget]
         full = [r for r in ok if r["cfg_strategy"] == "clip" and r["slice_kind"] == "top" and r["budget_value"] == budget
@@ -187,25 +211,30 @@ def half_data_claim(rows: list[dict[str, Any]]) -> dict[str, str] | None:
         seeds = min(seeds, len(hv), len(fv))
         diff, spread = fmean(hv) - fmean(fv), max(max(hv) - min(hv), max(fv) - min(fv))
         verdicts.append("match" if abs(diff) <= spread else "beat" if diff > 0 else "miss")
+        means += [fmean(hv), fmean(fv)]
         parts.append(f"at {budget:.3g} {'FLOPs' if h[0]['budget_kind'] == 'flops' else 'samples'} clip-aug on half of top {h[0]['slice_fraction']:.0%} is "
                      f"{'+' if diff >= 0 else '-'}{pp(abs(diff))} against clip on all of it "
-                     f"({fmean(hv):.1%} vs {fmean(fv):.1%}, seed spread {pp(spread)})")
+                     f"({fmean(hv):.1%} vs {fmean(fv):.1%}" + (f", seed spread {pp(spread)})" if seeds > 1 else ")"))
     if not parts:
         return None
     verdict = ("reproduced" if all(v in ("match", "beat") for v in verdicts)
                else "partly" if any(v in ("match", "beat") for v in verdicts) else "not reproduced")
-    return _claim("CLIP + augmentation on half the data matches CLIP on all of it", verdict, "; ".join(parts) + ".", seeds)
+    return _claim("CLIP + augmentation on half the data matches CLIP on all of it", verdict, "; ".join(parts) + ".", seeds,
+                  _near_chance(means, chance))
 
 
-def paper_claims(experiments: list[Experiment], rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Each Scaling (Down) CLIP finding the sweep can test, with its verdict and evidence."""
+def paper_claims(experiments: list[Experiment], rows: list[dict[str, Any]],
+                 chance: float | None = None) -> list[dict[str, str]]:
+    """Each Scaling (Down) CLIP finding the sweep can test, with its verdict and evidence;
+    with `chance` (zero-shot top-1 of guessing), a comparison of arms that stayed within
+    1 pp of it is reported as not testable rather than as (not) reproduced."""
     claims = []
     for exp in experiments:
         if exp.varies == ["slice"]:
-            claims.append(quality_claim(exp))
+            claims.append(quality_claim(exp, chance))
         elif exp.varies == ["cfg_model"]:
-            claims.append(architecture_claim(exp))
+            claims.append(architecture_claim(exp, chance))
         elif "strategy_label" in exp.varies:
-            claims.append(strategy_claim(exp))
-    claims.append(half_data_claim(rows))
+            claims.append(strategy_claim(exp, chance))
+    claims.append(half_data_claim(rows, chance))
     return [c for c in claims if c]
