@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.report.findings import CHANCE_MARGIN
 from pipeline.report.data import Experiment, Line, fmt_budget
 from pipeline.report.fit import Fit
 
@@ -30,7 +31,14 @@ def _finish(fig, ax, path: Path, chance: float | None) -> Path:
     import matplotlib.pyplot as plt
 
     if chance:
+        ys = [y for line in ax.lines for y in line.get_ydata()]
         ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance ({chance:.1%})")
+        if ys and max(ys) <= chance + CHANCE_MARGIN:
+            # Autoscaling would blow chance-level noise up to a full-height "trend": show it at
+            # its real size and say so.
+            ax.set_ylim(0, max(2 * chance, max(ys) + CHANCE_MARGIN))
+            ax.text(0.02, 0.95, "every arm within 1 pp of chance: the differences are noise",
+                    transform=ax.transAxes, fontsize=8, color="dimgrey", va="top")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
