@@ -71,10 +71,11 @@ def hamming(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.unpackbits(diff.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).astype(np.int64)
 
 
-def cosine_bar(bits: np.ndarray, max_bits: int, threshold: float) -> np.ndarray:
-    """Cosine a pair of images needs at each Hamming distance (see the module docstring)."""
+def cosine_bar(bits: np.ndarray, max_bits: int, threshold: float, relief: float = RELIEF) -> np.ndarray:
+    """Similarity a pair of images needs at each Hamming distance: `threshold` at `max_bits`,
+    `relief` lower for identical hashes, linearly between (see the module docstring)."""
     closeness = 1.0 - np.asarray(bits, dtype=np.float64) / max_bits if max_bits else np.ones(np.shape(bits))
-    return threshold - RELIEF * closeness
+    return threshold - relief * closeness
 
 
 def block_pair_count(counts: np.ndarray, u: np.ndarray, v: np.ndarray) -> int:

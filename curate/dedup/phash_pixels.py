@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from curate.dedup.phash_knn import confirmed_candidates
+from curate.dedup.phash_knn import confirmed_candidates, cosine_bar
 from curate.dedup.scored_pool import ScoredPool
 
 PIXEL_COLUMNS = ("pixels", "colours")
@@ -80,13 +80,6 @@ def lab_grids(raw: list[bytes]) -> np.ndarray:
     return kornia.color.rgb_to_lab(tensor).permute(0, 2, 3, 1).reshape(len(raw), 16, 3).numpy()
 
 
-def correlation_bar(bits: np.ndarray, max_bits: int, threshold: float) -> np.ndarray:
-    """The thumbnail correlation a pair needs at each Hamming distance: `threshold` at
-    `max_bits`, RELIEF lower for identical hashes, linearly between (phash-knn's rule)."""
-    closeness = 1.0 - np.asarray(bits, dtype=np.float64) / max_bits if max_bits else np.ones(np.shape(bits))
-    return threshold - RELIEF * closeness
-
-
 def phash_pixels_pairs(scored: ScoredPool, phash: np.ndarray, valid: np.ndarray, max_bits: int,
                        threshold: float, progress: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
     """Row pairs whose phashes differ in at most `max_bits` bits, whose grey thumbnails
@@ -100,7 +93,7 @@ def phash_pixels_pairs(scored: ScoredPool, phash: np.ndarray, valid: np.ndarray,
         return pixel_vectors(pixels)
 
     (a, b), counts = confirmed_candidates(phash, valid, max_bits, vectors_of,
-                                          lambda bits: correlation_bar(bits, max_bits, threshold) - SLACK,
+                                          lambda bits: cosine_bar(bits, max_bits, threshold, RELIEF) - SLACK,
                                           "phash-pixels confirm", progress)
     if a.size:
         rows, lab = grids["rows"], grids["lab"]

@@ -14,7 +14,7 @@ import numpy as np
 from curate.dedup.decontam import ImageEmbedder
 from curate.dedup.graph import METHOD_ORDER, DuplicateGraph, group_ids
 from curate.dedup.scored_pool import ScoredPool
-from curate.dedup.settings import FORMAT_VERSION, DedupSettings, validate
+from curate.dedup.settings import FORMAT_VERSION, VECTOR_METHODS, DedupSettings, validate
 from clikit.errors import UserError
 from shards.atomic import replacing_dir
 from shards.layout import Pool
@@ -51,7 +51,7 @@ def run_dedup(pool: str | Path, settings: DedupSettings, embed_images: ImageEmbe
     scored = open_scored_pool(pool, settings.scores)
     if "phash-pixels" in settings.methods:
         check_pixel_columns(scored)
-    needs_vectors = any(m in ("knn", "semdedup", "phash-knn") for m in settings.methods) or bool(settings.against)
+    needs_vectors = any(m in VECTOR_METHODS for m in settings.methods) or bool(settings.against)
     dim = check_embeddings(scored) if needs_vectors else None
     layout = Pool(pool)
     out_dir = layout.dedup_dir(settings.name)

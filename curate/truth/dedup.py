@@ -166,12 +166,12 @@ def threshold_table(pool: str | Path, settings: Any, truth_parquet: str | Path,
     from curate.dedup.graph import METHOD_ORDER
     from curate.dedup.run import find_groups
     from curate.dedup.scored_pool import check_embeddings, open_scored_pool, read_score_columns
-    from curate.dedup.settings import DEFAULT_THRESHOLD
+    from curate.dedup.settings import DEFAULT_THRESHOLD, VECTOR_METHODS
 
     scored = open_scored_pool(pool, settings.scores)
     cols = read_score_columns(scored)
     uses_threshold = [m for m in settings.methods if m in DEFAULT_THRESHOLD]
-    needs_vectors = any(m in ("knn", "semdedup", "phash-knn") for m in settings.methods)
+    needs_vectors = any(m in VECTOR_METHODS for m in settings.methods)
     dim = check_embeddings(scored) if needs_vectors else None
     base = settings.threshold_for(uses_threshold[0]) if uses_threshold else None
     if offsets is None:
