@@ -160,3 +160,33 @@ def test_a_comparison_of_arms_at_chance_is_not_testable(sweep_dir):
     one_seed = [r for r in rows if r["cfg_seed"] == 0]
     quality = next(c for c in paper_claims(group(one_seed, meta), one_seed, chance=0.05) if "slice" in c["claim"])
     assert quality["verdict"].endswith("on one seed, so tentative") and "spread" not in quality["evidence"]
+
+
+def test_the_half_data_finding_is_judged_per_budget_leaving_out_budgets_at_chance(sweep_dir):
+    """Known answer: at the smallest budget both half-data arms sit within 1 pp of chance
+    (5%), the half at 5.0% and CLIP on all of it at 5.8%, a miss if it were judged. That
+    budget is reported but not judged, so the verdict rests on the budgets where CLIP
+    learned; with every budget at chance the finding is not testable."""
+    from pipeline.report.findings import half_data_claim
+    from pipeline.sweep.results import read_results
+
+    rows, _ = read_results(sweep_dir)
+    low = min(BUDGETS)
+
+    def at(r, budget_test, half, full):
+        if not budget_test(r["budget_value"]):
+            return r
+        if r["cfg_strategy"] == "clip-aug":
+            return {**r, "zeroshot_top1": half}
+        if r["cfg_strategy"] == "clip" and r["slice_fraction"] == 0.4 and r["cfg_model"] == "tiny-resnet-32":
+            return {**r, "zeroshot_top1": full}
+        return r
+
+    lowest_idle = [at(r, lambda b: b == low, 0.050, 0.058) for r in rows]
+    claim = half_data_claim(lowest_idle, chance=0.05)
+    assert claim["verdict"] == "reproduced"
+    assert "(5.0% vs 5.8%, seed spread 0.0 pp) - both within 1 pp of chance, not judged" in claim["evidence"]
+    assert half_data_claim(lowest_idle, chance=None)["verdict"] == "partly"  # judged there, it is a miss
+
+    all_idle = [at(r, lambda b: True, 0.050, 0.058) for r in rows]
+    assert half_data_claim(all_idle, chance=0.05)["verdict"].startswith("not testable here")

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("wall_s", "run_s", "train_s", "overhead_s", "overhead_pct", "resumed")
+TIMING = ("wall_s", "run_s", "train_s", "eval_s", "overhead_s", "overhead_pct", "resumed")
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,8 @@ def test_smoke_sweep_end_to_end_rerun_and_jobs(scored, tmp_path):
         assert 0 <= r["zeroshot_top1"] <= r["zeroshot_top5"] <= 1 and r["image_to_text_R@1"] is not None or True
         assert json.loads((Path(r["run_dir"]) / "eval.json").read_text())["zeroshot_top1"] == r["zeroshot_top1"]
         assert r["cfg_model"] == "micro-vit-32" and r["cfg_batch_size"] == 16 and r["wall_s"] > r["train_s"] > 0
+        assert r["cfg_flops_per_step"] == r["flops_per_step"] == r["planned_flops_per_step"]  # measured once, handed in
+        assert 0 < r["eval_s"] < r["run_s"] and r["overhead_s"] == pytest.approx(r["wall_s"] - r["train_s"] - r["eval_s"])
     sizes = {r["slice"]: r["slice_size"] for r in rows}
     assert sizes["random 50% of top 100% (seed 0)"] == round(0.5 * sizes["top 100%"])
     assert sizes["top 40%"] == round(0.4 * sizes["top 100%"])
@@ -143,6 +145,33 @@ def test_smoke_sweep_end_to_end_rerun_and_jobs(scored, tmp_path):
     summary = run_sweep(spec, parallel, SweepOptions(jobs=2, say=lambda line: None))
     assert summary["ok"] == 12 and summary["overhead"]["cells"] == 12
     assert _frame(parallel) == _frame(out)  # same cells, same figures, apart from timings
+
+
+def test_a_cell_handed_its_step_flops_trains_the_same_weights_as_a_run_that_measures_them(scored, tmp_path):
+    """What the sweep saves per cell (the step FLOP measurement) changes nothing else: the
+    same budget plan, config.yaml figures and final weights, bit for bit."""
+    import torch
+    import yaml
+
+    from pipeline.sweep.cost import measure_step_cost
+    from train.config import TrainConfig
+    from train.loop import run_training
+
+    pool, eval_dir = scored
+    fields = dict(batch_size=16, lr=0.01, workers=0, threads=1, unmasked_fraction=0.5)
+    main, tail = measure_step_cost("micro-vit-32", "flip", fields)
+    assert 0 < main < tail  # patch drop makes a step cheaper
+    common = dict(data=str(pool), model="micro-vit-32", strategy="flip", budget=f"{10 * tail}", progress=False, **fields)
+    measured = run_training(TrainConfig(out=str(tmp_path / "measured"), **common))
+    handed = run_training(TrainConfig(out=str(tmp_path / "handed"), flops_per_step=main, flops_per_step_unmasked=tail,
+                                      **common))
+    assert handed["flops_per_step"] == measured["flops_per_step"] == main
+    assert (handed["step"], handed["flops"]) == (measured["step"], measured["flops"])
+    configs = [yaml.safe_load((tmp_path / name / "config.yaml").read_text()) for name in ("measured", "handed")]
+    assert [(c["flops_per_step"], c["flops_per_step_unmasked"], c["total_steps"]) for c in configs] == [
+        (main, tail, configs[0]["total_steps"])] * 2
+    weights = [torch.load(tmp_path / name / "final.pt", weights_only=True)["state_dict"] for name in ("measured", "handed")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_sigkilled_sweep_resumes_finished_cells_skipped_half_cell_from_checkpoint(scored, tmp_path):

@@ -53,6 +53,11 @@ class TrainConfig:
     threads: int | None = None  # CPU torch threads; default: cores left after loader workers
     progress: bool = True
     world_size: int = 1  # filled in at run time from torchrun
+    # FLOPs of one global step (and of an unmasked FLIP tail step) measured beforehand for this
+    # model, strategy and batch: `train sweep` measures each pair once and passes them to its
+    # cells. None: train run measures them itself (config.yaml records them either way).
+    flops_per_step: int | None = None
+    flops_per_step_unmasked: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,6 +90,9 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("--init-vision is the older name of --init-image; give only one of them")
     if cfg.lock_image_unlocked_groups < 0:
         raise UserError("--lock-image-unlocked-groups must be >= 0")
+    if (cfg.flops_per_step is not None and cfg.flops_per_step < 1) or (
+            cfg.flops_per_step_unmasked is not None and cfg.flops_per_step is None):
+        raise UserError("flops_per_step must be a positive count of FLOPs (flops_per_step_unmasked only beside it)")
     if cfg.lock_image_unlocked_groups and not cfg.lock_image:
         raise UserError("--lock-image-unlocked-groups only applies to a locked image tower; add --lock-image")
 

@@ -26,6 +26,7 @@ class EvalHook:
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
         self.eval_dir, self.retrieval_data, self.every = eval_dir, retrieval_data, every
         self.out, self.info = out, info
+        self.seconds = 0.0  # spent evaluating, for callers that account for a run's time (train sweep)
 
     def due(self, step: int, last: bool) -> bool:
         """Every `every` steps; the last step is evaluated by `final` instead."""
@@ -34,9 +35,12 @@ class EvalHook:
     def __call__(self, step: int, samples: int, flops: int) -> dict[str, Any]:
         """Evaluate (rank 0, when there is something to evaluate on) and append to evals.jsonl;
         {} on the other ranks or without --eval/--retrieval-data."""
+        import time
+
         from train.evaluate import evaluate
         from zoo.distributed import barrier
 
+        started = time.perf_counter()
         results: dict[str, Any] = {}
         if self.info.is_main and (self.eval_dir or self.retrieval_data):
             results = evaluate(self.model, self.preprocess, self.tokenizer, self.eval_dir, device=self.info.device,
@@ -45,6 +49,7 @@ class EvalHook:
             with open(self.out / "evals.jsonl", "a") as handle:
                 handle.write(json.dumps(results) + "\n")
         barrier(self.info)
+        self.seconds += time.perf_counter() - started
         return results
 
     def final(self, step: int, samples: int, flops: int) -> dict[str, Any]:

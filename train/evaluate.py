@@ -82,23 +82,49 @@ def _encode_batch(model: torch.nn.Module, batch: list[torch.Tensor], device: Dev
         return model.encode_image(torch.stack(batch).to(device), normalize=True).float().cpu()
 
 
+# Decoded, preprocessed eval images kept per process: the cells of a sweep that run in one
+# process evaluate on the same folder, and decoding it is the part of an eval that does not
+# depend on the model. Bounded, since an eval folder may be large.
+_PREPARED: dict[tuple, tuple[list[torch.Tensor], list[int]]] = {}
+PREPARED_CACHE_BYTES = 512 * 2**20
+
+
+def _prepared_images(preprocess: Callable, items: Sequence[Path | bytes]) -> tuple[list[torch.Tensor], list[int]]:
+    """The items that decode, preprocessed, and their indices (the others are skipped).
+    Files are cached by path, size and mtime with the transform's repr (its sizes and
+    normalisation); held-out shard bytes are not cached."""
+    key = None
+    if items and all(isinstance(item, Path) for item in items):
+        stats = [item.stat() for item in items]  # type: ignore[union-attr]
+        key = (repr(preprocess), tuple((str(p), st.st_size, st.st_mtime_ns) for p, st in zip(items, stats)))
+        if key in _PREPARED:
+            return _PREPARED[key]
+    tensors: list[torch.Tensor] = []
+    ok: list[int] = []
+    for i, item in enumerate(items):
+        img = _open_rgb(item)
+        if img is not None:
+            tensors.append(preprocess(img))
+            ok.append(i)
+    if key is not None:
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        while _PREPARED and size + sum(_cached_bytes(v) for v in _PREPARED.values()) > PREPARED_CACHE_BYTES:
+            _PREPARED.pop(next(iter(_PREPARED)))  # oldest first
+        if size <= PREPARED_CACHE_BYTES:
+            _PREPARED[key] = (tensors, ok)
+    return tensors, ok
+
+
+def _cached_bytes(entry: tuple[list[torch.Tensor], list[int]]) -> int:
+    return sum(t.numel() * t.element_size() for t in entry[0])
+
+
 def _encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[Path | bytes], device: Device,
                    batch_size: int) -> tuple[torch.Tensor, list[int]]:
     """L2-normalised image features; returns the indices that decoded (others are skipped)."""
-    feats: list[torch.Tensor] = []
-    ok: list[int] = []
-    batch: list[torch.Tensor] = []
-    for i, item in enumerate(paths):
-        img = _open_rgb(item)
-        if img is None:
-            continue
-        batch.append(preprocess(img))
-        ok.append(i)
-        if len(batch) == batch_size:
-            feats.append(_encode_batch(model, batch, device))
-            batch = []
-    if batch:
-        feats.append(_encode_batch(model, batch, device))
+    tensors, ok = _prepared_images(preprocess, paths)
+    feats = [_encode_batch(model, tensors[start:start + batch_size], device)
+             for start in range(0, len(tensors), batch_size)]
     return (torch.cat(feats) if feats else torch.empty(0)), ok
 
 

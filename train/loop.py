@@ -44,7 +44,8 @@ class _Model:
 
 
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
-    """Train until the budget is spent; returns the final counters and eval results.
+    """Train until the budget is spent; returns summary.json's figures (the final counters and eval
+    results) and eval_s, the seconds spent evaluating.
 
     Writes OUT/config.yaml, OUT/metrics.jsonl, OUT/checkpoints/step_*.pt, OUT/final.pt,
     OUT/summary.json and (with eval_dir or retrieval_data) OUT/evals.jsonl and OUT/eval.json.
@@ -122,7 +123,7 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
         from shards.atomic import write_json_atomic
 
         write_json_atomic(out / "summary.json", summary)
-    return summary
+    return dict(summary, eval_s=evals.seconds)  # a timing, so not in summary.json (the same bytes every run)
 
 
 def _set_cpu_threads(cfg: TrainConfig, device: torch.device) -> None:
@@ -159,11 +160,18 @@ def _build_model(cfg: TrainConfig, info: DistInfo, resume_from: Path | None) -> 
 
 def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, budget_flops: float | None,
           budget_samples: int | None) -> StepPlan:
-    """Measure one step's FLOPs on the real module and batch shape, then plan the steps."""
+    """Measure one step's FLOPs on the real module and batch shape (unless the caller
+    measured them: cfg.flops_per_step), then plan the steps."""
     from train import budget as B
     from train.trainer import autocast_forward
     from zoo.towers import train_mode
 
+    flip = cfg.strategy == "flip"
+    if cfg.flops_per_step is not None:
+        # No draw from the RNG is skipped that matters: fresh runs reseed after planning, resumed runs restore it.
+        return B.plan_steps(cfg.flops_per_step, cfg.flops_per_step_unmasked or cfg.flops_per_step,
+                            budget_flops=budget_flops, budget_samples=budget_samples, samples_arg=cfg.samples,
+                            batch_size=cfg.batch_size, tail_fraction=cfg.unmasked_fraction if flip else 0.0)
     device = info.device
     # A made-up batch of the real shape: its random pixels come from the seeded global RNG,
     # so this draw is part of the run's bitwise-reproducible sequence.
@@ -171,7 +179,6 @@ def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, bud
     texts = (built.tokenizer(["a photo of a red circle on a blue background"] * local_batch).to(device)
              if built.needs_text else None)
     train_mode(built.module)  # after locking: frozen towers count no backward FLOPs
-    flip = cfg.strategy == "flip"
     cost_main, cost_tail = B.measure_step_costs(
         built.module, lambda: autocast_forward(built.module, images, texts, device)[0],
         cfg.patch_drop if flip else 0.0, flip and cfg.unmasked_fraction > 0, info.world_size)

@@ -13,14 +13,17 @@ from typing import Any
 
 
 def cell_config(cell, run_dir: Path, pool: Path, eval_dir: Path | None, retrieval: str | None,
-                steps: int, threads: int | None):
-    """The TrainConfig of `cell` (resume on; a checkpoint about every quarter of the run)."""
+                steps: int, threads: int | None, cost: tuple[int, int] | None = None):
+    """The TrainConfig of `cell` (resume on; a checkpoint about every quarter of the run);
+    `cost`: its step FLOPs as the sweep measured them once for all cells like it."""
     from train.config import TrainConfig
 
     fields: dict[str, Any] = {"progress": False, **cell.train}
     fields.setdefault("checkpoint_every", max(1, steps // 4))  # a killed cell loses at most a quarter
     if threads and "threads" not in cell.train:
         fields["threads"] = threads
+    if cost is not None:
+        fields.update(flops_per_step=int(cost[0]), flops_per_step_unmasked=int(cost[1]))
     budget = {"budget": f"{cell.budget:.6g}"} if cell.budget_kind == "flops" else {"samples": str(int(cell.budget))}
     return TrainConfig(data=str(pool), out=str(run_dir), model=cell.model, strategy=cell.strategy,
                        subset=cell.slice.subset,
@@ -43,8 +46,9 @@ def step_seconds(metrics: Path) -> float:
 
 
 def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str | None, steps: int,
-             threads: int | None = None) -> dict[str, Any]:
-    """Train and evaluate `cell` in RUN_DIR; {status, error, summary, config, timings}. Never raises
+             threads: int | None = None, cost: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Train and evaluate `cell` in RUN_DIR; {status, error, summary, config, timings (wall_s,
+    run_s: inside run_training, eval_s: evaluating, train_s: training steps)}. Never raises
     for the cell's own failure: a sweep goes on past a failed cell."""
     from zoo.checkpoint import list_checkpoints
 
@@ -59,13 +63,15 @@ def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str
             if out.exists() and not list_checkpoints(out):
                 shutil.rmtree(out)  # killed before its first checkpoint: start clean, not appended to
             result["resumed"] = out.exists()
-            cfg = cell_config(cell, out, Path(pool), Path(eval_dir) if eval_dir else None, retrieval, steps, threads)
+            cfg = cell_config(cell, out, Path(pool), Path(eval_dir) if eval_dir else None, retrieval, steps, threads,
+                              cost)
             result["config"] = cfg.to_dict()
             from train.loop import run_training
 
             run_started = time.perf_counter()
             summary = run_training(cfg)
             result["run_s"] = time.perf_counter() - run_started
+            result["eval_s"] = summary.pop("eval_s", 0.0)
         result["summary"] = summary
     except BaseException as exc:  # noqa: BLE001 - a cell's failure is data; KeyboardInterrupt stops the sweep
         if isinstance(exc, KeyboardInterrupt):

@@ -1,22 +1,27 @@
-"""Shared work done once per sweep, not once per cell: the FLOPs of one training step for
-each (model, strategy, batch, options) the grid uses, measured the way `train run` does,
-so budgets that buy no step fail before any cell runs and progress can predict time left."""
+"""Shared work done once per sweep, not once per cell: the FLOPs of one training step (and
+of a FLIP cell's unmasked tail step) for each model, strategy and set of train options the
+grid uses, measured the way `train run` does. The cells are handed these figures
+(TrainConfig.flops_per_step), budgets that buy no step fail before any cell runs, and
+progress predicts time left from them."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from clikit.errors import UserError
 
+StepCost = tuple[int, int]  # (FLOPs of a step, FLOPs of an unmasked FLIP tail step), global
+
 
 def step_key(cell_train: dict[str, Any], model: str, strategy: str) -> tuple:
-    """The fields a step's FLOPs depend on."""
-    return (model, strategy, int(cell_train.get("batch_size", 64)), float(cell_train.get("patch_drop", 0.5)),
-            bool(cell_train.get("lock_image")), bool(cell_train.get("lock_text")))
+    """What a step's FLOPs may depend on: the model, the strategy and every train option
+    (a few more measurements than needed beat a cell trained on another cell's figure)."""
+    return model, strategy, json.dumps(cell_train, sort_keys=True, default=str)
 
 
-def measure_step_flops(model: str, strategy: str, fields: dict[str, Any]) -> int:
-    """Global FLOPs of one step of `model` under `strategy` at the cell's batch size (CPU,
+def measure_step_cost(model: str, strategy: str, fields: dict[str, Any]) -> StepCost:
+    """Global FLOPs of one step of `model` under `strategy` with the cell's train options (CPU,
     one process), counted with torch's flop counter on the real strategy module."""
     import torch
 
@@ -28,7 +33,9 @@ def measure_step_flops(model: str, strategy: str, fields: dict[str, Any]) -> int
     from zoo.models import image_size
     from zoo.towers import train_mode
 
+    fields = {k: v for k, v in fields.items() if k not in ("flops_per_step", "flops_per_step_unmasked")}
     cfg = TrainConfig(data="", out="", model=model, strategy=strategy, samples="1", **fields)
+    flip = strategy == "flip"
     with torch.random.fork_rng():  # leave the caller's RNG as it was
         torch.manual_seed(0)
         towers = build_towers(cfg, None)
@@ -40,33 +47,40 @@ def measure_step_flops(model: str, strategy: str, fields: dict[str, Any]) -> int
         texts = towers.tokenizer(["a photo of a red circle on a blue background"] * cfg.batch_size)
         train_mode(module)
         cpu = torch.device("cpu")
-        cost, _ = B.measure_step_costs(module, lambda: autocast_forward(module, images, texts, cpu)[0],
-                                       cfg.patch_drop if strategy == "flip" else 0.0, False, 1)
-    return cost
+        return B.measure_step_costs(module, lambda: autocast_forward(module, images, texts, cpu)[0],
+                                    cfg.patch_drop if flip else 0.0, flip and cfg.unmasked_fraction > 0, 1)
 
 
-def measure_all(cells: list, say=print) -> tuple[dict[tuple, int], float]:
-    """{step_key: FLOPs per step} for every cell, each key measured once; and the seconds it took.
+def measure_all(cells: list, say=print) -> tuple[dict[tuple, StepCost], float]:
+    """{step_key: step cost} for every cell, each key measured once; and the seconds it took.
     UserError (naming the cell) when a cell's budget buys no step."""
-    costs: dict[tuple, int] = {}
+    costs: dict[tuple, StepCost] = {}
     started = time.perf_counter()
     for cell in cells:
         key = step_key(cell.train, cell.model, cell.strategy)
         if key not in costs:
             try:
-                costs[key] = measure_step_flops(cell.model, cell.strategy, cell.train)
+                costs[key] = measure_step_cost(cell.model, cell.strategy, cell.train)
             except UserError as exc:
                 raise UserError(f"experiment {cell.experiment}, cell {cell.id}: {exc}") from None
-        steps = planned_steps(cell, costs[key])
-        if steps < 1:
+        if planned_steps(cell, costs[key]) < 1:
             what = f"{cell.budget:.3g} FLOPs" if cell.budget_kind == "flops" else f"{int(cell.budget)} samples"
             raise UserError(f"experiment {cell.experiment}, cell {cell.id}: budget {what} buys no step "
-                            f"(one step costs {costs[key]:.3g} FLOPs, {key[2]} samples)")
+                            f"(one step costs {costs[key][0]:.3g} FLOPs, "
+                            f"{int(cell.train.get('batch_size', 64))} samples)")
     return costs, time.perf_counter() - started
 
 
-def planned_steps(cell, flops_per_step: int) -> int:
-    """Steps the cell will train (flip's unmasked tail aside)."""
-    if cell.budget_kind == "flops":
-        return int(cell.budget // flops_per_step)
-    return int(cell.budget) // int(cell.train.get("batch_size", 64))
+def planned_steps(cell, cost: StepCost) -> int:
+    """Steps the cell will train: train run's own step plan on the measured costs."""
+    from train.budget import plan_steps
+
+    batch = int(cell.train.get("batch_size", 64))
+    tail = float(cell.train.get("unmasked_fraction", 0.0)) if cell.strategy == "flip" else 0.0
+    flops = float(cell.budget) if cell.budget_kind == "flops" else None
+    samples = int(cell.budget) if cell.budget_kind != "flops" else None
+    try:
+        return plan_steps(cost[0], cost[1], budget_flops=flops, budget_samples=samples, samples_arg=str(samples),
+                          batch_size=batch, tail_fraction=tail).total_steps
+    except UserError:  # not one step fits: measure_all names the cell
+        return 0

@@ -12,7 +12,9 @@ EVAL_KEYS = ("zeroshot_top1", "zeroshot_top5", "zeroshot_chance_top1", "zeroshot
              "image_to_text_R@1", "image_to_text_R@5", "image_to_text_R@10",
              "text_to_image_R@1", "text_to_image_R@5", "text_to_image_R@10", "retrieval_pairs")
 # Columns that differ between two runs of the same sweep (everything else must not).
-TIMING_COLUMNS = ("wall_s", "run_s", "train_s", "overhead_s", "overhead_pct", "resumed")
+# overhead_s is a cell's wall time outside its training steps and its eval (the eval is the
+# cell's own work: encoding the eval set with the model it trained).
+TIMING_COLUMNS = ("wall_s", "run_s", "train_s", "eval_s", "overhead_s", "overhead_pct", "resumed")
 
 
 def cell_row(cell, result: dict[str, Any], experiments: list[str], slice_size: int, config: dict[str, Any],
@@ -47,9 +49,11 @@ def cell_row(cell, result: dict[str, Any], experiments: list[str], slice_size: i
     for key in EVAL_KEYS:
         value = summary.get(key)
         row[key] = float(value) if value is not None else None
-    wall, train = result.get("wall_s", 0.0), result.get("train_s", 0.0)
-    row.update({"wall_s": wall, "run_s": result.get("run_s"), "train_s": train, "overhead_s": wall - train,
-                "overhead_pct": 100 * (wall - train) / train if train else None, "resumed": bool(result.get("resumed"))})
+    wall, train, evaluating = result.get("wall_s", 0.0), result.get("train_s", 0.0), result.get("eval_s") or 0.0
+    overhead = wall - train - evaluating
+    row.update({"wall_s": wall, "run_s": result.get("run_s"), "train_s": train, "eval_s": result.get("eval_s"),
+                "overhead_s": overhead, "overhead_pct": 100 * overhead / train if train else None,
+                "resumed": bool(result.get("resumed"))})
     return row
 
 

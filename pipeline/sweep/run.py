@@ -83,7 +83,7 @@ def run_sweep(sweep: Sweep, out: str | Path, options: SweepOptions | None = None
         steps = planned_steps(cell, cost)
         run_dir = out / "runs" / cell.id
         config = cell_config(cell, run_dir, sweep.pool.resolve(), sweep.eval_dir.resolve() if sweep.eval_dir else None,
-                             sweep.retrieval, steps, threads).to_dict()
+                             sweep.retrieval, steps, threads, cost).to_dict()
         plan[cell.id] = (cost, steps, config)
     pending = []
     for cell in sweep.cells:
@@ -104,7 +104,7 @@ def run_sweep(sweep: Sweep, out: str | Path, options: SweepOptions | None = None
     progress = Progress(len(pending), options.jobs if options.executor == "local" else max(1, options.jobs))
     jobs = [(cell, {"run_dir": plan[cell.id][2]["out"], "pool": str(sweep.pool.resolve()),
                     "eval_dir": plan[cell.id][2]["eval_dir"], "retrieval": sweep.retrieval,
-                    "steps": plan[cell.id][1], "threads": threads}) for cell in pending]
+                    "steps": plan[cell.id][1], "threads": threads, "cost": plan[cell.id][0]}) for cell in pending]
     flops_left = sum(_planned_flops(c, plan) for c in pending)
     for number, (cell, result) in enumerate(run_cells(jobs, workers=options.jobs, executor=options.executor,
                                                       address=options.address, resources=sweep.resources)):
@@ -138,32 +138,35 @@ def _threads(sweep: Sweep, options: SweepOptions) -> int | None:
 
 def _planned_flops(cell, plan: dict) -> float:
     cost, steps, _ = plan[cell.id]
-    return float(cost) * steps
+    return float(cost[0]) * steps
 
 
 def _row(cell, result: dict[str, Any], member: dict, sizes: dict, plan: dict) -> dict[str, Any]:
     from pipeline.sweep.results import cell_row
 
     cost, steps, config = plan[cell.id]
-    return cell_row(cell, result, member[cell.id], sizes.get(cell.slice.subset, 0), config, cost, steps)
+    return cell_row(cell, result, member[cell.id], sizes.get(cell.slice.subset, 0), config, cost[0], steps)
 
 
 def _overhead(rows: list[dict[str, Any]], wall: float, shared: float, options: SweepOptions) -> dict[str, Any]:
     """Overhead per cell against its training time: the sweep's own (wall time not spent inside
-    run_training, shared work spread over the cells) and train run's (its setup, FLOP
-    measurement and eval: run_training's time outside the steps)."""
+    run_training, shared work spread over the cells) and train run's setup (run_training's
+    time outside the steps and the eval: data, model, checkpoints). The eval is reported
+    beside them: it is the cell's own work (the eval set through the model it trained)."""
     done = [r for r in rows if r["status"] == "ok" and r["train_s"]]
     if not done:
         return {"text": "no cell ran to measure overhead"}
     train = sum(r["train_s"] for r in done)
-    in_run = sum((r["run_s"] or r["wall_s"]) - r["train_s"] for r in done)
+    evaluating = sum(r["eval_s"] or 0.0 for r in done)
+    setup = sum((r["run_s"] or r["wall_s"]) - r["train_s"] - (r["eval_s"] or 0.0) for r in done)
     cells_wall = sum(r["wall_s"] for r in done)
     sweep_own = shared + sum(r["wall_s"] - (r["run_s"] or r["wall_s"]) for r in done)
     if options.jobs <= 1 and options.executor == "local":
         sweep_own += max(0.0, wall - shared - cells_wall)  # scheduling and writing results, serial runs only
     figures = {"cells": len(done), "train_s": train, "sweep_pct": 100 * sweep_own / train,
-               "run_setup_eval_pct": 100 * in_run / train, "total_pct": 100 * (sweep_own + in_run) / train}
-    figures["text"] = (f"overhead per cell vs its training time: sweep {figures['sweep_pct']:.1f}%, "
-                       f"train run setup+eval {figures['run_setup_eval_pct']:.1f}% ({len(done)} cells, "
-                       f"{train:.0f}s of training steps)")
+               "run_setup_pct": 100 * setup / train, "eval_pct": 100 * evaluating / train,
+               "total_pct": 100 * (sweep_own + setup) / train}
+    figures["text"] = (f"overhead per cell vs its training time: {figures['total_pct']:.1f}% (sweep "
+                       f"{figures['sweep_pct']:.1f}%, train run setup {figures['run_setup_pct']:.1f}%); eval "
+                       f"{figures['eval_pct']:.1f}% ({len(done)} cells, {train:.0f}s of training steps)")
     return figures
