@@ -71,6 +71,8 @@ GRID = """  q:
     ("top: [40%]", "top: [140%]", ":10: experiments.q.data.0.top.0: 140% is outside (0%, 100%]"),
     ("    models:", "    strategies: [clop]\n    models:", ":11: experiments.q.strategies.0: unknown strategy"),
     ("seeds: [0]", "seeds: [0, 0]", "duplicate cell"),
+    ("models: [micro-vit-32]", "models: [{micro-vit-32: {lrr: 1}}]",
+     ":11: experiments.q.models.0.micro-vit-32.lrr: not a train option"),
     ("scores: seed", "scores: nope", ":3: scores: no scores tag nope"),
     ("eval: ", "eval: /no/such/folder\nretrieval: ", ":5: eval: /no/such/folder: no such eval folder"),
     ("eval: ", "evaluation: ", ":5: evaluation: unknown key; a sweep file has"),
@@ -87,6 +89,18 @@ def test_bad_sweep_files_fail_before_any_cell_naming_key_and_line(scored, tmp_pa
     with pytest.raises(UserError) as info:
         load_sweep(path)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_model_carries_its_own_train_options_into_its_cells(scored, tmp_path):
+    """`{model: {lr: ..}}` is that model's recipe: its cells train with it, the others with the
+    file's train:, and the cell id names the model only."""
+    from pipeline.sweep.spec import load_sweep
+
+    pool, eval_dir = scored
+    grid = GRID.replace("models: [micro-vit-32]", "models: [micro-vit-32, {tiny-vit-32: {lr: 0.003}}]")
+    cells = {c.model: c for c in load_sweep(sweep_file(tmp_path, pool, eval_dir, grid)).cells}
+    assert cells["tiny-vit-32"].train["lr"] == 0.003 and cells["micro-vit-32"].train["lr"] == 0.01
+    assert cells["tiny-vit-32"].id == cells["micro-vit-32"].id.replace("micro-vit-32", "tiny-vit-32")
 
 
 def test_cli_exit_2_for_a_missing_pool_and_a_budget_that_buys_no_step(scored, tmp_path):

@@ -130,6 +130,26 @@ def _strategies(items: Any, where: tuple, doc: Located) -> list[tuple[str, str, 
     return out
 
 
+def _models(items: Any, where: tuple, doc: Located) -> list[tuple[str, dict]]:
+    """[(model, its train options)]: `tiny-resnet-32` or `{tiny-vit-32: {lr: 0.003}}`, options
+    being the model's own recipe (not a grid coordinate: a cell's id names the model only, and
+    a cell shared with another experiment must agree on them)."""
+    from zoo.models import check_model_name
+
+    out = []
+    for i, item in enumerate(_as_list(items)):
+        if isinstance(item, dict) and len(item) != 1:
+            raise doc.fail(where + (i,), "a model with options is {name: {option: value}}")
+        name, options = (item, {}) if not isinstance(item, dict) else next(iter(item.items()))
+        try:
+            check_model_name(str(name))
+        except UserError as exc:
+            raise doc.fail(where + (i,), str(exc)) from None
+        _check_train_fields(options or {}, where + (i, name), doc)
+        out.append((str(name), dict(options or {})))
+    return out
+
+
 def _check_train_fields(fields: Any, where: tuple, doc: Located) -> None:
     from train.config import TrainConfig
 
@@ -169,8 +189,6 @@ def _merge(base: dict, over: dict) -> dict:
 def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None, eval_dir: str | None = None) -> Sweep:
     """Read and check a sweep file; `pool`/`eval_dir` override the file's. Relative paths in
     the file are relative to the current folder (where the sweep is started)."""
-    from zoo.models import check_model_name
-
     doc = load_located(path)
     data = doc.data
     for key in data:
@@ -208,12 +226,7 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
         for i, sl in enumerate(slices):
             if sl.kind == "subset" and not (pool_path / "subsets" / f"{sl.subset}.parquet").is_file():
                 raise doc.fail(where + ("data",), f"no subset {sl.subset!r} in {pool_path}/subsets")
-        models = [str(m) for m in _as_list(grid.get("models", "tiny-vit-32"))]
-        for i, m in enumerate(models):
-            try:
-                check_model_name(m)
-            except UserError as exc:
-                raise doc.fail(where + ("models", i), str(exc)) from None
+        models = _models(grid.get("models", "tiny-vit-32"), where + ("models",), doc)
         strategies = _strategies(grid.get("strategies", "clip"), where + ("strategies",), doc)
         if "budgets" not in grid:
             raise doc.fail(where, "missing budgets: {flops: [..]} or {samples: [..]}")
@@ -223,11 +236,12 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
         train = {**(data.get("train") or {}), **(grid.get("train") or {})}
         ids = []
         for sl in slices:
-            for model in models:
+            for model, model_options in models:
                 for strat, label, options in strategies:
                     for budget in budgets:
                         for seed in seeds:
-                            cell = _cell(exp, sl, model, strat, label, kind, budget, seed, {**train, **options})
+                            cell = _cell(exp, sl, model, strat, label, kind, budget, seed,
+                                         {**train, **model_options, **options})
                             if cell.id in ids:
                                 raise doc.fail(where, f"duplicate cell {cell.id} (the same grid point twice)")
                             if cell.id in seen and seen[cell.id] != _fingerprint(cell):
