@@ -73,7 +73,7 @@ def run_sweep(sweep: Sweep, out: str | Path, options: SweepOptions | None = None
     say(f"== sweep {sweep.name}: {len(sweep.cells)} cells in {len(sweep.experiments)} experiment(s) -> {out}")
     costs, flops_s = measure_all(sweep.cells)  # also refuses budgets that buy no step
     sizes, subsets_s = make_subsets(sweep, say)
-    say(f"   shared work: step FLOPs of {len(costs)} model/strategy pair(s) {flops_s:.1f}s, "
+    say(f"   shared work: step FLOPs of {len(costs)} model/strategy/options set(s) {flops_s:.1f}s, "
         f"{len(sizes)} subset(s) {subsets_s:.1f}s")
     member = {c.id: [e for e, ids in sweep.experiments.items() if c.id in ids] for c in sweep.cells}
     threads = _threads(sweep, options)
