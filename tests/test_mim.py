@@ -109,3 +109,18 @@ stages:
 
     with pytest.raises(UserError, match="kind 'mae'"):
         run_plan(plan, tmp_path / "bad")
+
+
+def test_the_shipped_weak_to_strong_recipe_reads_as_valid_stages(tmp_path):
+    """sweeps/weak_to_strong.yaml: every stage is a valid train run / train mim config, the
+    MIM arm and its random-init control are the same model at the same CLIP-stage budget."""
+    from train.mim import MimConfig
+    from train.weak_to_strong import read_plan, stage_config
+
+    plan = read_plan(Path(__file__).resolve().parents[1] / "sweeps" / "weak_to_strong.yaml")
+    configs = {s["name"]: stage_config(plan, s, tmp_path, seed=1) for s in plan["stages"]}
+    assert isinstance(configs["mim"], MimConfig) and configs["mim"].teacher == str(tmp_path / "teacher")
+    arm, control = configs["clip-mim"], configs["clip-random"]
+    assert arm.init_image == str(tmp_path / "mim") and control.init_image is None
+    assert (arm.model, arm.budget, arm.lr, arm.seed) == (control.model, control.budget, control.lr, control.seed) == (
+        "tiny-eva02-32", "3e12", 0.003, 1)
