@@ -63,11 +63,34 @@ def _band(ax, line: Line, xs: list[float], colour, label: str) -> None:
         ax.fill_between(xs, low, high, color=colour, alpha=0.18, linewidth=0)
 
 
+def _short(value: float, units: tuple[tuple[str, float], ...]) -> str:
+    for suffix, scale in units:
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def _log_axis(ax, units: tuple[tuple[str, float], ...]) -> None:
+    """Log x with short labels (250G, 1T; 2k, 10k) at 1, 2 and 5 x 10^k: matplotlib's default
+    labels every minor tick in 3x10^11 notation when the axis spans under a decade, and they
+    run into each other."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v, units)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+FLOP_UNITS = (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6))
+SAMPLE_UNITS = (("M", 1e6), ("k", 1e3))
+
+
 def plot_flops(exp: Experiment, fits: dict[str, Fit | None], folder: Path, chance: float | None) -> Path:
     """Accuracy vs measured training FLOPs (log x): one line per arm, seed spread as a band,
     its fitted saturating power law dashed."""
     fig, ax = _figure(f"{exp.name}: zero-shot top-1 vs training FLOPs (band: seed min-max)", "training FLOPs (log)")
-    ax.set_xscale("log")
+    _log_axis(ax, FLOP_UNITS)
     for line, colour in zip(exp.lines, _colours(len(exp.lines))):
         xs = [p.x_flops for p in line.points]
         _band(ax, line, xs, colour, line.label)
@@ -81,7 +104,7 @@ def plot_flops(exp: Experiment, fits: dict[str, Fit | None], folder: Path, chanc
 def plot_samples(exp: Experiment, folder: Path, chance: float | None) -> Path:
     """Accuracy vs samples seen (log x): where cheaper samples (FLIP, small models) go further."""
     fig, ax = _figure(f"{exp.name}: zero-shot top-1 vs samples seen (band: seed min-max)", "samples seen (log)")
-    ax.set_xscale("log")
+    _log_axis(ax, SAMPLE_UNITS)
     for line, colour in zip(exp.lines, _colours(len(exp.lines))):
         _band(ax, line, [p.x_samples for p in line.points], colour, line.label)
     return _finish(fig, ax, folder / f"{exp.name}_samples.png", chance)
