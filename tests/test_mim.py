@@ -123,4 +123,4 @@ def test_the_shipped_weak_to_strong_recipe_reads_as_valid_stages(tmp_path):
     arm, control = configs["clip-mim"], configs["clip-random"]
     assert arm.init_image == str(tmp_path / "mim") and control.init_image is None
     assert (arm.model, arm.budget, arm.lr, arm.seed) == (control.model, control.budget, control.lr, control.seed) == (
-        "tiny-eva02-32", "3e12", 0.003, 1)
+        "tiny-eva02-32", "3e12", 0.001, 1)
