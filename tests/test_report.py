@@ -190,3 +190,32 @@ def test_the_half_data_finding_is_judged_per_budget_leaving_out_budgets_at_chanc
 
     all_idle = [at(r, lambda b: True, 0.050, 0.058) for r in rows]
     assert half_data_claim(all_idle, chance=0.05)["verdict"].startswith("not testable here")
+
+
+def test_a_curve_the_runs_do_not_pin_down_is_reported_but_not_drawn_or_crossed(sweep_dir, tmp_path):
+    """Known answer: the ViT arm made flat noise around chance (5% +- 0.3 pp, no trend). Its
+    fitted exponent could be anything, so the report says the fit is not determined, and no
+    crossing is placed with it; the laws the other arms follow stay determined."""
+    import shutil
+
+    from pipeline.report import build
+    from pipeline.report.data import group
+    from pipeline.report.fit import c0_of, fit_line
+    from pipeline.sweep.results import read_results, write_results
+
+    rows, meta = read_results(sweep_dir)
+    wobble = {b: d for b, d in zip(BUDGETS, (0.003, -0.003, 0.002, -0.002))}
+    flat = [{**r, "zeroshot_top1": 0.05 + wobble[r["budget_value"]] + NOISE[r["cfg_seed"]] / 4}
+            if r["cfg_model"] == "tiny-vit-32" else r for r in rows]
+    out = tmp_path / "flat"
+    out.mkdir()
+    write_results(out, flat, meta)
+    arch = next(e for e in group(flat, meta) if e.name == "architecture")
+    fits = {line.label: fit_line(line, c0_of(arch.lines)) for line in arch.lines}
+    assert not fits["vit-32"].determined and fits["convnext-32"].determined
+    built = build(out)
+    section = next(s for s in built["sections"] if s["exp"].name == "architecture")
+    text = dict(section["fits"])
+    assert text["vit-32"].startswith("not determined by its runs, so not drawn or used (a = ")
+    assert not any("fitted curves cross" in c for c in section["crossings"])
+    shutil.rmtree(out)

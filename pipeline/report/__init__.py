@@ -45,7 +45,8 @@ def build(out: Path) -> dict[str, Any]:
     sections, pngs = [], []
     for exp in experiments:
         c0 = c0_of(exp.lines)
-        fits: dict[str, Fit | None] = {line.label: fit_line(line, c0) for line in exp.lines}
+        all_fits: dict[str, Fit | None] = {line.label: fit_line(line, c0) for line in exp.lines}
+        fits = {label: fit if fit and fit.determined else None for label, fit in all_fits.items()}
         plots = [plot_flops(exp, fits, out / "plots", chance), plot_samples(exp, out / "plots", chance)]
         fraction = plot_fraction(exp, out / "plots", chance)
         plots += [fraction] if fraction else []
@@ -54,8 +55,7 @@ def build(out: Path) -> dict[str, Any]:
             "exp": exp, "plots": plots,
             "best": [best_sentence(exp, b) for b in (best_at(exp, x) for x in exp.budgets) if b],
             "crossings": crossings(exp, fits),
-            "fits": [(label, fit.text() if fit else "not fitted (fewer than 3 budgets or no convergence)")
-                     for label, fit in fits.items()],
+            "fits": [(label, _fit_text(fit)) for label, fit in all_fits.items()],
             "table": _best_table(exp),
         })
     failed = [r for r in rows if r["status"] != "ok"]
@@ -160,3 +160,11 @@ def write_report(out: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["write_report", "build", "render_md", "render_html"]
+
+
+def _fit_text(fit: Fit | None) -> str:
+    if fit is None:
+        return "not fitted (fewer than 3 budgets or no convergence)"
+    if not fit.determined:
+        return f"not determined by its runs, so not drawn or used ({fit.text()})"
+    return fit.text()

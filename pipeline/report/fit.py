@@ -20,6 +20,15 @@ class Fit:
     c0: float
     points: int
 
+    @property
+    def determined(self) -> bool:
+        """Whether the runs pin the curve down: the ceiling known to within 25 pp and the
+        exponent to within max(1, c). Scattered or flat points give a curve through them
+        whose parameters could be anything (seen: a = 100% ± 1e6%); such a curve is neither
+        drawn nor used to place a crossing."""
+        a_err, _, c_err = self.errors
+        return a_err <= 0.25 and c_err <= max(1.0, self.c)
+
     def __call__(self, flops: np.ndarray | float) -> np.ndarray | float:
         return self.a - self.b * (np.asarray(flops) / self.c0) ** (-self.c)
 
