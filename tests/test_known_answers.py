@@ -69,6 +69,39 @@ def test_zero_shot_skips_undecodable_images_in_the_count(tmp_path):
     assert out["zeroshot_images"] == 2 and out["zeroshot_top1"] == 0.5  # image 1 is nearer class 0
 
 
+def test_eval_images_are_decoded_once_per_process_until_a_file_changes(tmp_path, monkeypatch):
+    """A sweep's cells evaluate the same folder: the second eval preprocesses nothing and
+    gives the same answer; a rewritten image is read again (its answer changes); a folder
+    over the cache bound streams and is not kept."""
+    import os
+
+    from train import evaluate as E
+
+    monkeypatch.setattr(E, "_PREPARED", {})
+    calls = []
+
+    def counting(image):
+        calls.append(1)
+        return preprocess(image)
+
+    for c in range(2):
+        _png(tmp_path / f"c{c}" / "0.png", c)
+    (tmp_path / "templates.txt").write_text("{c}\n")
+    model = TableModel([[1, 0], [0, 1], [1, 0]], [[1, 0], [0, 1]])
+    first = zero_shot(model, counting, tokenizer, tmp_path, "cpu")
+    assert first["zeroshot_top1"] == 1.0 and len(calls) == 2
+    assert zero_shot(model, counting, tokenizer, tmp_path, "cpu") == first and len(calls) == 2
+
+    _png(tmp_path / "c1" / "0.png", 2)  # now looks like class 0
+    os.utime(tmp_path / "c1" / "0.png", ns=(1, 1))
+    assert zero_shot(model, counting, tokenizer, tmp_path, "cpu")["zeroshot_top1"] == 0.5 and len(calls) == 4
+
+    monkeypatch.setattr(E, "_PREPARED", {})
+    monkeypatch.setattr(E, "PREPARED_CACHE_BYTES", 4)  # one 8-byte id tensor is already over
+    assert zero_shot(model, counting, tokenizer, tmp_path, "cpu")["zeroshot_top1"] == 0.5
+    assert E._PREPARED == {} and len(calls) == 6
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 256])
 def test_retrieval_recall_known(tmp_path, batch_size):
     # texts t0..t3 = basis vectors, so similarities are the image vectors' (normalised) components.

@@ -187,6 +187,12 @@ def test_a_cell_handed_its_step_flops_trains_the_same_weights_as_a_run_that_meas
     weights = [torch.load(tmp_path / name / "final.pt", weights_only=True)["state_dict"] for name in ("measured", "handed")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
+    from clikit.errors import UserError
+
+    with pytest.raises(UserError, match="also needs flops_per_step_unmasked"):  # the tail would be priced as main
+        run_training(TrainConfig(out=str(tmp_path / "half"), flops_per_step=main, **common))
+    assert not (tmp_path / "half").exists()
+
 
 def test_sigkilled_sweep_resumes_finished_cells_skipped_half_cell_from_checkpoint(scored, tmp_path):
     from pipeline.sweep.run import SweepOptions, run_sweep

@@ -54,8 +54,8 @@ class TrainConfig:
     progress: bool = True
     world_size: int = 1  # filled in at run time from torchrun
     # FLOPs of one global step (and of an unmasked FLIP tail step) measured beforehand for this
-    # model, strategy and batch: `train sweep` measures each pair once and passes them to its
-    # cells. None: train run measures them itself (config.yaml records them either way).
+    # model, strategy and options: `train sweep` measures each such set once and passes them to
+    # its cells. None: train run measures them itself (config.yaml records them either way).
     flops_per_step: int | None = None
     flops_per_step_unmasked: int | None = None
 
@@ -93,6 +93,10 @@ def validate(cfg: TrainConfig) -> None:
     if (cfg.flops_per_step is not None and cfg.flops_per_step < 1) or (
             cfg.flops_per_step_unmasked is not None and cfg.flops_per_step is None):
         raise UserError("flops_per_step must be a positive count of FLOPs (flops_per_step_unmasked only beside it)")
+    if (cfg.flops_per_step is not None and cfg.flops_per_step_unmasked is None and cfg.strategy == "flip"
+            and cfg.unmasked_fraction > 0):
+        raise UserError("a flip run with --unmasked-fraction handed flops_per_step also needs "
+                        "flops_per_step_unmasked (an unmasked step costs more)")
     if cfg.lock_image_unlocked_groups and not cfg.lock_image:
         raise UserError("--lock-image-unlocked-groups only applies to a locked image tower; add --lock-image")
 

@@ -84,47 +84,56 @@ def _encode_batch(model: torch.nn.Module, batch: list[torch.Tensor], device: Dev
 
 # Decoded, preprocessed eval images kept per process: the cells of a sweep that run in one
 # process evaluate on the same folder, and decoding it is the part of an eval that does not
-# depend on the model. Bounded, since an eval folder may be large.
-_PREPARED: dict[tuple, tuple[list[torch.Tensor], list[int]]] = {}
+# depend on the model. Bounded: a folder over the bound streams batch by batch, as before.
 PREPARED_CACHE_BYTES = 512 * 2**20
+_PREPARED: dict[tuple, tuple[list[torch.Tensor], list[int], int]] = {}  # key -> (tensors, indices, bytes)
 
 
-def _prepared_images(preprocess: Callable, items: Sequence[Path | bytes]) -> tuple[list[torch.Tensor], list[int]]:
-    """The items that decode, preprocessed, and their indices (the others are skipped).
-    Files are cached by path, size and mtime with the transform's repr (its sizes and
-    normalisation); held-out shard bytes are not cached."""
-    key = None
-    if items and all(isinstance(item, Path) for item in items):
-        stats = [item.stat() for item in items]  # type: ignore[union-attr]
-        key = (repr(preprocess), tuple((str(p), st.st_size, st.st_mtime_ns) for p, st in zip(items, stats)))
-        if key in _PREPARED:
-            return _PREPARED[key]
-    tensors: list[torch.Tensor] = []
-    ok: list[int] = []
-    for i, item in enumerate(items):
-        img = _open_rgb(item)
-        if img is not None:
-            tensors.append(preprocess(img))
-            ok.append(i)
-    if key is not None:
-        size = sum(t.numel() * t.element_size() for t in tensors)
-        while _PREPARED and size + sum(_cached_bytes(v) for v in _PREPARED.values()) > PREPARED_CACHE_BYTES:
-            _PREPARED.pop(next(iter(_PREPARED)))  # oldest first
-        if size <= PREPARED_CACHE_BYTES:
-            _PREPARED[key] = (tensors, ok)
-    return tensors, ok
+def _cache_key(preprocess: Callable, items: Sequence[Path | bytes]) -> tuple | None:
+    """Files by path, size and mtime, with the transform's repr (its sizes and normalisation);
+    None for held-out shard bytes, which are not cached."""
+    if not items or not all(isinstance(item, Path) for item in items):
+        return None
+    stats = [(str(p), st.st_size, st.st_mtime_ns) for p, st in ((p, p.stat()) for p in items)]  # type: ignore[union-attr]
+    return repr(preprocess), tuple(stats)
 
 
-def _cached_bytes(entry: tuple[list[torch.Tensor], list[int]]) -> int:
-    return sum(t.numel() * t.element_size() for t in entry[0])
+def _remember(key: tuple, tensors: list[torch.Tensor], ok: list[int], size: int) -> None:
+    while _PREPARED and size + sum(entry[2] for entry in _PREPARED.values()) > PREPARED_CACHE_BYTES:
+        _PREPARED.pop(next(iter(_PREPARED)))  # oldest first
+    _PREPARED[key] = (tensors, ok, size)
 
 
 def _encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[Path | bytes], device: Device,
                    batch_size: int) -> tuple[torch.Tensor, list[int]]:
     """L2-normalised image features; returns the indices that decoded (others are skipped)."""
-    tensors, ok = _prepared_images(preprocess, paths)
-    feats = [_encode_batch(model, tensors[start:start + batch_size], device)
-             for start in range(0, len(tensors), batch_size)]
+    key = _cache_key(preprocess, paths)
+    if key in _PREPARED:
+        tensors, ok, _ = _PREPARED[key]
+        feats = [_encode_batch(model, tensors[i:i + batch_size], device) for i in range(0, len(tensors), batch_size)]
+        return (torch.cat(feats) if feats else torch.empty(0)), ok
+    feats, ok, batch = [], [], []
+    kept: list[torch.Tensor] | None = [] if key is not None else None
+    kept_bytes = 0
+    for i, item in enumerate(paths):
+        img = _open_rgb(item)
+        if img is None:
+            continue
+        tensor = preprocess(img)
+        batch.append(tensor)
+        ok.append(i)
+        if kept is not None:
+            kept.append(tensor)
+            kept_bytes += tensor.numel() * tensor.element_size()
+            if kept_bytes > PREPARED_CACHE_BYTES:
+                kept = None  # too big to keep: stream it
+        if len(batch) == batch_size:
+            feats.append(_encode_batch(model, batch, device))
+            batch = []
+    if batch:
+        feats.append(_encode_batch(model, batch, device))
+    if kept is not None and key is not None:
+        _remember(key, kept, list(ok), kept_bytes)
     return (torch.cat(feats) if feats else torch.empty(0)), ok
 
 

@@ -13,8 +13,8 @@ from curate.dedup.keep import KEEP_POLICIES
 from clikit.errors import UserError
 
 METHODS = ("exact", "phash", "phash-pixels", "phash-knn", "knn", "semdedup")  # what --method lists may name
-ALL_METHODS = ("exact", "phash", "knn")
-VECTOR_METHODS = ("knn", "semdedup", "phash-knn")  # the methods that read the image embeddings  # what `all` stands for; semdedup is an alternative to knn
+ALL_METHODS = ("exact", "phash", "knn")  # what `all` stands for; semdedup is an alternative to knn
+VECTOR_METHODS = ("knn", "semdedup", "phash-knn")  # the methods that read the image embeddings
 # The recommended default: byte copies, plus near copies whose phashes are close AND whose
 # stored thumbnails (grey shape and colour grid) agree. phash alone is fooled by flat grounds;
 # confirming by the seed model's embeddings (phash-knn) is only as good as that model, and no

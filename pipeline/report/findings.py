@@ -211,13 +211,13 @@ def half_data_claim(rows: list[dict[str, Any]], chance: float | None = None) -> 
         seeds = min(seeds, len(hv), len(fv))
         diff, spread = fmean(hv) - fmean(fv), max(max(hv) - min(hv), max(fv) - min(fv))
         # Judged per budget: matching an arm that learned nothing is no evidence, whatever the other budgets show.
-        if not _near_chance([fmean(hv), fmean(fv)], chance):
+        idle = _near_chance([fmean(hv), fmean(fv)], chance)
+        if not idle:
             verdicts.append("match" if abs(diff) <= spread else "beat" if diff > 0 else "miss")
         parts.append(f"at {budget:.3g} {'FLOPs' if h[0]['budget_kind'] == 'flops' else 'samples'} clip-aug on half of top {h[0]['slice_fraction']:.0%} is "
                      f"{'+' if diff >= 0 else '-'}{pp(abs(diff))} against clip on all of it "
                      f"({fmean(hv):.1%} vs {fmean(fv):.1%}" + (f", seed spread {pp(spread)})" if seeds > 1 else ")")
-                     + (" - both within 1 pp of chance, not judged" if _near_chance([fmean(hv), fmean(fv)], chance)
-                        else ""))
+                     + (" - both within 1 pp of chance, not judged" if idle else ""))
     if not parts:
         return None
     verdict = ("reproduced" if all(v in ("match", "beat") for v in verdicts)

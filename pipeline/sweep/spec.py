@@ -112,21 +112,27 @@ def _slices(entry: Any, where: tuple, doc: Located) -> list[Slice]:
     return out
 
 
+def _named(item: Any, where: tuple, doc: Located, what: str, check) -> tuple[str, dict]:
+    """`NAME` or `{NAME: {option: value}}` (train run fields), NAME checked by `check`."""
+    if isinstance(item, dict) and len(item) != 1:
+        raise doc.fail(where, f"a {what} with options is {{name: {{option: value}}}}")
+    name, options = (item, {}) if not isinstance(item, dict) else next(iter(item.items()))
+    try:
+        check(str(name))
+    except UserError as exc:
+        raise doc.fail(where, str(exc)) from None
+    _check_train_fields(options or {}, where + (name,), doc)
+    return str(name), dict(options or {})
+
+
 def _strategies(items: Any, where: tuple, doc: Located) -> list[tuple[str, str, dict]]:
     from train.strategies import check_strategy
 
     out = []
     for i, item in enumerate(_as_list(items)):
-        name, options = (item, {}) if not isinstance(item, dict) else next(iter(item.items()))
-        if isinstance(item, dict) and len(item) != 1:
-            raise doc.fail(where + (i,), "a strategy with options is {name: {option: value}}")
-        try:
-            check_strategy(str(name))
-        except UserError as exc:
-            raise doc.fail(where + (i,), str(exc)) from None
-        _check_train_fields(options or {}, where + (i, name), doc)
-        label = str(name) + ("(" + ", ".join(f"{k}={v}" for k, v in sorted((options or {}).items())) + ")" if options else "")
-        out.append((str(name), label, dict(options or {})))
+        name, options = _named(item, where + (i,), doc, "strategy", check_strategy)
+        label = name + ("(" + ", ".join(f"{k}={v}" for k, v in sorted(options.items())) + ")" if options else "")
+        out.append((name, label, options))
     return out
 
 
@@ -136,18 +142,7 @@ def _models(items: Any, where: tuple, doc: Located) -> list[tuple[str, dict]]:
     a cell shared with another experiment must agree on them)."""
     from zoo.models import check_model_name
 
-    out = []
-    for i, item in enumerate(_as_list(items)):
-        if isinstance(item, dict) and len(item) != 1:
-            raise doc.fail(where + (i,), "a model with options is {name: {option: value}}")
-        name, options = (item, {}) if not isinstance(item, dict) else next(iter(item.items()))
-        try:
-            check_model_name(str(name))
-        except UserError as exc:
-            raise doc.fail(where + (i,), str(exc)) from None
-        _check_train_fields(options or {}, where + (i, name), doc)
-        out.append((str(name), dict(options or {})))
-    return out
+    return [_named(item, where + (i,), doc, "model", check_model_name) for i, item in enumerate(_as_list(items))]
 
 
 def _check_train_fields(fields: Any, where: tuple, doc: Located) -> None:
