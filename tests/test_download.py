@@ -246,6 +246,14 @@ def test_bad_input_gives_one_line_error(case, tmp_path):
         assert pool.read_text() == "I am a file"
 
 
+def _parses(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
 def test_killed_download_resumes_exactly_once(demo_dir, tmp_path):
     """kill -9 the whole download part-way; the rerun completes, refetching only unfinished shards."""
     pool = tmp_path / "pool"
@@ -253,12 +261,15 @@ def test_killed_download_resumes_exactly_once(demo_dir, tmp_path):
             "--allow-private", "--samples-per-shard", "20", "--threads", "2", "--image-size", "64"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((pool / "shards").glob("*_stats.json"))) < 3:
+    while time.time() < deadline and sum(map(_parses, (pool / "shards").glob("*_stats.json"))) < 3:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # Finished as curate counts it (curate.download.pool.repair_unfinished): the stats json,
+    # written last, parses. The kill often lands while img2dataset is still writing one
+    # (a later shard's may be half-written at the kill); that shard is rightly refetched.
     done_before = {p.name: p.stat().st_mtime_ns for p in (pool / "shards").glob("*.tar")
-                   if (pool / "shards" / p.name.replace(".tar", "_stats.json")).exists()}
+                   if _parses((pool / "shards" / p.name.replace(".tar", "_stats.json")))}
     assert 3 <= len(done_before) < 15, "the kill must land part-way"
     for tar in (pool / "shards").glob("*.tar"):  # whatever carries a final name is a whole tar
         with tarfile.open(tar) as t:
