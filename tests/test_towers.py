@@ -101,6 +101,25 @@ def test_text_tower_from_a_checkpoint_leaves_the_image_tower_alone(tmp_path):
     assert torch.equal(target.visual.conv1.weight, image_before)
 
 
+
+@pytest.mark.parametrize("source_name, target_name", [("tiny-vit-32", "tiny-eva02-32"), ("tiny-eva02-32", "tiny-vit-32")])
+def test_text_tower_crosses_between_clip_and_custom_text_layouts(tmp_path, source_name, target_name):
+    """EVA-CLIP starts its text tower from its teacher's: a ViT CLIP (text at the top level)
+    hands it to an EVA CLIP (under text.*) and back; every tensor loads, the image tower is
+    untouched."""
+    source, *_ = create_model(source_name)
+    target, *_ = create_model(target_name)
+    visual_before = {k: v.clone() for k, v in target.visual.state_dict().items()}
+    path = tmp_path / "src.pt"
+    torch.save({"state_dict": source.state_dict()}, path)
+    report = init_text_tower(target, str(path))
+    assert set(report.counts()) == {"loaded"} and not report.unused
+    text_of = lambda model: getattr(model, "text", model)  # noqa: E731
+    for name in ("token_embedding.weight", "transformer.resblocks.1.mlp.c_fc.weight", "text_projection"):
+        assert torch.equal(text_of(target).get_parameter(name), text_of(source).get_parameter(name)), name
+    assert all(torch.equal(v, visual_before[k]) for k, v in target.visual.state_dict().items())
+
+
 def test_hf_text_tower_and_locks_leave_only_the_projections_to_train():
     model, _, _, tokenizer = create_model("lite0-64", hf_text=MINILM)
     init_image_tower(model, TIMM_SRC)

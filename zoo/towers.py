@@ -235,7 +235,26 @@ def init_text_tower(model: torch.nn.Module, src: str) -> LoadReport:
         raise UserError(f"--init-text {src} is a folder but neither a `train run` folder nor (config.json) a "
                         "Hugging Face model folder")
     state = {k: v for k, v in _checkpoint_state(src).items() if _is_text_key(k)}
+    state = _text_keys_as_in(model, state)
     return load_matching(model, state, tower="text", source_name=src, include=_is_text_key)
+
+
+def _text_keys_as_in(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The text tensors named as `model` names them: open_clip's CLIP keeps its text tower at
+    the top level (token_embedding, transformer.*), CustomTextCLIP (EVA, timm towers) under
+    text.*, and the weights are the same. So a ViT CLIP can hand its text tower to an EVA
+    CLIP, as EVA-CLIP starts its text tower from its teacher's."""
+    from open_clip.model import convert_to_custom_text_state_dict
+
+    custom_target = hasattr(model, "text")
+    custom_source = any(k.startswith("text.") for k in state)
+    if custom_target and not custom_source:
+        return convert_to_custom_text_state_dict(state)
+    if custom_source and not custom_target:
+        tower = {k[len("text."):]: v for k, v in state.items() if k.startswith("text.")}
+        if "text_projection" in tower and "transformer.resblocks.0.attn.in_proj_weight" in tower:
+            return tower  # an open_clip TextTransformer: the same names as CLIP's top level
+    return state
 
 
 def hf_text_report(model: torch.nn.Module, folder: str) -> LoadReport:
