@@ -139,3 +139,24 @@ def test_attention_paths_agree_on_cpu():
     assert torch.allclose(fused, explicit, atol=1e-5) and torch.allclose(fused, flashed, atol=1e-5)
     with use_flash_attention(torch.device("cpu")) as on:
         assert not on  # no flash-attn on CPU: SDPA stays
+
+
+@pytest.mark.parametrize("name", ["tiny-vit-32", "tiny-eva02-32"])
+def test_mim_targets_are_patch_tokens_in_the_teachers_embedding_space(name):
+    """EVA regresses the teacher's language-aligned features: each patch token through the
+    final norm and projection as the pooled token goes. With average pooling, the mean of
+    those tokens is the tower's own image embedding."""
+    from train.mim_model import aligned_tokens
+
+    model = _model(name).eval()
+    visual = model.visual
+    if hasattr(visual, "trunk"):
+        visual.trunk.global_pool = "avg"
+    else:
+        visual.pool_type = "avg"
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        tokens = aligned_tokens(visual, x)
+        embedding = visual(x)
+    assert tokens.shape == (3, 64, embedding.shape[-1])
+    assert torch.allclose(tokens.mean(1), embedding, atol=1e-5)

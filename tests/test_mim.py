@@ -92,18 +92,20 @@ defaults: {{batch_size: 16, workers: 0, threads: 1, shuffle_buffer: 50, log_ever
 stages:
   - {{name: small, kind: clip, model: tiny-vit-32, samples: 32}}
   - {{name: mim, kind: mim, teacher: small, model: small-eva02-32, samples: 32}}
-  - {{name: big, kind: clip, model: small-eva02-32, init_image: mim, samples: 32}}
+  - {{name: big, kind: clip, model: small-eva02-32, init_image: mim, init_text: small, samples: 32}}
 """)
     rows = run_plan(plan, tmp_path / "w2s", progress=False)
     assert [(r["stage"], r["kind"], r["from"]) for r in rows] == [
-        ("small", "clip", ""), ("mim", "mim", "small"), ("big", "clip", "mim")]
+        ("small", "clip", ""), ("mim", "mim", "small"), ("big", "clip", "mim text:small")]
     assert all(r["flops"] > 0 for r in rows) and rows[2]["zeroshot_top1"] is not None
     assert rows[1]["zeroshot_top1"] is None
     final = (tmp_path / "w2s" / "big" / "final.pt").stat().st_mtime_ns
     again = run_plan(plan, tmp_path / "w2s", progress=False)  # finished stages are reused, not rerun
     assert again == rows and (tmp_path / "w2s" / "big" / "final.pt").stat().st_mtime_ns == final
     assert json.loads((tmp_path / "w2s" / "table.json").read_text()) == rows
-    assert "| big | clip | small-eva02-32 | mim |" in format_table(rows)
+    assert "| big | clip | small-eva02-32 | mim text:small |" in format_table(rows)
+    big = json.loads((tmp_path / "w2s" / "big" / "init.json").read_text())
+    assert big["image"]["counts"] == {"loaded": 110} and set(big["text"]["counts"]) == {"loaded"}
     plan.write_text("stages: [{name: a, kind: mae}]")
     from clikit.errors import UserError
 
@@ -122,5 +124,6 @@ def test_the_shipped_weak_to_strong_recipe_reads_as_valid_stages(tmp_path):
     assert isinstance(configs["mim"], MimConfig) and configs["mim"].teacher == str(tmp_path / "teacher")
     arm, control = configs["clip-mim"], configs["clip-random"]
     assert arm.init_image == str(tmp_path / "mim") and control.init_image is None
+    assert arm.init_text == control.init_text == str(tmp_path / "teacher")  # EVA-CLIP: text from the teacher
     assert (arm.model, arm.budget, arm.lr, arm.seed) == (control.model, control.budget, control.lr, control.seed) == (
         "tiny-eva02-32", "3e12", 0.001, 1)

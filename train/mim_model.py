@@ -75,14 +75,31 @@ def grid_of(visual: nn.Module) -> tuple[int, int]:
 
 
 def patch_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The final layer's patch tokens [B, N, width] (class/register tokens removed), after
-    the final norm and before pooling or projection."""
+    """The final layer's patch tokens [B, N, width] (class/register tokens removed), before
+    pooling or projection (after timm's final norm; open_clip's ViT has its ln_post later)."""
     _patch_embed(visual)  # NoPatchTokens first
     trunk = getattr(visual, "trunk", None)
     if trunk is not None:
         return trunk.forward_features(images)[:, getattr(trunk, "num_prefix_tokens", 0):]
     x = visual.transformer(visual._embeds(images))
     return visual._pool(x)[1]
+
+
+def aligned_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The patch tokens [B, N, embed_dim] taken through the tower's final norm and projection
+    as its pooled token is: the teacher's language-aligned features, which EVA's MIM regresses
+    (a CLIP ViT-B/16 teacher gives 512-d targets, its embedding size, not its width 768)."""
+    tokens = patch_tokens(visual, images)
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None:  # open_clip's TimmModel: trunk.fc_norm and head, then its own head
+        tokens = trunk.head(getattr(trunk, "fc_norm", nn.Identity())(tokens))
+        return visual.head(tokens)
+    if getattr(visual, "attn_pool", None) is not None:
+        raise NoPatchTokens("an attention-pooled ViT does not project its patch tokens one by one; "
+                            "pick a teacher with class-token or average pooling")
+    if not getattr(visual, "final_ln_after_pool", False):
+        tokens = visual.ln_post(tokens)
+    return tokens @ visual.proj if visual.proj is not None else tokens
 
 
 @contextmanager
@@ -146,7 +163,7 @@ class MimModule(nn.Module):
         size = image_size(self.model)
         x = torch.zeros(1, 3, size, size)
         student = patch_tokens(self.model.visual, x)
-        teacher = patch_tokens(self.teacher, torch.zeros(1, 3, self.teacher_size, self.teacher_size))
+        teacher = aligned_tokens(self.teacher, torch.zeros(1, 3, self.teacher_size, self.teacher_size))
         if teacher.shape[1] != student.shape[1]:
             t_side = math.isqrt(teacher.shape[1])
             raise UserError(f"the teacher's features do not fit the student: the teacher gives {t_side}x{t_side} "
@@ -162,7 +179,7 @@ class MimModule(nn.Module):
             t_in = (x - self.t_mean) / self.t_std
             if t_in.shape[-1] != self.teacher_size:
                 t_in = F.interpolate(t_in, size=(self.teacher_size,) * 2, mode="bicubic", align_corners=False)
-            target = patch_tokens(self.teacher, t_in)
+            target = aligned_tokens(self.teacher, t_in)
         with masked_patches(self.model.visual, mask, self.mim_head.mask_token):
             tokens = patch_tokens(self.model.visual, (x - self.mean) / self.std)
         pred = self.mim_head.regress(tokens[mask])

@@ -110,8 +110,11 @@ def run_plan(plan_path: str | Path, out: str | Path, seed: int | None = None, pr
 
 def _row(stage: dict[str, Any], cfg: Any, summary: dict[str, Any]) -> dict[str, Any]:
     init = getattr(cfg, "teacher", "") or cfg.init_image or ""
+    sources = [Path(init).name] if init else []
+    if cfg.init_text:  # both arms of a control may share a text init: show it, or they read alike
+        sources.append(f"text:{Path(cfg.init_text).name}")
     return {"stage": stage["name"], "kind": stage["kind"], "model": cfg.model, "seed": cfg.seed,
-            "from": Path(init).name if init else "", "flops": summary.get("flops"), "samples": summary.get("samples"),
+            "from": " ".join(sources), "flops": summary.get("flops"), "samples": summary.get("samples"),
             "loss": summary.get("loss"), "zeroshot_top1": summary.get("zeroshot_top1"),
             "zeroshot_top5": summary.get("zeroshot_top5")}
 
