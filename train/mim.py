@@ -1,5 +1,6 @@
 """`train mim` (EVA-02): masked image modelling of an EVA (or ViT) image tower against a
-teacher CLIP's patch features, under a measured FLOP budget.
+teacher CLIP's patch features (projected into its embedding space), under a measured FLOP
+budget.
 
 It is a training stage like `train run` and runs through the same parts (train.loop's
 stage runner: train.budget's measured step plan, train.state's checkpoints and exact

@@ -1,6 +1,6 @@
 """EVA-02's masked image modelling: block-wise masks, patch tokens of an image tower, and
 the module whose loss `train mim` minimises (the student's tokens at masked patches
-regress the frozen teacher CLIP's patch features, by cosine).
+regress the frozen teacher CLIP's patch features in its embedding space, by cosine).
 
 Patch tokens are read from open_clip's own ViT and from timm towers with
 `forward_features` (EVA, ViT); the student's masked patches are swapped for a learned

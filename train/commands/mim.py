@@ -38,8 +38,8 @@ def register(app: typer.Typer) -> None:
         """Masked image modelling (EVA-02) from a teacher CLIP, under a compute budget.
 
         Masks about 40% of the student's patches in blocks; its tokens there regress the
-        teacher's patch features by cosine (no captions needed). OUT/final.pt then
-        initialises a CLIP: `train run --init-image OUT`."""
+        teacher's patch features, projected into its embedding space, by cosine (no
+        captions needed). OUT/final.pt then initialises a CLIP: `train run --init-image OUT`."""
         import json
 
         from train.mim import MimConfig, run_mim
