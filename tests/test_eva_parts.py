@@ -160,3 +160,19 @@ def test_mim_targets_are_patch_tokens_in_the_teachers_embedding_space(name):
         embedding = visual(x)
     assert tokens.shape == (3, 64, embedding.shape[-1])
     assert torch.allclose(tokens.mean(1), embedding, atol=1e-5)
+
+
+def test_an_attention_pooled_teacher_is_refused_in_one_line():
+    """Its pooled token is a learned query over the patches, so no per-patch projection
+    matches it: MIM refuses such a teacher rather than regress something else."""
+    from open_clip.transformer import VisionTransformer
+
+    from train.mim_model import MimModule, NoPatchTokens
+
+    torch.manual_seed(0)
+    teacher = VisionTransformer(image_size=32, patch_size=4, width=64, layers=1, heads=2, mlp_ratio=2.0,
+                                output_dim=32, attentional_pool=True)
+    norm = (0.5,) * 3
+    with pytest.raises(NoPatchTokens, match="attention-pooled ViT") as err:
+        MimModule(_model("tiny-eva02-32"), teacher, norm, norm, norm, norm, 32, 0.4)
+    assert "\n" not in str(err.value)
