@@ -57,6 +57,33 @@ def _remember(key: tuple, tensors: list[torch.Tensor], ok: list[int], size: int)
     _PREPARED[key] = (tensors, ok, size)
 
 
+def prepared(key: tuple | None) -> tuple[list[torch.Tensor], list[int], int] | None:
+    """The cached (tensors, indices, bytes) of an eval set, if this process keeps it."""
+    return _PREPARED.get(key) if key is not None else None
+
+
+class PreparedKeeper:
+    """Collects an eval set's preprocessed tensors as they are made, for the per-process
+    cache, while they stay under the bound; past it nothing is kept and the set streams."""
+
+    def __init__(self, key: tuple | None) -> None:
+        self.key = key
+        self.kept: list[torch.Tensor] | None = [] if key is not None else None
+        self.size = 0
+
+    def add(self, tensor: torch.Tensor) -> None:
+        if self.kept is not None:
+            self.kept.append(tensor)
+            self.size += tensor.numel() * tensor.element_size()
+            if self.size > PREPARED_CACHE_BYTES:
+                self.kept = None  # too big to keep: stream it
+
+    def remember(self, ok: list[int]) -> None:
+        """Cache what was kept, with the indices of the items it holds."""
+        if self.kept is not None and self.key is not None:
+            _remember(self.key, self.kept, list(ok), self.size)
+
+
 def _encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence[Path | bytes], device: Device,
                    batch_size: int) -> tuple[torch.Tensor, list[int]]:
     """L2-normalised image features; returns the indices that decoded (others are skipped)."""
@@ -66,8 +93,7 @@ def _encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence
         feats = [_encode_batch(model, tensors[i:i + batch_size], device) for i in range(0, len(tensors), batch_size)]
         return (torch.cat(feats) if feats else torch.empty(0)), ok
     feats, ok, batch = [], [], []
-    kept: list[torch.Tensor] | None = [] if key is not None else None
-    kept_bytes = 0
+    keeper = PreparedKeeper(key)
     for i, item in enumerate(paths):
         img = _open_rgb(item)
         if img is None:
@@ -75,18 +101,13 @@ def _encode_images(model: torch.nn.Module, preprocess: Callable, paths: Sequence
         tensor = preprocess(img)
         batch.append(tensor)
         ok.append(i)
-        if kept is not None:
-            kept.append(tensor)
-            kept_bytes += tensor.numel() * tensor.element_size()
-            if kept_bytes > PREPARED_CACHE_BYTES:
-                kept = None  # too big to keep: stream it
+        keeper.add(tensor)
         if len(batch) == batch_size:
             feats.append(_encode_batch(model, batch, device))
             batch = []
     if batch:
         feats.append(_encode_batch(model, batch, device))
-    if kept is not None and key is not None:
-        _remember(key, kept, list(ok), kept_bytes)
+    keeper.remember(ok)
     return (torch.cat(feats) if feats else torch.empty(0)), ok
 
 
