@@ -16,6 +16,7 @@ def demo_pool(
     eval_per_class: Annotated[int, typer.Option(help="Held-out eval images per class (eval/<class>/).")] = 20,
     source: Annotated[str, typer.Option(help="shapes: drawn with PIL; real: Fashion-MNIST photos, named GNOME icons and scikit-image photos from installed packages.")] = "shapes",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it holds something else.")] = False,
+    suite: Annotated[bool, typer.Option("--suite/--no-suite", help="Also write the demo suite, OUT/suites/demo (`train eval --suite`).")] = True,
 ) -> None:
     """Generate a fully known demo pool with noise and faults.
 
@@ -23,9 +24,11 @@ def demo_pool(
     PyPI packages ship) with paraphrased captions, a set fraction of noisy
     captions (mismatched, generic alt text, partly wrong), exact and near duplicates, and
     faults (404, HTML, truncated, slow, redirect, tiny, huge). Writes metadata.parquet
-    (LAION columns), metadata_coyo.parquet, truth.parquet, seed.parquet, images/, eval/.
+    (LAION columns), metadata_coyo.parquet, truth.parquet, seed.parquet, images/, eval/,
+    and the demo suite of evaluation task folders, suites/demo/.
     """
     from curate.demo import make_demo_pool
+    from curate.eval_suite.demo import build_demo_suite, demo_suite_dir
 
     summary = make_demo_pool(out, size=size, seed=seed, base_url=base_url, seed_size=seed_size,
                              eval_per_class=eval_per_class, source=source, overwrite=overwrite, progress=True)
@@ -34,6 +37,10 @@ def demo_pool(
     eval_classes = len(summary["classes"]) - len(summary.get("classes_without_eval", []))
     typer.echo(f"seed set: {summary['seed_rows']} rows; eval: {summary['eval_images']} images of "
                f"{eval_classes} classes")
+    if suite:
+        built = build_demo_suite(demo_suite_dir(out), out, overwrite=True)  # the pool's own folder
+        typer.echo(f"demo suite: {demo_suite_dir(out)} ({', '.join(f'{k} {v}' for k, v in built['tasks'].items())} "
+                   "test images)")
     typer.echo(f"serve it with: curate serve {summary['out']} --port "
                f"{_port(summary['base_url'])}")
 
