@@ -13,12 +13,17 @@ def register(app: typer.Typer) -> None:
         eval_dir: Optional[str] = typer.Option(None, "--eval", help="Folder with one sub-folder of images per class (+ templates.txt)."),
         retrieval_data: Optional[str] = typer.Option(None, "--retrieval-data", help="Held-out shards for retrieval R@1/5/10."),
         retrieval_limit: int = typer.Option(1000, "--retrieval-limit", help="Pairs used for retrieval."),
-        out: Optional[str] = typer.Option(None, "--out", help="Where to write eval.json (default: next to the checkpoint's run)."),
+        out: Optional[str] = typer.Option(None, "--out", help="Where to write eval.json (default: next to the checkpoint's run), or the --suite/--task result (default: RUN/evals/SUITE.json)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+        suite: Optional[str] = typer.Option(None, "--suite", help="A folder of task folders (DataComp's / clip_benchmark's webdataset format); writes RUN/evals/SUITE.json."),
+        task: Optional[str] = typer.Option(None, "--task", help="One task folder in that format; writes RUN/evals/TASK.json."),
+        resamples: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals of --suite/--task."),
     ) -> None:
         """Zero-shot and retrieval metrics of a model.
 
-        Zero-shot top-1/top-5 on --eval and image<->text retrieval R@1/5/10; writes eval.json."""
+        Zero-shot top-1/top-5 on --eval and image<->text retrieval R@1/5/10; writes eval.json.
+        With --suite or --task: clip_benchmark's metrics per task with bootstrap 95% intervals
+        and DataComp's headline metric (docs/design.md, "Evaluation")."""
         import json
         from pathlib import Path
 
@@ -28,6 +33,14 @@ def register(app: typer.Typer) -> None:
         from zoo.checkpoint import load_model, resolve_checkpoint
         from train.evaluate import evaluate
 
+        if suite is not None or task is not None:
+            if eval_dir is not None or retrieval_data is not None:
+                raise UserError("--suite/--task and --eval/--retrieval-data are separate evals; run them one at a time")
+            from train.suite.run import eval_suite_command, summary_lines
+
+            result, path = eval_suite_command(checkpoint, suite, task, out, device, resamples)
+            typer.echo("\n".join(summary_lines(result, path)))
+            return
         if eval_dir is None and retrieval_data is None:
             raise UserError("give --eval DIR (class folders) and/or --retrieval-data SHARDS")
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
