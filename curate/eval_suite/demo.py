@@ -61,6 +61,7 @@ class DemoTask:
     templates: tuple[str, ...] = ()  # empty: the source's eval templates
     main_metric: str | None = None  # main_metric.txt (default: acc1, or mean R@1 for retrieval)
     full: bool = False  # --full draws every held-out item instead of IMAGES_PER_TASK
+    share: float = 1.0  # of --images this task draws (retrieval: 5 captions an image cost more)
 
 
 def _fashion(src: Source) -> Sequence[str]:
@@ -81,7 +82,7 @@ TINT_TEMPLATES = ("a {c} product.", "a photo of something {c}.", "a product phot
 def _items(task: DemoTask, src: Source, seed: int, images: int, full: bool) -> list[Any]:
     """The task's held-out items, class by class, from the task's own stream."""
     labels = list(task.labels(src))
-    per_class = 10**6 if full and task.full else max(1, math.ceil(images / len(labels)))
+    per_class = 10**6 if full and task.full else max(1, math.ceil(images * task.share / len(labels)))
     stream = int(file_stem(seed, "suite", task.name), 16)  # eval_items draws from demo_rng(stream, ...)
     return [item for label in labels for item in src.eval_items(label, per_class, stream)]
 
@@ -121,13 +122,14 @@ def _mnist_prompts() -> tuple[list[str], list[str]]:
 
 
 def _write_digits(task: DemoTask, out: Path, src: Source, seed: int, images: int, full: bool) -> int:
-    """scikit-learn's 1,797 8x8 digits (white ink on black, as MNIST): half test, half train."""
+    """scikit-learn's 1,797 8x8 digits (white ink on black, as MNIST): up to half of them
+    for the test split, and half as many for the linear probe's train split."""
     from sklearn.datasets import load_digits  # heavy; only when a suite is built
 
     digits = load_digits()
     order = list(range(len(digits.target)))
     demo_rng(seed, "suite", task.name).shuffle(order)
-    half = min(len(order) // 2, images)
+    test = min(len(order) // 2, images)
 
     def samples(indices: list[int]) -> Iterator[tuple[bytes, str, Target]]:
         for i in indices:
@@ -137,7 +139,8 @@ def _write_digits(task: DemoTask, out: Path, src: Source, seed: int, images: int
             yield buf.getvalue(), "png", int(digits.target[i])
 
     names, templates = _mnist_prompts()
-    return write_task_folder(out, CLASSIFICATION, {TEST: samples(order[:half]), TRAIN: samples(order[half:2 * half])},
+    train = order[test:test + max(1, test // 2)]
+    return write_task_folder(out, CLASSIFICATION, {TEST: samples(order[:test]), TRAIN: samples(train)},
                              classnames=names, templates=templates)
 
 
@@ -150,14 +153,14 @@ SUITES: dict[str, tuple[DemoTask, ...]] = {
         DemoTask("shapes-count", _write_source_task, ask="count", classnames=COUNT_NAMES, templates=COUNT_TEMPLATES,
                  main_metric="mean_per_class_recall"),
         DIGITS,
-        DemoTask("shapes-captions", _write_source_task, ask="captions"),
+        DemoTask("shapes-captions", _write_source_task, ask="captions", share=0.5),
     ),
     "real": (
         DemoTask("fashion", _write_source_task, _fashion, full=True),
         DemoTask("icons", _write_source_task, _icons),
         DemoTask("fashion-colour", _write_source_task, _fashion, "colour", tuple(TINTS), TINT_TEMPLATES),
         DIGITS,
-        DemoTask("fashion-captions", _write_source_task, _fashion, "captions"),
+        DemoTask("fashion-captions", _write_source_task, _fashion, "captions", share=0.5),
     ),
 }
 
