@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from PIL import Image
+from sklearn.datasets import load_digits
 
 from clikit.errors import UserError
 from curate.demo.files import demo_rng, file_stem
@@ -124,8 +125,6 @@ def _mnist_prompts() -> tuple[list[str], list[str]]:
 def _write_digits(task: DemoTask, out: Path, src: Source, seed: int, images: int, full: bool) -> int:
     """scikit-learn's 1,797 8x8 digits (white ink on black, as MNIST): up to half of them
     for the test split, and half as many for the linear probe's train split."""
-    from sklearn.datasets import load_digits  # heavy; only when a suite is built
-
     digits = load_digits()
     order = list(range(len(digits.target)))
     demo_rng(seed, "suite", task.name).shuffle(order)

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
+from clip_benchmark.metrics import zeroshot_classification as zsc
+from clip_benchmark.metrics.linear_probe import Featurizer
+from clip_benchmark.metrics.zeroshot_retrieval import batchify, recall_at_k
+from sklearn.metrics import balanced_accuracy_score
 
 from train.suite import bootstrap
 from train.suite.features import BATCH_SIZE, Batch
@@ -47,15 +51,12 @@ class Outcome:
 
 def classification_outcome(logits: torch.Tensor, target: torch.Tensor, classes: int, prefix: str = "") -> Outcome:
     """acc1, acc5 (NaN under 5 classes, as clip_benchmark) and mean per-class recall."""
-    from clip_benchmark.metrics.zeroshot_classification import accuracy  # heavy: imports sklearn
-    from sklearn.metrics import balanced_accuracy_score
-
     pred = logits.argmax(dim=1)
     if classes >= 5:
-        acc1, acc5 = accuracy(logits, target, topk=(1, 5))
+        acc1, acc5 = zsc.accuracy(logits, target, topk=(1, 5))
         hit5 = (logits.topk(5, dim=1).indices == target[:, None]).any(dim=1).numpy()
     else:
-        (acc1,), acc5, hit5 = accuracy(logits, target, topk=(1,)), math.nan, None
+        (acc1,), acc5, hit5 = zsc.accuracy(logits, target, topk=(1,)), math.nan, None
     recall = float(balanced_accuracy_score(target, pred))
     labels, hit1 = target.numpy(), (pred == target).numpy()
 
@@ -83,8 +84,6 @@ class _Embedded(torch.nn.Module):
 def zero_shot(model: torch.nn.Module, tokenizer: Callable, classnames: list[str], templates: list[str],
               embeddings: torch.Tensor, targets: list, device: str, amp: bool) -> Outcome:
     """Zero-shot classification with clip_benchmark's classifier from the task's templates."""
-    from clip_benchmark.metrics import zeroshot_classification as zsc
-
     classifier = zsc.zero_shot_classifier(model, tokenizer, classnames, templates, device, amp=amp)
     labels = torch.tensor(targets)
     loader = [(embeddings[i:i + BATCH_SIZE], labels[i:i + BATCH_SIZE]) for i in range(0, len(labels), BATCH_SIZE)]
@@ -94,8 +93,6 @@ def zero_shot(model: torch.nn.Module, tokenizer: Callable, classnames: list[str]
 
 def embed_images(model: torch.nn.Module, images: torch.Tensor, device: str, amp: bool) -> torch.Tensor:
     """L2-normalised image embeddings by clip_benchmark's Featurizer, as float32 on the CPU."""
-    from clip_benchmark.metrics.linear_probe import Featurizer
-
     with torch.no_grad(), torch.autocast(device, enabled=amp):
         return Featurizer(model, normalize=True)(images.to(device)).float().cpu()
 
@@ -109,12 +106,10 @@ def _embed_texts(model: torch.nn.Module, tokenizer: Callable, texts: list[str], 
     return torch.cat(out)
 
 
-def retrieval(model: torch.nn.Module, tokenizer: Callable, batches, device: str, amp: bool) -> Outcome:
+def retrieval(model: torch.nn.Module, tokenizer: Callable, batches: Iterable[Batch], device: str, amp: bool) -> Outcome:
     """Recall@1/5/10 both ways with several captions per image, by clip_benchmark's recall_at_k:
     image_retrieval_recall@k per caption (is its image in the top k?), text_retrieval_recall@k
     per image (is one of its captions in the top k?); and DataComp's mean_recall@1."""
-    from clip_benchmark.metrics.zeroshot_retrieval import batchify, recall_at_k
-
     image_emb, texts, owner = [], [], []
     for images, captions in batches:
         first = sum(len(e) for e in image_emb)
@@ -151,7 +146,7 @@ def retrieval(model: torch.nn.Module, tokenizer: Callable, batches, device: str,
     return Outcome(n, metrics, [draws], {"captions": len(texts)})
 
 
-def split_features(model: torch.nn.Module, batches, device: str, amp: bool) -> tuple[torch.Tensor, list]:
+def split_features(model: torch.nn.Module, batches: Iterable[Batch], device: str, amp: bool) -> tuple[torch.Tensor, list]:
     """(image embeddings, targets) of a split (a linear probe's inputs)."""
     features, targets = [], []
     for images, batch_targets in batches:

@@ -7,21 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import open_clip
 import torch
+from open_clip.push_to_hf_hub import save_config_for_hf
 
 from clikit.errors import UserError
 from zoo.checkpoint import read_checkpoint, resolve_checkpoint
+from zoo.models import create_model
 
 WEIGHTS = "open_clip_pytorch_model.bin"  # a name open_clip's local-dir loader looks for
 
 
 def write_open_clip_dir(checkpoint: str | Path, out: Path) -> Path:
     """Write the checkpoint's model into OUT (open_clip_config.json and the weights)."""
-    import open_clip
-    from open_clip.push_to_hf_hub import save_config_for_hf
-
-    from zoo.models import create_model
-
     file = resolve_checkpoint(checkpoint)
     ckpt = read_checkpoint(file)
     name = ckpt.get("model_name")

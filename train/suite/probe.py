@@ -15,6 +15,10 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from clikit.errors import UserError
@@ -27,11 +31,6 @@ def _fit(features: np.ndarray, labels: np.ndarray, c: float):
     """Features standardised on the fitting images, so one grid of strengths suits every
     model's feature scale; one BLAS thread: on these small matrices threads only contend
     (two threads on a busy 2-core machine measured 37x slower)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression  # heavy: only when a task has a probe
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000)).fit(features, labels)

@@ -20,6 +20,7 @@ from train.suite.metrics import Outcome, classification_outcome, retrieval, spli
 from train.suite.probe import probe_logits
 from train.suite.tasks import SuiteTask, load_suite, load_task
 from zoo.checkpoint import load_model, resolve_checkpoint
+from zoo.towers import train_mode
 
 
 def suite_json_path(checkpoint: str | Path, suite: str) -> Path:
@@ -69,8 +70,6 @@ def evaluate_suite(model: torch.nn.Module, preprocess: Callable, tokenizer: Call
                    device: str = "cpu", resamples: int = bootstrap.RESAMPLES, seed: int = 0) -> dict[str, Any]:
     """Per task: metrics, main_metric (its headline), ci95 (bootstrap over its images) per
     metric, chance; and the average headline with its interval (each task's draws averaged)."""
-    from zoo.towers import train_mode
-
     if resamples < 10:
         raise UserError(f"--bootstrap {resamples}: use at least 10 resamples (1000 is the default)")
     was_training = model.training
