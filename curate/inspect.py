@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from curate.download.pool import shard_ids
 from clikit.errors import UserError
 from shards.layout import Pool
 
@@ -32,7 +31,7 @@ def inspect_pool(pool: Path, placeholder_min_urls: int = 5) -> dict:
     layout = Pool(pool)
     if not pool.is_dir():
         raise UserError(f"{pool} is not a pool folder (run `curate download INPUT {pool}` first)")
-    finished = shard_ids(layout)
+    finished = layout.finished_shards()
     if not finished:
         raise UserError(f"{pool} has no finished shards; run or resume `curate download` into it")
     files = [str(layout.shard_parquet(s)) for s in finished]

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.download.inputs import normalise_input, read_input_table, resolve_mapping
-from curate.download.pool import read_shard_tables, repair_unfinished, shard_ids
+from curate.download.pool import read_shard_tables, repair_unfinished
 from clikit.errors import UserError
 from shards.atomic import replacing, write_json_atomic
 from shards.layout import Pool
@@ -185,7 +185,7 @@ def download_pool(
 
     started = time.time()
     repair_unfinished(layout)
-    finished_before = set(shard_ids(layout))
+    finished_before = set(layout.finished_shards())
     expected_shards = -(-table.num_rows // settings.samples_per_shard)
     if len(finished_before) < expected_shards:
         _run_img2dataset(input_parquet, layout.shards_dir, mapping.extra, settings)
@@ -194,7 +194,7 @@ def download_pool(
 
         retry_failed_samples(layout, mapping.extra, settings)
     repair_unfinished(layout)
-    finished = shard_ids(layout)
+    finished = layout.finished_shards()
     if len(finished) < expected_shards:
         raise UserError(
             f"{expected_shards - len(finished)} of {expected_shards} shards did not finish; "

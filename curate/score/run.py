@@ -13,13 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from curate.download.pool import shard_ids
 from clikit.errors import UserError
 from curate.score.reader import ChunkedShards, ShardJob
 from curate.score.seed_model import SeedModel, load_seed_model
 from zoo.distributed import barrier, init_distributed
 from shards.atomic import replacing, write_json_atomic
-from shards.layout import Pool, shard_stem
+from shards.layout import Pool
 
 SCORE_SCHEMA = pa.schema([
     ("uid", pa.string()), ("key", pa.string()), ("clip_score", pa.float32()), ("error", pa.string()),
@@ -176,7 +175,7 @@ def score_pool(
     layout = Pool(pool)
     if not layout.is_pool():
         raise UserError(f"{pool} is not a pool folder with shards/ (run `curate download INPUT {pool}` first)")
-    all_shards = [shard_stem(s) for s in shard_ids(layout)]
+    all_shards = layout.finished_shards()
     if not all_shards:
         raise UserError(f"{pool} has no finished shards; run or resume `curate download` into it")
     if settings.batch_size < 1:

@@ -132,17 +132,16 @@ def format_pair_quality(quality: dict[str, Any]) -> str:
 def _scores_of_run(groups_parquet: Path) -> dict[str, float]:
     """clip_score by uid from the scores tag named in the run's summary.json, if readable.
 
-    The run is POOL/dedup/NAME/groups.parquet, so the pool is three levels up.
+    The run is Pool.dedup_groups(NAME), POOL/dedup/NAME/groups.parquet: its pool is three levels up.
     """
     import pyarrow.parquet as pq
 
-    summary = groups_parquet.with_name("summary.json")
     try:
-        tag = json.loads(summary.read_text())["scores_tag"]
-        folder = Pool(groups_parquet.parents[2]).scores_dir(tag)
+        pool, name = Pool(groups_parquet.parents[2]), groups_parquet.parent.name
+        tag = json.loads(pool.dedup_summary(name).read_text())["scores_tag"]
         rows = []
-        for path in sorted(folder.glob("*.parquet")):
-            rows += pq.read_table(path, columns=["uid", "clip_score"]).to_pylist()
+        for shard in pool.scored_shards(tag):
+            rows += pq.read_table(pool.scores_parquet(tag, shard), columns=["uid", "clip_score"]).to_pylist()
     except (OSError, KeyError, ValueError, IndexError):
         return {}
     return {r["uid"]: (r["clip_score"] if r["clip_score"] is not None else float("-inf")) for r in rows}

@@ -12,6 +12,7 @@ from typing import Any
 
 from clikit.errors import UserError
 from pipeline.sweep.yamlpos import Located, load_located
+from shards.layout import Pool
 
 TOP_KEYS = {"name", "pool", "scores", "dedup", "eval", "retrieval", "train", "resources", "experiments", "quick"}
 GRID_KEYS = {"data", "models", "strategies", "budgets", "seeds", "train"}
@@ -194,13 +195,14 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
             raise doc.fail(("quick",), "--quick needs a quick: section (overrides of experiments:)")
         data = _merge(data, data["quick"])
     pool_path = Path(pool or data.get("pool") or "")
-    if not str(pool or data.get("pool") or "") or not (pool_path / "pool.json").is_file():
+    layout = Pool(pool_path)
+    if not str(pool or data.get("pool") or "") or not layout.pool_json.is_file():
         raise doc.fail(("pool",), f"{pool_path} is not a downloaded pool (no pool.json); give pool: or --pool")
     evals = eval_dir or data.get("eval")
     if evals is not None and not Path(evals).is_dir():
         raise doc.fail(("eval",), f"{evals}: no such eval folder (one sub-folder of images per class)")
-    scores = _pick_tag(doc, ("scores",), pool_path / "scores", data.get("scores"), "scores tag", "run curate score")
-    dedup = _pick_tag(doc, ("dedup",), pool_path / "dedup", data.get("dedup"), "dedup run", "run curate dedup")
+    scores = _pick(doc, ("scores",), pool_path, data.get("scores"), layout.score_tags(), "scores tag", "run curate score")
+    dedup = _pick(doc, ("dedup",), pool_path, data.get("dedup"), layout.dedup_names(), "dedup run", "run curate dedup")
     _check_train_fields(data.get("train") or {}, ("train",), doc)
     resources = {"cpus": 1.0, "gpus": 0.0, **(data.get("resources") or {})}
     sweep = Sweep(str(data.get("name") or Path(path).stem), Path(path), pool_path, scores, dedup,
@@ -219,8 +221,8 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
         slices = [s for i, e in enumerate(_as_list(grid.get("data", {"top": "100%"})))
                   for s in _slices(e, where + ("data",) + ((i,) if isinstance(grid.get("data"), list) else ()), doc)]
         for i, sl in enumerate(slices):
-            if sl.kind == "subset" and not (pool_path / "subsets" / f"{sl.subset}.parquet").is_file():
-                raise doc.fail(where + ("data",), f"no subset {sl.subset!r} in {pool_path}/subsets")
+            if sl.kind == "subset" and not layout.subset_parquet(sl.subset).is_file():
+                raise doc.fail(where + ("data",), f"no subset {sl.subset!r} in {layout.subsets_dir}")
         models = _models(grid.get("models", "tiny-vit-32"), where + ("models",), doc)
         strategies = _strategies(grid.get("strategies", "clip"), where + ("strategies",), doc)
         if "budgets" not in grid:
@@ -264,13 +266,13 @@ def _cell(exp: str, sl: Slice, model: str, strat: str, label: str, kind: str, bu
     return Cell(slug, exp, sl, model, strat, label, kind, budget, seed, train)
 
 
-def _pick_tag(doc: Located, where: tuple, folder: Path, wanted: Any, what: str, hint: str) -> str | None:
-    """The first of `wanted` (a name or a list of names, in order of preference) that the pool has."""
+def _pick(doc: Located, where: tuple, pool: Path, wanted: Any, available: list[str], what: str, hint: str) -> str | None:
+    """The first of `wanted` (a name or a list of names, in order of preference) that the pool
+    has (`available`: Pool.score_tags() or Pool.dedup_names())."""
     if wanted is None:
         return None
-    have = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     for name in _as_list(wanted):
-        if str(name) in have:
+        if str(name) in available:
             return str(name)
-    raise doc.fail(where, f"no {what} {' or '.join(map(str, _as_list(wanted)))} in {folder.parent} "
-                          f"(it has: {', '.join(have) or f'none; {hint}'})")
+    raise doc.fail(where, f"no {what} {' or '.join(map(str, _as_list(wanted)))} in {pool} "
+                          f"(it has: {', '.join(available) or f'none; {hint}'})")
