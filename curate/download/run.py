@@ -6,7 +6,6 @@ import functools
 import hashlib
 import json
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,11 +18,14 @@ import pyarrow.parquet as pq
 from curate.download.inputs import normalise_input, read_input_table, resolve_mapping
 from curate.download.pool import read_shard_tables, repair_unfinished
 from clikit.errors import UserError
+from clikit.versions import installed_versions
 from shards.atomic import replacing, write_json_atomic
 from shards.layout import Pool
 
 DEFAULT_MAX_PIXELS = 50_000_000  # larger images are refused from their header, never decoded
 RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+# The packages whose versions pool.json records: what made the shards.
+RECORDED_PACKAGES = ("clipcurate", "img2dataset", "webdataset", "pyarrow", "pillow", "opencv-python-headless")
 
 
 @dataclass
@@ -83,18 +85,6 @@ def _fingerprint(table: pa.Table, mapping: dict, samples_per_shard: int) -> str:
         digest.update(uid.encode())
     digest.update(json.dumps([mapping, samples_per_shard], sort_keys=True).encode())
     return digest.hexdigest()
-
-
-def tool_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for package in ("clipcurate", "img2dataset", "webdataset", "pyarrow", "pillow", "opencv-python-headless"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return versions
 
 
 @contextlib.contextmanager
@@ -218,7 +208,7 @@ def download_pool(
             "settings": {k: v for k, v in vars(settings).items()},
             "counts": {"input_rows": table.num_rows, "success": success, "failed": failed, "shards": len(finished),
                        "failures_by_reason": reasons},
-            "versions": tool_versions(),
+            "versions": installed_versions(*RECORDED_PACKAGES),
             "created": previous.get("created") if previous else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },

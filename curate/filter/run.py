@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clikit.errors import UserError
+from clikit.versions import tool_version
 from curate.catalog import open_catalog
 from curate.filter.candidates import build_candidates, run_query
 from curate.filter.datacomp_uids import pairs_to_uids
@@ -36,16 +37,6 @@ class FilterResult:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def tool_version() -> str:
-    """The installed clipcurate version, or "0+unknown" when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("clipcurate")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _seed_model(pool: Path, tag: str | None) -> dict[str, Any] | None:
