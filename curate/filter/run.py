@@ -111,7 +111,7 @@ def run_filter(
         metadata = {
             "recipe": chosen.name,
             "recipe_path": chosen.path,
-            "sql": chosen.sql,
+            "sql": chosen.recorded_sql(),
             "candidates_sql": candidates_sql,
             "params": bound,
             "top": top_spec.text if top_spec else None,
