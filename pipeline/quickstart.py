@@ -165,7 +165,7 @@ class Quickstart:
             self.say(f"   {pool}: {result.success}/{result.input_rows} downloaded, failures {result.failures_by_reason}")
 
     def inspect(self) -> None:
-        from curate.inspect import format_report, inspect_pool
+        from curate.pool_report import format_report, inspect_pool
 
         with self._step("inspect"):
             self.say(format_report(inspect_pool(self.pool)))

@@ -13,7 +13,7 @@ from shards.layout import Pool
 def _image_embedder(pool: Path, scores: str):
     """embed_images(paths) with the scores tag's model, when the scorer provides one."""
     try:
-        from curate.score.embed import image_embedder  # the scorer's hook (scores/TAG/model.json)
+        from curate.score.embed import image_embedder  # the scorer's hook (scores/TAG/model.json); torch, open_clip
     except ImportError:
         return None
     return image_embedder(pool, scores)
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
         Finds duplicate groups and keeps one sample per group: writes dedup/NAME/groups.parquet
         (uid, group_id, group_size, keep, method, contaminated) and dedup/NAME/summary.json."""
-        from curate.dedup.run import DedupSettings, run_dedup
+        from curate.dedup.run import DedupSettings, run_dedup  # imported when the command runs: numpy, pyarrow
 
         settings = DedupSettings(
             scores=scores, method=method, threshold=threshold, tag=tag, keep=keep, clusters=clusters,
@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
                        f"{', '.join(group['methods'])}) is over --max-group {summary['max_group']}: {action}. "
                        "Near pairs chain look-alikes: raise --threshold or lower --phash-bits", err=True)
         if truth is not None:
-            from curate.truth.dedup import format_threshold_table, pair_quality, threshold_table
+            from curate.truth.dedup import format_threshold_table, pair_quality, threshold_table  # numpy, pyarrow
 
             typer.echo(pair_quality(Pool(pool).dedup_groups(summary["name"]), truth)["text"])
             typer.echo(format_threshold_table(threshold_table(pool, settings, truth)))

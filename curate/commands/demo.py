@@ -25,7 +25,7 @@ def demo_pool(
     faults (404, HTML, truncated, slow, redirect, tiny, huge). Writes metadata.parquet
     (LAION columns), metadata_coyo.parquet, truth.parquet, seed.parquet, images/, eval/.
     """
-    from curate.demo import make_demo_pool
+    from curate.demo import make_demo_pool  # imported when the command runs: numpy, pyarrow, PIL
 
     summary = make_demo_pool(out, size=size, seed=seed, base_url=base_url, seed_size=seed_size,
                              eval_per_class=eval_per_class, source=source, overwrite=overwrite, progress=True)

@@ -11,12 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from clikit.errors import UserError
+from curate.catalog import Catalog
 from curate.filter.recipes import shared_sql
 
 if TYPE_CHECKING:
     import duckdb
-
-    from curate.catalog import Catalog
 
 
 def _quote_ident(name: str) -> str:

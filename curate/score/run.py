@@ -19,6 +19,7 @@ from curate.score.seed_model import SeedModel, load_seed_model
 from zoo.distributed import barrier, init_distributed
 from shards.atomic import replacing, write_json_atomic
 from shards.layout import Pool
+from shards.reader import scan_tar
 
 SCORE_SCHEMA = pa.schema([
     ("uid", pa.string()), ("key", pa.string()), ("clip_score", pa.float32()), ("error", pa.string()),
@@ -206,8 +207,6 @@ def score_pool(
 
 def _checked_tar(path: Path) -> Path:
     """A shard's tar, refused before any worker reads it if a member name is unsafe or it is cut short."""
-    from shards.reader import scan_tar
-
     _, problems = scan_tar(path)
     if problems:
         raise UserError(f"pool shard refused: {path}: {problems[0]}; nothing of it was scored "

@@ -6,6 +6,7 @@ subsets, tags or eval folders, slices outside (0, 100%], duplicate cells."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,10 @@ from typing import Any
 from clikit.errors import UserError
 from pipeline.sweep.yamlpos import Located, load_located
 from shards.layout import Pool
+from train.budget import parse_flops, parse_samples
+from train.config import TrainConfig
+from train.strategies import check_strategy
+from zoo.models import check_model_name
 
 TOP_KEYS = {"name", "pool", "scores", "dedup", "eval", "retrieval", "train", "resources", "experiments", "quick"}
 GRID_KEYS = {"data", "models", "strategies", "budgets", "seeds", "train"}
@@ -127,8 +132,6 @@ def _named(item: Any, where: tuple, doc: Located, what: str, check) -> tuple[str
 
 
 def _strategies(items: Any, where: tuple, doc: Located) -> list[tuple[str, str, dict]]:
-    from train.strategies import check_strategy
-
     out = []
     for i, item in enumerate(_as_list(items)):
         name, options = _named(item, where + (i,), doc, "strategy", check_strategy)
@@ -141,14 +144,10 @@ def _models(items: Any, where: tuple, doc: Located) -> list[tuple[str, dict]]:
     """[(model, its train options)]: `tiny-resnet-32` or `{tiny-vit-32: {lr: 0.003}}`, options
     being the model's own recipe (not a grid coordinate: a cell's id names the model only, and
     a cell shared with another experiment must agree on them)."""
-    from zoo.models import check_model_name
-
     return [_named(item, where + (i,), doc, "model", check_model_name) for i, item in enumerate(_as_list(items))]
 
 
 def _check_train_fields(fields: Any, where: tuple, doc: Located) -> None:
-    from train.config import TrainConfig
-
     if not isinstance(fields, dict):
         raise doc.fail(where, "options are a mapping of train run fields")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -159,8 +158,6 @@ def _check_train_fields(fields: Any, where: tuple, doc: Located) -> None:
 
 
 def _budgets(value: Any, where: tuple, doc: Located) -> tuple[str, list[float]]:
-    from train.budget import parse_flops, parse_samples
-
     if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("flops", "samples"):
         raise doc.fail(where, "budgets is {flops: [3e12, ...]} or {samples: [20000, ...]}")
     kind, items = next(iter(value.items()))
@@ -258,8 +255,6 @@ def _fingerprint(cell: Cell) -> tuple:
 
 def _cell(exp: str, sl: Slice, model: str, strat: str, label: str, kind: str, budget: float, seed: int,
           train: dict) -> Cell:
-    import re
-
     budget_text = f"{budget:.3g}".replace("+", "")
     slug = f"{sl.subset.removeprefix('sweep-')}_{model}_{label}_{kind[0]}{budget_text}_s{seed}"
     slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", slug).strip("-")
