@@ -43,7 +43,11 @@ def register(app: typer.Typer) -> None:
                  "knn, semdedup, phash-knn and --against (default 0.95; phash-knn's measured on the pool), "
                  "the grey thumbnails' correlation for phash-pixels (default 0.98).",
         ),
-        tag: Optional[str] = typer.Option(None, "--tag", help="Output name: dedup/NAME/. Default: the methods joined by '+' (dedup/exact+phash-pixels)."),
+        name: Optional[str] = typer.Option(
+            None, "--name", "--tag",
+            help="The dedup run's name: writes dedup/NAME/, which `curate filter --dedup NAME` and `curate sql "
+                 "--dedup NAME` read. Default: the methods joined by '+' (dedup/exact+phash-pixels). "
+                 "--tag is its older spelling."),
         keep: str = typer.Option("best-score", "--keep", help="Member kept per group: best-score (highest clip_score, ties by uid) or first (pool order)."),
         clusters: Optional[int] = typer.Option(None, "--clusters", help="semdedup: number of k-means clusters. Default: sqrt(samples)."),
         phash_bits: Optional[int] = typer.Option(
@@ -81,7 +85,7 @@ def register(app: typer.Typer) -> None:
         from curate.dedup.run import DedupSettings, run_dedup  # imported when the command runs: numpy, pyarrow
 
         settings = DedupSettings(
-            scores=scores, method=method, threshold=threshold, tag=tag, keep=keep, clusters=clusters,
+            scores=scores, method=method, threshold=threshold, dedup_name=name, keep=keep, clusters=clusters,
             phash_bits=phash_bits, index=index, nlist=nlist, nprobe=nprobe,
             against=str(against) if against else None, seed=seed, max_group=max_group, overwrite=overwrite,
             progress=not quiet,

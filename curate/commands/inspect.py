@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from curate.pool_report import format_report, inspect_pool
-
 
 def inspect(
     pool: Annotated[Path, typer.Argument(help="A pool folder written by `curate download`.")],
@@ -16,6 +14,8 @@ def inspect(
     placeholder_min_urls: Annotated[int, typer.Option(help="Flag image bytes served for at least this many URLs.")] = 5,
 ) -> None:
     """Pool counts, failures, sizes and duplicates."""
+    from curate.pool_report import format_report, inspect_pool  # imported when the command runs: pyarrow
+
     report = inspect_pool(pool, placeholder_min_urls=placeholder_min_urls)
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 

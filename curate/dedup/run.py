@@ -67,7 +67,7 @@ def run_dedup(pool: str | Path, settings: DedupSettings, embed_images: ImageEmbe
         if not settings.overwrite:
             raise UserError(
                 f"{out_dir} holds a dedup run with other arguments or older inputs; "
-                "pass --overwrite to replace it, or --tag NAME to keep both"
+                "pass --overwrite to replace it, or --name NAME to keep both"
             )
     elif out_dir.exists() and not settings.overwrite:
         raise UserError(f"{out_dir} exists but is not a finished dedup run; pass --overwrite to replace it")

@@ -4,7 +4,7 @@ before any work."""
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,9 @@ class DedupSettings:
     scores: str
     method: str = DEFAULT_METHOD
     threshold: float | None = None
-    tag: str | None = None
+    # The dedup name asked for (--name): the run writes dedup/NAME/. None: the methods joined by '+'
+    # (`name` is the one used either way). summary.json's args record it as "tag", --name's older spelling.
+    dedup_name: str | None = None
     keep: str = "best-score"
     clusters: int | None = None
     phash_bits: int | None = None
@@ -73,11 +75,19 @@ class DedupSettings:
     max_group: int | None = None
     overwrite: bool = False
     progress: bool = False
+    tag: InitVar[str | None] = None  # the older keyword of dedup_name, as --tag is of --name
+
+    def __post_init__(self, tag: str | None) -> None:
+        if tag is not None:
+            if self.dedup_name is not None and self.dedup_name != tag:
+                raise UserError(f"--name {self.dedup_name} and --tag {tag} disagree; give --name only")
+            self.dedup_name = tag
 
     @property
     def name(self) -> str:
-        if self.tag:
-            return self.tag
+        """The dedup name the run writes under, dedup/NAME/: the one asked for, else the methods joined by '+'."""
+        if self.dedup_name:
+            return self.dedup_name
         if "," not in self.method:
             return self.method.strip()
         return "+".join(parse_methods(self.method))  # "exact,phash-knn" -> dedup/exact+phash-knn
@@ -130,7 +140,8 @@ class DedupSettings:
         return out
 
     def recorded(self) -> dict[str, Any]:
-        args = asdict(self)
+        # the file's keys as they have always been: "tag" for the dedup name asked for
+        args = {("tag" if key == "dedup_name" else key): value for key, value in asdict(self).items()}
         for key in ("overwrite", "progress"):
             args.pop(key)
         if args["against"]:
@@ -160,4 +171,4 @@ def validate(settings: DedupSettings) -> None:
     if s.clusters is not None and "semdedup" not in methods:
         raise UserError("--clusters applies to --method semdedup only")
     if not _NAME.match(s.name):
-        raise UserError(f"--tag {s.name!r} must be letters, digits, '.', '_', '+' or '-'")
+        raise UserError(f"--name {s.name!r} must be letters, digits, '.', '_', '+' or '-'")

@@ -6,6 +6,7 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clikit.errors import UserError
 from shards.atomic import leftovers
 from shards.layout import SHARD_STATS_RE, Pool
 
@@ -40,6 +41,14 @@ def repair_unfinished(pool: Pool) -> list[str]:
                     path.unlink()
                     removed.append(path.name)
     return removed
+
+
+def require_finished_shards(pool: Pool) -> list[str]:
+    """The pool's finished shards (Pool.finished_shards); a UserError saying to download when there are none."""
+    finished = pool.finished_shards()
+    if not finished:
+        raise UserError(f"{pool.root} has no finished shards; run or resume `curate download` into it")
+    return finished
 
 
 def read_shard_tables(pool: Pool, columns: list[str] | None = None) -> pa.Table:

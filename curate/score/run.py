@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import torch
 
 from clikit.errors import UserError
+from curate.download.pool import require_finished_shards
 from curate.score.reader import ChunkedShards, ShardJob
 from curate.score.seed_model import SeedModel, load_seed_model
 from zoo.distributed import barrier, init_distributed
@@ -176,9 +177,7 @@ def score_pool(
     layout = Pool(pool)
     if not layout.is_pool():
         raise UserError(f"{pool} is not a pool folder with shards/ (run `curate download INPUT {pool}` first)")
-    all_shards = layout.finished_shards()
-    if not all_shards:
-        raise UserError(f"{pool} has no finished shards; run or resume `curate download` into it")
+    all_shards = require_finished_shards(layout)
     if settings.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     ranks = init_distributed(settings.device)  # torchrun's process group, or a single process
