@@ -102,7 +102,8 @@ class Recipe:
         """What a subset's metadata records as its `sql`: the shared definitions the recipe
         calls (queries/shared/*.sql), then the recipe, so the record reads on its own."""
         body = _without_comments(self.sql)
-        called = [shared.sql for shared in shared_sql() if any(re.search(rf"\b{name}\s*\(", body) for name in shared.macros)]
+        called = [shared.sql for shared in shared_sql()
+                  if any(re.search(rf"\b{name}\s*\(", body) for name in shared.macros)]
         return "\n\n".join([*called, self.sql])
 
     def bind(self, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -130,9 +131,11 @@ class SharedSql:
 
 def shared_sql() -> list[SharedSql]:
     """The shared definitions, in file name order."""
-    return [SharedSql(path, text, tuple(_MACRO_NAME.findall(text)))
-            for path in sorted((recipe_dir() / SHARED_DIR).glob("*.sql"))
-            for text in [path.read_text(encoding="utf-8").strip()]]
+    found = []
+    for path in sorted((recipe_dir() / SHARED_DIR).glob("*.sql")):
+        text = path.read_text(encoding="utf-8").strip()
+        found.append(SharedSql(path, text, tuple(_MACRO_NAME.findall(text))))
+    return found
 
 
 def _without_comments(sql: str) -> str:
