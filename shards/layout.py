@@ -4,8 +4,9 @@
     scores/TAG/NNNNN.parquet + model.json, embeddings/TAG/NNNNN.npy (+ .text.npy),
     dedup/NAME/{groups.parquet,summary.json}, subsets/NAME.{parquet,npy}
 
-`Pool(path)` only names paths; it creates and checks nothing, so it is cheap to build
-anywhere (a worker, a test, a reader of another machine's pool).
+`Pool(path)` names paths and creates nothing, so it is cheap to build anywhere (a worker,
+a test, a reader of another machine's pool); its listings (finished_shards, scored_shards,
+score_tags, dedup_names) read the folder and hold the one rule for what is finished.
 """
 from __future__ import annotations
 
