@@ -6,7 +6,7 @@ parquet shards; with --dedup also a dedup run (dedup/bench/groups.parquet: uid, 
 row in ten not kept). The job, for both sides:
   - read the scores (uid, clip_score); with --dedup keep only the uids the dedup run keeps
   - keep the k = round(40% x scored rows) best by clip_score, ties at the cut broken by
-    uid ascending (queries/top_fraction.sql)
+    uid ascending (the top-k cut of queries/shared/top_k.sql)
   - drop duplicate uids, sort, and write both outputs of a subset: a parquet of the sorted
     uids and DataComp's .npy (sorted (high, low) uint64 pairs)
 `curate filter POOL --top 40% --name bench [--dedup bench]` does it through DuckDB; the

@@ -116,11 +116,10 @@ def save_random_model(model: str, path: Path) -> Path:
 
 def warmup_pool(pool: Path, warm: Path) -> Path:
     """A pool holding only the first shard (symlinks), for the warm-up passes."""
-    from curate.download.pool import shard_ids
     from shards.layout import Pool
 
     source, target = Pool(pool), Pool(warm)
-    first = shard_ids(source)[0]
+    first = source.finished_shards()[0]
     target.shards_dir.mkdir(parents=True, exist_ok=True)
     for name in ("shard_tar", "shard_parquet", "shard_stats"):
         link = getattr(target, name)(first)
@@ -139,10 +138,9 @@ def cpu_seconds() -> float:
 
 
 def tars_of(pool: Path) -> list[Path]:
-    from curate.download.pool import shard_ids
     from shards.layout import Pool
 
-    return [Pool(pool).shard_tar(s) for s in shard_ids(Pool(pool))]
+    return [Pool(pool).shard_tar(s) for s in Pool(pool).finished_shards()]
 
 
 def pass_curate(pool: Path, args, tag: str) -> int:

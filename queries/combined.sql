@@ -1,5 +1,6 @@
 -- The usual curation in one statement: drop duplicates, drop bad captions and bad images,
--- then keep the best share by score of what is left (ties by uid, as in top_fraction).
+-- then keep the best share by score of what is left (the top-k cut of queries/shared/top_k.sql,
+-- ties by uid, as in top_fraction).
 -- @param min_chars = 5      shortest caption kept
 -- @param min_words = 2      fewest caption words kept
 -- @param min_side = 32      smallest allowed shorter image side, in pixels
@@ -18,20 +19,5 @@ WITH clean AS (
       AND NOT regexp_matches(trim(s.caption), '(?i)^(img|dsc|dscn|dcim|image|photo|pic|screenshot)[_\- ]?\d+')
       AND least(c.width, c.height) >= $min_side
       AND greatest(c.width, c.height) <= $max_aspect * least(c.width, c.height)
-),
-quota AS (
-    SELECT least(count(*), coalesce($count, greatest(1, round($fraction * count(*)))))::BIGINT AS k
-    FROM clean
-),
-cut AS (
-    SELECT score AS t FROM clean
-    ORDER BY score DESC
-    LIMIT 1 OFFSET (SELECT greatest(k - 1, 0) FROM quota)
 )
-SELECT uid FROM clean WHERE score > (SELECT t FROM cut)
-UNION ALL
-(
-    SELECT uid FROM clean WHERE score = (SELECT t FROM cut)
-    ORDER BY uid
-    LIMIT (SELECT k FROM quota) - (SELECT count(*) FROM clean WHERE score > (SELECT t FROM cut))
-)
+SELECT uid FROM top_k(clean, $fraction, $count)

@@ -4,21 +4,26 @@
     scores/TAG/NNNNN.parquet + model.json, embeddings/TAG/NNNNN.npy (+ .text.npy),
     dedup/NAME/{groups.parquet,summary.json}, subsets/NAME.{parquet,npy}
 
-`Pool(path)` only names paths; it creates and checks nothing, so it is cheap to build
-anywhere (a worker, a test, a reader of another machine's pool).
+`Pool(path)` names paths and creates nothing, so it is cheap to build anywhere (a worker,
+a test, a reader of another machine's pool); its listings (finished_shards, scored_shards,
+score_tags, dedup_names) read the folder and hold the one rule for what is finished.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 # A shard's parquet: 00000.parquet as img2dataset names them (a hand-made 0.parquet counts too).
 SHARD_NAME_RE = re.compile(r"^(\d+)\.parquet$")
+# A pool shard's stats json, 00000_stats.json: img2dataset writes it last, so it marks the shard finished.
+SHARD_STATS_RE = re.compile(r"^(\d+)_stats\.json$")
 
 
 def shard_parquets(directory: Path) -> list[Path]:
-    """The shard parquet files of a shards/ or scores/TAG/ folder, sorted by name."""
+    """The shard parquet files of a folder, sorted by name (which of them are finished is
+    Pool.finished_shards' rule for shards/, Pool.scored_shards' for scores/TAG/)."""
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if SHARD_NAME_RE.match(p.name))
@@ -64,6 +69,22 @@ class Pool:
     def shard_stats(self, shard: int | str) -> Path:
         return self.shards_dir / f"{shard_stem(shard)}_stats.json"
 
+    def shard_finished(self, shard: int | str) -> bool:
+        """The one rule for a finished pool shard: its stats json (img2dataset writes it last,
+        in place) parses, and its tar and parquet (renamed into place when whole) exist."""
+        try:
+            json.loads(self.shard_stats(shard).read_text())
+        except (OSError, ValueError):  # missing, or cut short by a kill (UnicodeDecodeError is a ValueError)
+            return False
+        return self.shard_tar(shard).is_file() and self.shard_parquet(shard).is_file()
+
+    def finished_shards(self) -> list[str]:
+        """The stems of the finished pool shards ("00000", ...), sorted: what every later stage reads."""
+        if not self.shards_dir.is_dir():
+            return []
+        stems = (m.group(1) for m in map(SHARD_STATS_RE.match, sorted(p.name for p in self.shards_dir.iterdir())) if m)
+        return [stem for stem in stems if self.shard_finished(stem)]
+
     # --- score ----------------------------------------------------------------------
     @property
     def scores_root(self) -> Path:
@@ -74,6 +95,11 @@ class Pool:
 
     def scores_parquet(self, tag: str, shard: int | str) -> Path:
         return self.scores_dir(tag) / f"{shard_stem(shard)}.parquet"
+
+    def scored_shards(self, tag: str) -> list[str]:
+        """The stems of the shards scores/TAG has finished, sorted: `curate score` writes a shard's
+        parquet last (after its embeddings), so its presence marks the shard done."""
+        return [p.stem for p in shard_parquets(self.scores_dir(tag))]
 
     def model_json(self, tag: str) -> Path:
         """Which seed model wrote scores/TAG and how to load it again."""
@@ -123,13 +149,13 @@ class Pool:
         """Scoring tags: the folders under scores/ that hold shard parquet."""
         if not self.scores_root.is_dir():
             return []
-        return sorted(d.name for d in self.scores_root.iterdir() if d.is_dir() and shard_parquets(d))
+        return sorted(d.name for d in self.scores_root.iterdir() if d.is_dir() and self.scored_shards(d.name))
 
     def dedup_names(self) -> list[str]:
         """Dedup runs with a finished groups.parquet."""
         if not self.dedup_root.is_dir():
             return []
-        return sorted(d.name for d in self.dedup_root.iterdir() if (d / "groups.parquet").is_file())
+        return sorted(d.name for d in self.dedup_root.iterdir() if self.dedup_groups(d.name).is_file())
 
     def is_pool(self) -> bool:
         """True for a folder `curate download` wrote (it has shards/)."""

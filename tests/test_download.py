@@ -18,7 +18,7 @@ from PIL import Image
 
 from clikit.errors import UserError
 from curate.download.run import DownloadSettings, download_pool
-from curate.inspect import inspect_pool
+from curate.pool_report import inspect_pool
 from shards.uid import sample_uid
 
 

@@ -32,7 +32,7 @@ def _copy_tree(target: Path) -> Path:
 
 
 @pytest.mark.parametrize("module, line, broken", [
-    ("curate/inspect.py", "from train.budget import format_flops", "curate.inspect -> train.budget"),
+    ("curate/pool_report.py", "from train.budget import format_flops", "curate.pool_report -> train.budget"),
     ("train/data.py", "import curate.catalog", "train.data -> curate.catalog"),
     ("zoo/models.py", "import curate.catalog", "zoo.models -> curate.catalog"),  # the zoo sits below the stages
     ("shards/uid.py", "import pipeline.quickstart", "shards.uid -> pipeline.quickstart"),

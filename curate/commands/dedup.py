@@ -13,7 +13,7 @@ from shards.layout import Pool
 def _image_embedder(pool: Path, scores: str):
     """embed_images(paths) with the scores tag's model, when the scorer provides one."""
     try:
-        from curate.score.embed import image_embedder  # the scorer's hook (scores/TAG/model.json)
+        from curate.score.embed import image_embedder  # the scorer's hook (scores/TAG/model.json); torch, open_clip
     except ImportError:
         return None
     return image_embedder(pool, scores)
@@ -43,7 +43,11 @@ def register(app: typer.Typer) -> None:
                  "knn, semdedup, phash-knn and --against (default 0.95; phash-knn's measured on the pool), "
                  "the grey thumbnails' correlation for phash-pixels (default 0.98).",
         ),
-        tag: Optional[str] = typer.Option(None, "--tag", help="Output name: dedup/NAME/. Default: the methods joined by '+' (dedup/exact+phash-pixels)."),
+        name: Optional[str] = typer.Option(
+            None, "--name", "--tag",
+            help="The dedup run's name: writes dedup/NAME/, which `curate filter --dedup NAME` and `curate sql "
+                 "--dedup NAME` read. Default: the methods joined by '+' (dedup/exact+phash-pixels). "
+                 "--tag is its older spelling."),
         keep: str = typer.Option("best-score", "--keep", help="Member kept per group: best-score (highest clip_score, ties by uid) or first (pool order)."),
         clusters: Optional[int] = typer.Option(None, "--clusters", help="semdedup: number of k-means clusters. Default: sqrt(samples)."),
         phash_bits: Optional[int] = typer.Option(
@@ -78,10 +82,10 @@ def register(app: typer.Typer) -> None:
 
         Finds duplicate groups and keeps one sample per group: writes dedup/NAME/groups.parquet
         (uid, group_id, group_size, keep, method, contaminated) and dedup/NAME/summary.json."""
-        from curate.dedup.run import DedupSettings, run_dedup
+        from curate.dedup.run import DedupSettings, run_dedup  # imported when the command runs: numpy, pyarrow
 
         settings = DedupSettings(
-            scores=scores, method=method, threshold=threshold, tag=tag, keep=keep, clusters=clusters,
+            scores=scores, method=method, threshold=threshold, dedup_name=name, keep=keep, clusters=clusters,
             phash_bits=phash_bits, index=index, nlist=nlist, nprobe=nprobe,
             against=str(against) if against else None, seed=seed, max_group=max_group, overwrite=overwrite,
             progress=not quiet,
@@ -106,7 +110,7 @@ def register(app: typer.Typer) -> None:
                        f"{', '.join(group['methods'])}) is over --max-group {summary['max_group']}: {action}. "
                        "Near pairs chain look-alikes: raise --threshold or lower --phash-bits", err=True)
         if truth is not None:
-            from curate.truth.dedup import format_threshold_table, pair_quality, threshold_table
+            from curate.truth.dedup import format_threshold_table, pair_quality, threshold_table  # numpy, pyarrow
 
             typer.echo(pair_quality(Pool(pool).dedup_groups(summary["name"]), truth)["text"])
             typer.echo(format_threshold_table(threshold_table(pool, settings, truth)))

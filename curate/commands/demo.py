@@ -27,6 +27,7 @@ def demo_pool(
     (LAION columns), metadata_coyo.parquet, truth.parquet, seed.parquet, images/, eval/,
     and the demo suite of evaluation task folders, suites/demo/.
     """
+    # imported when the command runs: numpy, pyarrow, PIL (and clip_benchmark's task format)
     from curate.demo import make_demo_pool
     from curate.eval_suite.demo import build_demo_suite, demo_suite_dir
 

@@ -26,7 +26,7 @@ def download(
     allow_private: Annotated[bool, typer.Option("--allow-private", help="Allow loopback/private/link-local hosts (demo pools and tests).")] = False,
 ) -> None:
     """Download a URL list into a pool with img2dataset, resumably."""
-    from curate.download.run import DownloadSettings, download_pool
+    from curate.download.run import DownloadSettings, download_pool  # imported when the command runs: pyarrow
 
     settings = DownloadSettings(
         image_size=image_size, resize_mode=resize_mode, processes=processes, threads=threads,

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         `curate verify OUT`; train with open_clip's --train-data 'OUT/{000000..00000K}.tar'."""
         from tqdm import tqdm
 
-        from curate.export import export_subset
+        from curate.export import export_subset  # imported when the command runs: numpy, pyarrow, torch
 
         with tqdm(desc=f"export {subset}", unit="sample", disable=None) as bar:
             result = export_subset(pool, subset, out, samples_per_shard, shuffle, seed, progress=bar.update)

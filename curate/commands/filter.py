@@ -6,6 +6,9 @@ from typing import List, Optional
 
 import typer
 
+from clikit.errors import UserError
+from curate.filter.recipes import list_recipes, parse_param
+
 
 def register(app: typer.Typer) -> None:
     @app.command("filter")
@@ -17,7 +20,7 @@ def register(app: typer.Typer) -> None:
         scores: Optional[str] = typer.Option(None, "--scores", help="Scoring tag to use (default: the pool's only one)."),
         dedup: Optional[str] = typer.Option(None, "--dedup", help="Keep only the samples this dedup run kept (dedup/NAME)."),
         where: Optional[str] = typer.Option(None, "--where", help="Extra SQL condition on the candidates, e.g. \"width >= 64 AND caption NOT LIKE '%.jpg'\"."),
-        recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe name from queries/ (top_fraction, score_threshold, caption_rules, image_rules, dedup_keep, combined) or a path to a .sql file."),
+        recipe: Optional[str] = typer.Option(None, "--recipe", help=f"Recipe name from queries/ ({', '.join(list_recipes())}) or a path to a .sql file."),
         param: List[str] = typer.Option([], "--param", help="Recipe parameter k=v (repeatable), e.g. --param min_score=0.3."),
         from_npy: Optional[Path] = typer.Option(None, "--from-npy", help="Import a DataComp/DFN subset .npy instead of running a recipe."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing subset of the same name."),
@@ -28,8 +31,7 @@ def register(app: typer.Typer) -> None:
 
         Examples: --top 40% | --recipe combined --dedup default | --from-npy datacomp_top30.npy
         """
-        from clikit.errors import UserError
-        from curate.filter.recipes import parse_param
+        # imported when the command runs: the filter pulls in numpy and pyarrow (`curate --help` stays fast)
         from curate.filter.run import import_npy, run_filter
 
         if from_npy is not None:

@@ -14,7 +14,7 @@ def inspect(
     placeholder_min_urls: Annotated[int, typer.Option(help="Flag image bytes served for at least this many URLs.")] = 5,
 ) -> None:
     """Pool counts, failures, sizes and duplicates."""
-    from curate.inspect import format_report, inspect_pool
+    from curate.pool_report import format_report, inspect_pool  # imported when the command runs: pyarrow
 
     report = inspect_pool(pool, placeholder_min_urls=placeholder_min_urls)
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))

@@ -20,7 +20,7 @@ def score(
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda, cuda:N.")] = "auto",
 ) -> None:
     """Score every image-text pair with a seed CLIP."""
-    from curate.score.run import ScoreSettings, score_pool
+    from curate.score.run import ScoreSettings, score_pool  # imported when the command runs: torch, open_clip
 
     settings = ScoreSettings(batch_size=batch_size, workers=workers, threads=threads, text_embeddings=text_embeddings, device=device)
     result = score_pool(pool, model=model, pretrained=pretrained, checkpoint=checkpoint, tag=tag, settings=settings)

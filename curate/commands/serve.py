@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from clikit.errors import UserError
+
 
 def serve(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to serve, e.g. a demo pool made by `curate demo-pool`.")],
@@ -17,8 +19,7 @@ def serve(
     /PATH serves DIR/PATH; /slow/PATH answers after --slow-seconds; /redirect/PATH is a
     302 to /PATH; /html/PATH answers an HTML page instead of an image.
     """
-    from clikit.errors import UserError
-    from curate.serve import serve_forever
+    from curate.serve import serve_forever  # imported when the command runs: http.server (17 ms of --help)
 
     if not directory.is_dir():
         raise UserError(f"{directory} is not a folder; give the folder to serve (e.g. a demo pool)")

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from curate.sql_query import run_sql
+
 MAX_TABLE_ROWS = 50
 
 
@@ -35,6 +37,4 @@ def register(app: typer.Typer) -> None:
         Views: samples (every downloaded row + shard), scores (one tag), scores_all (all tags,
         + tag), scored (scores + url/caption), dedup (one run), dedup_all (+ name).
         """
-        from curate.sql_query import run_sql
-
         run_sql(pool, query, format.value, out, scores, dedup, max_rows)

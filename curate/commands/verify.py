@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         Checks every shard against manifest.json: missing, truncated, wrong sha256, unsafe
         member names (../x, absolute paths, links), sample counts, sizes.json. Exits 1 and
         lists the problems if any."""
-        from curate.verify import verify_shardset
+        from curate.verify import verify_shardset  # imported when the command runs: tarfile, hashlib (8 ms of --help)
 
         report = verify_shardset(out)
         if report.ok:

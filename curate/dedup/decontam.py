@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from curate.dedup.scored_pool import ScoredPool, iter_embedding_batches, normalized, open_embedding_matrix
+from curate.dedup.vectors import SLACK
 from clikit.errors import UserError
 from shards.reader import FOLDER_IMAGE_EXTENSIONS, index_tar
 
@@ -81,8 +82,6 @@ def contaminated_mask(scored: ScoredPool, eval_vectors: np.ndarray, threshold: f
     """True for pool samples whose cosine to some eval image is >= threshold (exact search)."""
     import faiss
     from tqdm import tqdm
-
-    from curate.dedup.vectors import SLACK
 
     index = faiss.IndexFlatIP(eval_vectors.shape[1])
     index.add(np.ascontiguousarray(eval_vectors, dtype=np.float32))

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Also the order methods run in, so a byte copy is labelled exact before any near method.
-METHOD_ORDER = ("exact", "phash", "phash-pixels", "phash-knn", "knn", "semdedup")
+from curate.dedup.methods import METHOD_ORDER  # a sample's method code is its position here
 
 
 class DuplicateGraph:

@@ -11,10 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from curate.dedup.decontam import ImageEmbedder
-from curate.dedup.graph import METHOD_ORDER, DuplicateGraph, group_ids
-from curate.dedup.scored_pool import ScoredPool
-from curate.dedup.settings import FORMAT_VERSION, VECTOR_METHODS, DedupSettings, validate
+from curate.dedup.decontam import ImageEmbedder, contaminated_mask, load_eval_embeddings
+from curate.dedup.graph import DuplicateGraph, group_ids
+from curate.dedup.keep import keep_mask
+from curate.dedup.methods import METHOD_ORDER, PairSearch
+from curate.dedup.scored_pool import (
+    ScoreColumns, ScoredPool, check_embeddings, check_pixel_columns, open_scored_pool, read_score_columns,
+)
+from curate.dedup.settings import FORMAT_VERSION, DedupSettings, validate
+from curate.dedup.vectors import gpu_available
 from clikit.errors import UserError
 from shards.atomic import replacing_dir
 from shards.layout import Pool
@@ -44,14 +49,12 @@ def _log(settings: DedupSettings, text: str) -> None:
 
 def run_dedup(pool: str | Path, settings: DedupSettings, embed_images: ImageEmbedder | None = None) -> dict[str, Any]:
     """Run one dedup; returns the summary (with "skipped": True when already complete)."""
-    from curate.dedup.scored_pool import check_embeddings, check_pixel_columns, open_scored_pool, read_score_columns
-
     validate(settings)
     pool = Path(pool)
     scored = open_scored_pool(pool, settings.scores)
-    if "phash-pixels" in settings.methods:
+    if any(m.needs_pixels for m in settings.chosen):
         check_pixel_columns(scored)
-    needs_vectors = any(m in VECTOR_METHODS for m in settings.methods) or bool(settings.against)
+    needs_vectors = settings.needs_vectors
     dim = check_embeddings(scored) if needs_vectors else None
     layout = Pool(pool)
     out_dir = layout.dedup_dir(settings.name)
@@ -64,7 +67,7 @@ def run_dedup(pool: str | Path, settings: DedupSettings, embed_images: ImageEmbe
         if not settings.overwrite:
             raise UserError(
                 f"{out_dir} holds a dedup run with other arguments or older inputs; "
-                "pass --overwrite to replace it, or --tag NAME to keep both"
+                "pass --overwrite to replace it, or --name NAME to keep both"
             )
     elif out_dir.exists() and not settings.overwrite:
         raise UserError(f"{out_dir} exists but is not a finished dedup run; pass --overwrite to replace it")
@@ -77,16 +80,12 @@ def run_dedup(pool: str | Path, settings: DedupSettings, embed_images: ImageEmbe
     graph, labels, oversized = find_groups(scored, cols, dim, settings, search, timings)
     contaminated = np.zeros(n, dtype=bool)
     if settings.against:
-        from curate.dedup.decontam import contaminated_mask, load_eval_embeddings
-        from curate.dedup.vectors import gpu_available
-
         t0 = time.perf_counter()
         eval_vectors = load_eval_embeddings(settings.against, dim, embed_images)
-        contaminated = contaminated_mask(scored, eval_vectors, settings.threshold_for("against"), gpu_available(), settings.progress)
+        contaminated = contaminated_mask(scored, eval_vectors, settings.against_threshold(), gpu_available(),
+                                         settings.progress)
         timings["against"] = round(time.perf_counter() - t0, 3)
         search["against_images"] = int(len(eval_vectors))
-
-    from curate.dedup.keep import keep_mask
 
     gid, gsize = group_ids(labels)
     keep = keep_mask(gid, cols.uid, cols.clip_score, settings.keep, eligible=~contaminated)
@@ -98,61 +97,20 @@ def run_dedup(pool: str | Path, settings: DedupSettings, embed_images: ImageEmbe
     return {**summary, "skipped": False}
 
 
-def find_groups(scored: ScoredPool, cols, dim, settings: DedupSettings, search: dict,
+def find_groups(scored: ScoredPool, cols: ScoreColumns, dim: int | None, settings: DedupSettings, search: dict,
                 timings: dict[str, float]) -> tuple[DuplicateGraph, np.ndarray, list[dict]]:
     """Pairs from every method joined into groups, runaway groups split (graph.py);
     returns the graph, a component label per sample and the oversized-group reports."""
     graph = DuplicateGraph(scored.size)
-    for method in settings.methods:
+    job = PairSearch(scored, cols, dim, settings, search)
+    for method in settings.chosen:
         t0 = time.perf_counter()
-        _log(settings, f"dedup: {method} ...")
-        a, b = _find_pairs(method, scored, cols, dim, settings, search)
-        graph.add(a, b, method)
-        timings[method] = round(time.perf_counter() - t0, 3)
+        _log(settings, f"dedup: {method.name} ...")
+        a, b = method.find_pairs(job)
+        graph.add(a, b, method.name)
+        timings[method.name] = round(time.perf_counter() - t0, 3)
     labels, oversized = graph.split_oversized(graph.components(), settings.max_group_for(scored.size))
     return graph, labels, oversized
-
-
-def _find_pairs(method: str, scored: ScoredPool, cols, dim, settings: DedupSettings, search: dict):
-    from curate.dedup import hashes, vectors
-
-    if method == "exact":
-        return hashes.exact_pairs(cols.sha256)
-    if method == "phash":
-        return hashes.phash_pairs(cols.phash, cols.phash_valid, settings.phash_bits_for("phash"))
-    if method == "phash-pixels":
-        from curate.dedup.phash_pixels import phash_pixels_pairs
-
-        bits, threshold = settings.phash_bits_for(method), settings.threshold_for(method)
-        pairs, counts = phash_pixels_pairs(scored, cols.phash, cols.phash_valid, bits, threshold, settings.progress)
-        search[method] = {"phash_bits": bits, "threshold": threshold, **counts}
-        return pairs
-    if method == "phash-knn":
-        from curate.dedup.phash_knn import phash_knn_pairs
-
-        bits, threshold = settings.phash_bits_for("phash-knn"), settings.threshold_for("phash-knn")
-        calibration = None
-        if threshold == "auto":
-            from curate.dedup.calibrate import calibrate_threshold
-
-            threshold, calibration = calibrate_threshold(scored, cols.phash, cols.phash_valid, bits, settings.seed)
-        pairs, counts = phash_knn_pairs(scored, cols.phash, cols.phash_valid, bits, threshold, settings.progress)
-        search["phash-knn"] = {"phash_bits": bits, "threshold": threshold, **counts}
-        if calibration:
-            search["phash-knn"]["calibration"] = calibration
-        return pairs
-    if method == "knn":
-        threshold = settings.threshold_for("knn")
-        plan = vectors.choose_plan(scored.size, threshold, settings.index, settings.nlist, settings.nprobe)
-        search["knn"] = plan.as_dict()
-        if plan.kind == "flat":
-            return vectors.flat_pairs(scored, dim, threshold, plan.gpu, settings.progress)
-        return vectors.ivf_pairs(scored, dim, threshold, plan, settings.seed, settings.progress)
-    clusters = settings.clusters or vectors.default_clusters(scored.size)
-    gpu = vectors.gpu_available()
-    search["semdedup"] = {"clusters": min(clusters, scored.size), "gpu": gpu}
-    return vectors.semdedup_pairs(scored, dim, settings.threshold_for("semdedup"), clusters, settings.seed, gpu,
-                                  settings.progress)
 
 
 def _summary(settings, scored, graph, gid, gsize, keep, contaminated, search, timings, inputs) -> dict[str, Any]:

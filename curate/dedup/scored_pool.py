@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from clikit.errors import UserError
-from shards.layout import Pool, shard_parquets
+from shards.layout import Pool
 
 SCORE_COLUMNS = ("uid", "clip_score", "image_sha256", "phash")
 
@@ -51,7 +51,7 @@ def open_scored_pool(pool: str | Path, tag: str) -> ScoredPool:
     if tag not in tags:
         have = ", ".join(tags) if tags else "none: run `curate score` first"
         raise UserError(f"no scores tag {tag!r} in {pool} (available: {have}); pass one with --scores")
-    shards = sorted(p.stem for p in shard_parquets(layout.scores_dir(tag)))
+    shards = layout.scored_shards(tag)
     rows = []
     for shard in shards:
         path = layout.scores_parquet(tag, shard)

@@ -1,37 +1,28 @@
-"""The arguments of one dedup run: methods, per-method defaults, what is recorded in
-summary.json (`args`, `args.resolved`) and the checks made before any work."""
+"""The arguments of one dedup run: the methods chosen (their defaults are on their records,
+methods.py), what is recorded in summary.json (`args`, `args.resolved`) and the checks made
+before any work."""
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.dedup.graph import METHOD_ORDER
 from curate.dedup.hashes import MAX_PHASH_BITS
 from curate.dedup.keep import KEEP_POLICIES
+from curate.dedup.methods import METHODS, Method
 from clikit.errors import UserError
 
-METHODS = ("exact", "phash", "phash-pixels", "phash-knn", "knn", "semdedup")  # what --method lists may name
-ALL_METHODS = ("exact", "phash", "knn")  # what `all` stands for; semdedup is an alternative to knn
-VECTOR_METHODS = ("knn", "semdedup", "phash-knn")  # the methods that read the image embeddings
 # The recommended default: byte copies, plus near copies whose phashes are close AND whose
 # stored thumbnails (grey shape and colour grid) agree. phash alone is fooled by flat grounds;
 # confirming by the seed model's embeddings (phash-knn) is only as good as that model, and no
 # one cosine bar held for both seed models on the real demo pool (phash_pixels.py), while
 # the thumbnails gave near-pair precision >= 0.93 and recall >= 0.96 on six demo pools
-# (shapes and real), any seed.
-DEFAULT_METHOD = "exact,phash-pixels"
-# --threshold / --phash-bits when not given, per method. phash-knn's cosine bar is "auto":
-# measured on the pool itself (calibrate.py), because a cosine means different things under
-# different seed models (a fixed 0.95 held on the shapes pool with one model and fell to
-# 0.43 near-pair precision on the real pool with another). Even measured, it reached only
+# (shapes and real), any seed. Even measured on the pool, phash-knn's bar reached only
 # 0.96 / 0.86 (scratch seed) and 0.76 / 0.88 (LiT seed) near-pair precision / recall on a
-# second real pool draw, which is why the default moved to phash-pixels.
-# phash-pixels' threshold is the grey thumbnails' correlation, not a cosine of embeddings.
-DEFAULT_THRESHOLD: dict[str, float | str] = {"knn": 0.95, "semdedup": 0.95, "phash-knn": "auto", "phash-pixels": 0.98,
-                                             "against": 0.95}
-DEFAULT_PHASH_BITS = {"phash": 4, "phash-knn": 6, "phash-pixels": 6}
+# second real pool draw. Each method's own defaults are on its record (methods.py).
+DEFAULT_METHOD = "exact,phash-pixels"
+AGAINST_THRESHOLD = 0.95  # --against's cosine bar when --threshold is not given
 INDEX_KINDS = ("auto", "flat", "ivf")
 # Runaway-group guard: a group larger than this (default: 1% of the pool, at least 50) is
 # near pairs chaining look-alikes, not copies of one picture; its near pairs are dropped.
@@ -43,34 +34,36 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """'exact,phash-knn' -> ("exact", "phash-knn"): names checked, `all` expanded, repeats
-    dropped, in METHOD_ORDER (exact first, so byte copies are labelled exact)."""
+    dropped, in the order METHODS run (exact first, so byte copies are labelled exact)."""
     names = [m.strip() for m in str(text).split(",") if m.strip()]
     if not names:
         raise UserError(f"--method {text!r} names no method; use one or more of {', '.join(METHODS)} or all, comma-separated")
     chosen: set[str] = set()
     for name in names:
         if name == "all":
-            chosen.update(ALL_METHODS)
+            chosen.update(m.name for m in METHODS.values() if m.in_all)
         elif name in METHODS:
             chosen.add(name)
         else:
             raise UserError(f"--method {name!r} is not one of {', '.join(METHODS)}, all (comma-separate several)")
-    return tuple(m for m in METHOD_ORDER if m in chosen)
+    return tuple(m for m in METHODS if m in chosen)
 
 
 @dataclass
 class DedupSettings:
     """Arguments of one dedup run; everything but `overwrite`/`progress` is recorded.
 
-    `threshold` / `phash_bits` left as None take each method's default
-    (DEFAULT_THRESHOLD / DEFAULT_PHASH_BITS); a given value applies to every method that
-    uses it (the cosine threshold also to `against`).
+    `threshold` / `phash_bits` left as None take each method's default (its Method
+    record); a given value applies to every method that uses it (the cosine threshold
+    also to `against`).
     """
 
     scores: str
     method: str = DEFAULT_METHOD
     threshold: float | None = None
-    tag: str | None = None
+    # The dedup name asked for (--name): the run writes dedup/NAME/. None: the methods joined by '+'
+    # (`name` is the one used either way). summary.json's args record it as "tag", --name's older spelling.
+    dedup_name: str | None = None
     keep: str = "best-score"
     clusters: int | None = None
     phash_bits: int | None = None
@@ -82,11 +75,19 @@ class DedupSettings:
     max_group: int | None = None
     overwrite: bool = False
     progress: bool = False
+    tag: InitVar[str | None] = None  # the older keyword of dedup_name, as --tag is of --name
+
+    def __post_init__(self, tag: str | None) -> None:
+        if tag is not None:
+            if self.dedup_name is not None and self.dedup_name != tag:
+                raise UserError(f"--name {self.dedup_name} and --tag {tag} disagree; give --name only")
+            self.dedup_name = tag
 
     @property
     def name(self) -> str:
-        if self.tag:
-            return self.tag
+        """The dedup name the run writes under, dedup/NAME/: the one asked for, else the methods joined by '+'."""
+        if self.dedup_name:
+            return self.dedup_name
         if "," not in self.method:
             return self.method.strip()
         return "+".join(parse_methods(self.method))  # "exact,phash-knn" -> dedup/exact+phash-knn
@@ -95,14 +96,28 @@ class DedupSettings:
     def methods(self) -> tuple[str, ...]:
         return parse_methods(self.method)
 
+    @property
+    def chosen(self) -> tuple[Method, ...]:
+        """The Method records of `methods`, in the order they run."""
+        return tuple(METHODS[name] for name in self.methods)
+
+    @property
+    def needs_vectors(self) -> bool:
+        """Whether the run reads the image embeddings (a method needs them, or --against)."""
+        return any(m.needs_vectors for m in self.chosen) or bool(self.against)
+
     def threshold_for(self, method: str) -> float | str:
-        """Cosine threshold used by `method` (knn, semdedup, phash-knn or against); "auto"
+        """The threshold `method` uses (its record's default unless --threshold); "auto"
         for phash-knn without --threshold: measured on the pool (calibrate.py)."""
-        return self.threshold if self.threshold is not None else DEFAULT_THRESHOLD[method]
+        return self.threshold if self.threshold is not None else METHODS[method].threshold
+
+    def against_threshold(self) -> float:
+        """--against's cosine bar."""
+        return self.threshold if self.threshold is not None else AGAINST_THRESHOLD
 
     def phash_bits_for(self, method: str) -> int:
-        """Hamming bound used by `method` (phash or phash-knn)."""
-        return self.phash_bits if self.phash_bits is not None else DEFAULT_PHASH_BITS[method]
+        """The Hamming bound `method` uses (its record's default unless --phash-bits)."""
+        return self.phash_bits if self.phash_bits is not None else METHODS[method].phash_bits
 
     def max_group_for(self, samples: int) -> int:
         """The runaway-group limit for a pool of `samples` (--max-group, else 1% / 50)."""
@@ -113,17 +128,20 @@ class DedupSettings:
     def resolved(self) -> dict[str, dict[str, Any]]:
         """The parameters each method actually ran with (defaults filled in)."""
         out: dict[str, dict[str, Any]] = {}
-        for m in self.methods + (("against",) if self.against else ()):
+        for m in self.chosen:
             params: dict[str, Any] = {}
-            if m in DEFAULT_PHASH_BITS:
-                params["phash_bits"] = self.phash_bits_for(m)
-            if m in DEFAULT_THRESHOLD:
-                params["threshold"] = self.threshold_for(m)
-            out[m] = params
+            if m.phash_bits is not None:
+                params["phash_bits"] = self.phash_bits_for(m.name)
+            if m.threshold is not None:
+                params["threshold"] = self.threshold_for(m.name)
+            out[m.name] = params
+        if self.against:
+            out["against"] = {"threshold": self.against_threshold()}
         return out
 
     def recorded(self) -> dict[str, Any]:
-        args = asdict(self)
+        # the file's keys as they have always been: "tag" for the dedup name asked for
+        args = {("tag" if key == "dedup_name" else key): value for key, value in asdict(self).items()}
         for key in ("overwrite", "progress"):
             args.pop(key)
         if args["against"]:
@@ -153,4 +171,4 @@ def validate(settings: DedupSettings) -> None:
     if s.clusters is not None and "semdedup" not in methods:
         raise UserError("--clusters applies to --method semdedup only")
     if not _NAME.match(s.name):
-        raise UserError(f"--tag {s.name!r} must be letters, digits, '.', '_', '+' or '-'")
+        raise UserError(f"--name {s.name!r} must be letters, digits, '.', '_', '+' or '-'")

@@ -1,10 +1,8 @@
 """The demo pool's files besides the row images: the metadata and truth tables, the seed
-set and the eval set; and the seeded random streams and file names every part draws from.
+set and the eval set (their random streams and file names: streams.py).
 """
 from __future__ import annotations
 
-import hashlib
-import random
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -12,17 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.demo.sources import Source
-
-
-def demo_rng(seed: int, *parts: object) -> random.Random:
-    """The random stream of one part of the pool (a row, the plan, a seed-set image...)."""
-    # String seeds hash with SHA-512 inside random.Random: stable across runs and machines.
-    return random.Random(":".join(["clipcurate-demo", str(seed), *map(str, parts)]))
-
-
-def file_stem(seed: int, *parts: object) -> str:
-    """A 12-hex file name that says nothing about the image's kind."""
-    return hashlib.sha1(":".join([str(seed), *map(str, parts)]).encode()).hexdigest()[:12]
+from curate.demo.streams import demo_rng, file_stem
 
 
 def write_file(path: Path, data: bytes) -> None:

@@ -17,9 +17,9 @@ from PIL import Image
 
 from curate.demo.captions import generic_alt_text
 from curate.demo.faults import near_duplicate, truncate
-from curate.demo.files import (demo_rng, file_stem, progress_bar, write_eval_set, write_file, write_seed_set,
-                               write_tables)
+from curate.demo.files import progress_bar, write_eval_set, write_file, write_seed_set, write_tables
 from curate.demo.sources import Source, get_source
+from curate.demo.streams import demo_rng, file_stem
 from clikit.errors import UserError
 from curate.serve import HTML_PREFIX, REDIRECT_PREFIX, SLOW_PREFIX
 from shards.uid import sample_uid

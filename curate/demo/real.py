@@ -21,9 +21,9 @@ from PIL import Image
 
 from curate.demo import real_data as data
 from curate.demo.faults import huge_size, tiny_size
-from curate.demo.files import demo_rng
 from curate.demo.real_captions import GROUNDS, REAL_EVAL_TEMPLATES, TINTS, caption, partly_wrong_caption
 from curate.demo.render import encode
+from curate.demo.streams import demo_rng
 from clikit.errors import UserError
 
 _NO_ITEM_OF_ITS_OWN = ("dup-exact", "dup-near", "broken-404", "not-image")  # shows another row's item or none

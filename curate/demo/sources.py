@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from curate.demo.captions import EVAL_TEMPLATES, describe, partly_wrong
 from curate.demo.faults import huge_size, tiny_size
+from curate.demo.real import RealSource
 from curate.demo.render import COLOURS, ImageSpec, render_bytes, render_flat_huge, sample_spec
 from curate.demo.shapes import CLASSES
+from curate.demo.streams import demo_rng
 from clikit.errors import UserError
-
-SOURCES: tuple[str, ...] = ("shapes", "real")
 
 
 class Source(Protocol):
@@ -95,8 +95,6 @@ class ShapesSource:
         return [sample_spec(rng, label=label) for label, rng in zip(labels, rngs)]
 
     def eval_items(self, label: str, count: int, seed: int) -> list[ImageSpec]:
-        from curate.demo.files import demo_rng
-
         return [sample_spec(demo_rng(seed, "eval", label, k), label=label) for k in range(count)]
 
     def info(self) -> dict[str, Any]:
@@ -118,12 +116,12 @@ def _spec_for(kind: str, rng: random.Random, huge_index: int) -> ImageSpec:
     return sample_spec(rng)
 
 
-def get_source(name: str) -> Source:
-    """The source called `name` ('shapes' or 'real'); a UserError names the choices otherwise."""
-    if name == "shapes":
-        return ShapesSource()
-    if name == "real":
-        from curate.demo.real import RealSource
+# Each source by name, and how to make it (the real one checks what is installed).
+SOURCES: dict[str, Callable[[], Source]] = {"shapes": ShapesSource, "real": RealSource.load}
 
-        return RealSource.load()
-    raise UserError(f"--source must be one of {', '.join(SOURCES)}, got {name!r}")
+
+def get_source(name: str) -> Source:
+    """The source called `name` (a key of SOURCES); a UserError names the choices otherwise."""
+    if name not in SOURCES:
+        raise UserError(f"--source must be one of {', '.join(SOURCES)}, got {name!r}")
+    return SOURCES[name]()

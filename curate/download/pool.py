@@ -1,33 +1,23 @@
 """Reading and repairing a pool's shard folder (POOL/shards) as img2dataset leaves it."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clikit.errors import UserError
 from shards.atomic import leftovers
-from shards.layout import Pool, shard_stem
+from shards.layout import SHARD_STATS_RE, Pool
 
 IMG2DATASET_TMP = "_tmp"  # img2dataset's own scratch folder inside its output folder
-
-
-def shard_ids(pool: Pool) -> list[int]:
-    """Ids of finished shards: those with a readable stats json, a tar and a parquet."""
-    done = []
-    for stats in sorted(pool.shards_dir.glob("*_stats.json")):
-        shard = stats.name.split("_")[0]
-        if pool.shard_tar(shard).exists() and pool.shard_parquet(shard).exists():
-            done.append(int(shard))
-    return done
 
 
 def repair_unfinished(pool: Pool) -> list[str]:
     """Remove what a killed run left half-done so img2dataset redoes exactly those shards.
 
-    Returns the names removed. A shard counts as finished only with a parseable stats json
-    (written last) next to its tar and parquet.
+    Returns the names removed. A shard is finished by Pool.shard_finished's rule (a parseable
+    stats json, written last, next to its tar and parquet); the others lose all three.
     """
     removed = []
     shards_dir = pool.shards_dir
@@ -41,13 +31,11 @@ def repair_unfinished(pool: Pool) -> list[str]:
             leftover.unlink()
             removed.append(leftover.name)
     for stats in sorted(shards_dir.glob("*_stats.json")):
-        shard = stats.name.split("_")[0]
-        try:
-            json.loads(stats.read_text())
-            complete = pool.shard_tar(shard).exists() and pool.shard_parquet(shard).exists()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            complete = False
-        if not complete:
+        match = SHARD_STATS_RE.match(stats.name)
+        if match is None:
+            continue
+        shard = match.group(1)
+        if not pool.shard_finished(shard):
             for path in (stats, pool.shard_tar(shard), pool.shard_parquet(shard)):
                 if path.exists():
                     path.unlink()
@@ -55,13 +43,20 @@ def repair_unfinished(pool: Pool) -> list[str]:
     return removed
 
 
+def require_finished_shards(pool: Pool) -> list[str]:
+    """The pool's finished shards (Pool.finished_shards); a UserError saying to download when there are none."""
+    finished = pool.finished_shards()
+    if not finished:
+        raise UserError(f"{pool.root} has no finished shards; run or resume `curate download` into it")
+    return finished
+
+
 def read_shard_tables(pool: Pool, columns: list[str] | None = None) -> pa.Table:
     """All finished shards' metadata rows, with a `shard` column (the shard's 5-digit name)."""
     tables = []
-    for shard in shard_ids(pool):
-        name = shard_stem(shard)
+    for shard in pool.finished_shards():
         table = pq.read_table(pool.shard_parquet(shard), columns=columns)
-        tables.append(table.append_column("shard", pa.array([name] * table.num_rows, pa.string())))
+        tables.append(table.append_column("shard", pa.array([shard] * table.num_rows, pa.string())))
     if not tables:
         return pa.table({})
     return pa.concat_tables(tables, promote_options="default")

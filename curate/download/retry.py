@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.download.fetch import DownloadSettings, run_img2dataset
 from curate.download.pool import read_shard_tables
 from shards.atomic import replacing
 from shards.layout import Pool
 from shards.reader import iter_tar_samples
 from shards.reorder import merge_tar
-
-if TYPE_CHECKING:
-    from curate.download.run import DownloadSettings
 
 
 def _merge_shard(pool: Pool, shard: str, retried: dict[str, dict], retry_tar_members: dict[str, list]) -> None:
@@ -47,8 +44,6 @@ def _merge_shard(pool: Pool, shard: str, retried: dict[str, dict], retry_tar_mem
 
 def retry_failed_samples(pool: Pool, extra_columns: list[str], settings: DownloadSettings) -> int:
     """Download the pool's failed rows again; returns how many now succeed."""
-    from curate.download.run import _run_img2dataset
-
     table = read_shard_tables(pool)
     if table.num_rows == 0:
         return 0
@@ -62,7 +57,7 @@ def retry_failed_samples(pool: Pool, extra_columns: list[str], settings: Downloa
     retry_input = failed.select(keep).append_column("orig_key", failed["key"]).append_column("orig_shard", failed["shard"])
     pq.write_table(retry_input, pool.input_parquet(retry=True))
     retry_pool = pool.retry_pool
-    _run_img2dataset(pool.input_parquet(retry=True), retry_pool.shards_dir, [*keep[3:], "orig_key", "orig_shard"], settings)
+    run_img2dataset(pool.input_parquet(retry=True), retry_pool.shards_dir, [*keep[3:], "orig_key", "orig_shard"], settings)
     results = read_shard_tables(retry_pool)
     by_shard: dict[str, dict[str, dict]] = {}
     members: dict[str, list] = {}

@@ -1,12 +1,8 @@
 """`curate download`: img2dataset into a pool, with stable uids, safety checks and exact resume."""
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import json
-import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -16,48 +12,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.download.fetch import RESIZE_MODES, DownloadSettings, run_img2dataset
 from curate.download.inputs import normalise_input, read_input_table, resolve_mapping
-from curate.download.pool import read_shard_tables, repair_unfinished, shard_ids
+from curate.download.pool import read_shard_tables, repair_unfinished
+from curate.download.retry import retry_failed_samples
 from clikit.errors import UserError
+from clikit.versions import installed_versions
 from shards.atomic import replacing, write_json_atomic
 from shards.layout import Pool
 
-DEFAULT_MAX_PIXELS = 50_000_000  # larger images are refused from their header, never decoded
-RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+__all__ = ["DownloadResult", "DownloadSettings", "download_pool", "summarise"]
 
-
-@dataclass
-class DownloadSettings:
-    image_size: int = 256
-    resize_mode: str = "border"
-    processes: int = 1
-    threads: int = 32
-    samples_per_shard: int = 1000
-    min_image_size: int = 32
-    max_pixels: float = DEFAULT_MAX_PIXELS
-    timeout: int = 10
-    retries: int = 0
-    encode_format: str = "jpg"
-    allow_private: bool = False
-    # Honour X-Robots-Tag noai and friends for real downloads (img2dataset's default).
-    disallowed_header_directives: list[str] | None = None
-
-    def img2dataset_kwargs(self) -> dict:
-        kwargs = dict(
-            image_size=self.image_size,
-            resize_mode=self.resize_mode,
-            processes_count=self.processes,
-            thread_count=self.threads,
-            number_sample_per_shard=self.samples_per_shard,
-            min_image_size=self.min_image_size,
-            max_image_area=self.max_pixels,
-            timeout=self.timeout,
-            retries=self.retries,
-            encode_format=self.encode_format,
-        )
-        if self.disallowed_header_directives is not None:
-            kwargs["disallowed_header_directives"] = self.disallowed_header_directives
-        return kwargs
+# The packages whose versions pool.json records: what made the shards.
+RECORDED_PACKAGES = ("clipcurate", "img2dataset", "webdataset", "pyarrow", "pillow", "opencv-python-headless")
 
 
 @dataclass
@@ -83,55 +50,6 @@ def _fingerprint(table: pa.Table, mapping: dict, samples_per_shard: int) -> str:
         digest.update(uid.encode())
     digest.update(json.dumps([mapping, samples_per_shard], sort_keys=True).encode())
     return digest.hexdigest()
-
-
-def tool_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for package in ("clipcurate", "img2dataset", "webdataset", "pyarrow", "pillow", "opencv-python-headless"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return versions
-
-
-@contextlib.contextmanager
-def _guarded_img2dataset(allow_private: bool):
-    """Have img2dataset.download build our resizer and writer (the only hooks it offers)."""
-    import importlib
-
-    # img2dataset/__init__ rebinds the name `main` to a function: fetch the module itself.
-    i2d_main = importlib.import_module("img2dataset.main")
-
-    from curate.download.guard import GuardedResizer
-    from curate.download.writer import PoolShardWriter
-
-    saved = i2d_main.Resizer, i2d_main.WebDatasetSampleWriter
-    i2d_main.Resizer = functools.partial(GuardedResizer, allow_private=allow_private)
-    i2d_main.WebDatasetSampleWriter = PoolShardWriter
-    try:
-        yield i2d_main.download
-    finally:
-        i2d_main.Resizer, i2d_main.WebDatasetSampleWriter = saved
-
-
-def _run_img2dataset(input_parquet: Path, output: Path, extra_columns: list[str], settings: DownloadSettings) -> None:
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    with _guarded_img2dataset(settings.allow_private) as download:
-        download(
-            url_list=str(input_parquet),
-            input_format="parquet",
-            url_col="url",
-            caption_col="caption",
-            output_format="webdataset",
-            output_folder=str(output),
-            save_additional_columns=["uid", *extra_columns],
-            # "overwrite" deletes img2dataset's own temp folder and fails; resume is ours anyway.
-            incremental_mode="incremental",
-            **settings.img2dataset_kwargs(),
-        )
 
 
 def summarise(pool: Pool) -> tuple[int, int, dict[str, int]]:
@@ -185,16 +103,14 @@ def download_pool(
 
     started = time.time()
     repair_unfinished(layout)
-    finished_before = set(shard_ids(layout))
+    finished_before = set(layout.finished_shards())
     expected_shards = -(-table.num_rows // settings.samples_per_shard)
     if len(finished_before) < expected_shards:
-        _run_img2dataset(input_parquet, layout.shards_dir, mapping.extra, settings)
+        run_img2dataset(input_parquet, layout.shards_dir, mapping.extra, settings)
     if retry_failed:
-        from curate.download.retry import retry_failed_samples
-
         retry_failed_samples(layout, mapping.extra, settings)
     repair_unfinished(layout)
-    finished = shard_ids(layout)
+    finished = layout.finished_shards()
     if len(finished) < expected_shards:
         raise UserError(
             f"{expected_shards - len(finished)} of {expected_shards} shards did not finish; "
@@ -218,7 +134,7 @@ def download_pool(
             "settings": {k: v for k, v in vars(settings).items()},
             "counts": {"input_rows": table.num_rows, "success": success, "failed": failed, "shards": len(finished),
                        "failures_by_reason": reasons},
-            "versions": tool_versions(),
+            "versions": installed_versions(*RECORDED_PACKAGES),
             "created": previous.get("created") if previous else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },

@@ -1,19 +1,21 @@
-"""The `candidates` view every recipe reads, and running SQL over the catalog with clear errors.
+"""The `candidates` view every recipe reads, the shared macros recipes call, and running
+SQL over the catalog with clear errors.
 
 `candidates` is the scoring tag's rows (`scores`, or `scored` with url/caption when a
 --where is given), restricted to the dedup run's kept samples with --dedup and to
---where, with a `score` column holding the --by column.
+--where, with a `score` column holding the --by column. The macros of queries/shared/
+(the top-k cut) are created on the same connection.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from clikit.errors import UserError
+from curate.catalog import Catalog
+from curate.filter.recipes import shared_sql
 
 if TYPE_CHECKING:
     import duckdb
-
-    from curate.catalog import Catalog
 
 
 def _quote_ident(name: str) -> str:
@@ -32,7 +34,7 @@ def run_query(catalog: Catalog, sql: str, params: dict[str, Any] | None = None) 
 
 
 def build_candidates(catalog: Catalog, by: str, dedup: bool, where: str | None) -> str:
-    """Create the temp view `candidates` and return its SQL (recorded in the subset)."""
+    """Create the temp view `candidates` and the shared macros; return the view's SQL (recorded in the subset)."""
     catalog.require_scores()
     base = "scored" if where and "scored" in catalog.views else "scores"
     columns = catalog.columns(base)
@@ -52,6 +54,8 @@ def build_candidates(catalog: Catalog, by: str, dedup: bool, where: str | None) 
     if conditions:
         sql += " WHERE " + " AND ".join(conditions)
     run_query(catalog, f"CREATE OR REPLACE TEMP VIEW candidates AS {sql}")
+    for shared in shared_sql():
+        catalog.con.execute(shared.sql)
     # bind the view now so a bad --where fails here with a clear message
     run_query(catalog, "SELECT * FROM candidates LIMIT 0").fetchall()
     return sql

@@ -7,6 +7,10 @@ header declares the parameters and their defaults:
     -- @param min_score = 0.28  lowest score kept
 
 `--param k=v` overrides a default; `--top` fills the $fraction/$count of top_fraction.
+
+A rule several recipes share is a DuckDB macro in queries/shared/*.sql (the top-k cut:
+`top_k(rows, fraction, count)`), created next to `candidates`, so any recipe, a user's too,
+can call it; a subset's metadata records the recipe's SQL after the definitions it calls.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from clikit.errors import UserError
 
 _PARAM_LINE = re.compile(r"^--\s*@param\s+([A-Za-z_]\w*)\s*=\s*(\S+)\s*(.*)$")
 _PARAM_USE = re.compile(r"\$([A-Za-z_]\w*)")
+_MACRO_NAME = re.compile(r"\bCREATE\s+OR\s+REPLACE\s+TEMP\s+MACRO\s+([A-Za-z_]\w*)", re.IGNORECASE)
+SHARED_DIR = "shared"  # queries/shared/: macros the recipes call, not recipes themselves
 
 
 def _parse_value(text: str) -> Any:
@@ -92,6 +98,14 @@ class Recipe:
     defaults: dict[str, Any] = field(default_factory=dict)
     help: dict[str, str] = field(default_factory=dict)
 
+    def recorded_sql(self) -> str:
+        """What a subset's metadata records as its `sql`: the shared definitions the recipe
+        calls (queries/shared/*.sql), then the recipe, so the record reads on its own."""
+        body = _without_comments(self.sql)
+        called = [shared.sql for shared in shared_sql()
+                  if any(re.search(rf"\b{name}\s*\(", body) for name in shared.macros)]
+        return "\n\n".join([*called, self.sql])
+
     def bind(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """Defaults overridden by --param; unknown names and missing values are errors."""
         unknown = sorted(set(overrides) - set(self.defaults))
@@ -104,6 +118,28 @@ class Recipe:
 def recipe_dir() -> Path:
     """The folder of built-in recipes (queries/)."""
     return Path(str(resources.files("queries")))
+
+
+@dataclass(frozen=True)
+class SharedSql:
+    """A file of queries/shared/: its statements (CREATE OR REPLACE TEMP MACRO ...) and the macros they define."""
+
+    path: Path
+    sql: str
+    macros: tuple[str, ...]
+
+
+def shared_sql() -> list[SharedSql]:
+    """The shared definitions, in file name order."""
+    found = []
+    for path in sorted((recipe_dir() / SHARED_DIR).glob("*.sql")):
+        text = path.read_text(encoding="utf-8").strip()
+        found.append(SharedSql(path, text, tuple(_MACRO_NAME.findall(text))))
+    return found
+
+
+def _without_comments(sql: str) -> str:
+    return "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
 
 
 def list_recipes() -> list[str]:
@@ -135,8 +171,7 @@ def load_recipe(name_or_path: str) -> Recipe:
         if match:
             defaults[match.group(1)] = _parse_value(match.group(2))
             helps[match.group(1)] = match.group(3).strip()
-    body = "\n".join(l for l in sql.splitlines() if not l.strip().startswith("--"))
-    used = set(_PARAM_USE.findall(body))
+    used = set(_PARAM_USE.findall(_without_comments(sql)))
     undeclared = sorted(used - set(defaults))
     if undeclared:
         raise UserError(f"recipe {path} uses ${', $'.join(undeclared)} without a `-- @param NAME = DEFAULT` line")

@@ -6,21 +6,19 @@ import datetime as _dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from clikit.errors import UserError
-from curate.catalog import open_catalog
+from clikit.versions import tool_version
+from curate.catalog import Catalog, open_catalog
 from curate.filter.candidates import build_candidates, run_query
 from curate.filter.datacomp_uids import pairs_to_uids
 from curate.filter.recipes import Recipe, is_builtin, load_recipe, parse_top
 from curate.filter.subsets import (
     check_subset_free, check_subset_name, load_datacomp_npy, write_subset, write_uid_block,
 )
+from curate.filter.top_fraction import TopCut, top_fraction
 from shards.layout import Pool
-
-if TYPE_CHECKING:
-    from curate.catalog import Catalog
-    from curate.filter.top_fraction import TopCut
 
 
 @dataclass
@@ -36,16 +34,6 @@ class FilterResult:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def tool_version() -> str:
-    """The installed clipcurate version, or "0+unknown" when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("clipcurate")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _seed_model(pool: Path, tag: str | None) -> dict[str, Any] | None:
@@ -120,7 +108,7 @@ def run_filter(
         metadata = {
             "recipe": chosen.name,
             "recipe_path": chosen.path,
-            "sql": chosen.sql,
+            "sql": chosen.recorded_sql(),
             "candidates_sql": candidates_sql,
             "params": bound,
             "top": top_spec.text if top_spec else None,
@@ -146,8 +134,6 @@ def _top_fraction_fast(catalog: Catalog, chosen: Recipe, bound: dict[str, Any]) 
     pass (curate.filter.top_fraction); None for any other recipe, or when the fast way declines."""
     if not is_builtin(chosen, "top_fraction"):
         return None
-    from curate.filter.top_fraction import top_fraction
-
     import duckdb
 
     try:

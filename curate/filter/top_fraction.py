@@ -1,12 +1,14 @@
 """The top_fraction recipe computed the fast way, with exactly the recipe's result.
 
-queries/top_fraction.sql is the definition: keep the k best-scored candidates, ties at
-the cut broken by uid ascending. Run as SQL on a large pool it reads the uid column
-several times and sorts the scores in DuckDB. Here:
+The top-k cut of queries/shared/top_k.sql, which queries/top_fraction.sql calls, is the
+definition: keep the k best-scored candidates, ties at the cut broken by uid ascending.
+Run as SQL on a large pool it reads the uid column several times and sorts the scores in
+DuckDB. Here:
 
-1. one pass over the score column alone (numpy): the count n, the quota k (computed by
-   DuckDB with the recipe's own expression, so rounding is identical) and the cut t, the
-   k-th largest score (np.partition);
+1. one pass over the score column alone (numpy): the count n, the quota k (DuckDB's
+   top_k_quota macro, the one definition in queries/shared/top_k.sql that the recipe's
+   SQL calls too, so rounding is identical) and the cut t, the k-th largest score
+   (np.partition);
 2. one pass over the uids of the rows with score >= t, streamed from DuckDB straight into
    fixed-width bytes and decoded pairs (curate.filter.datacomp_uids), never a Python
    object per uid;
@@ -48,12 +50,12 @@ class TopCut:
 
 
 def _quota(con: duckdb.DuckDBPyConnection, n: int, params: dict[str, Any]) -> int | None:
-    """k, with the expression of queries/top_fraction.sql (DuckDB's round, not Python's)."""
+    """k, by the top_k_quota macro that build_candidates created on `con` (queries/shared/top_k.sql)."""
     import duckdb
 
     try:
         rows = con.sql(
-            "SELECT least($n, coalesce($count, greatest(1, round($fraction * $n))))::BIGINT",
+            "SELECT top_k_quota($n, $fraction, $count)",
             params={"n": n, "count": params.get("count"), "fraction": params.get("fraction")},
         ).fetchall()
     except duckdb.Error:

@@ -9,14 +9,13 @@ import numpy as np
 import torch
 
 from clikit.errors import UserError
+from curate.score.seed_model import load_seed_model
 from shards.images import open_rgb
 from shards.layout import Pool
 
 
 def image_embedder(pool: Path, tag: str, batch_size: int = 128) -> Callable[[list[Path]], np.ndarray]:
     """embed_images(paths) -> float32 (len(paths), dim) L2-normalised, from scores/TAG/model.json's model."""
-    from curate.score.seed_model import load_seed_model
-
     info_path = Pool(pool).model_json(tag)
     if not info_path.is_file():
         raise UserError(f"{info_path} is missing: score the pool with `curate score --tag {tag}` first")

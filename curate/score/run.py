@@ -13,13 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from curate.download.pool import shard_ids
 from clikit.errors import UserError
+from curate.download.pool import require_finished_shards
 from curate.score.reader import ChunkedShards, ShardJob
 from curate.score.seed_model import SeedModel, load_seed_model
 from zoo.distributed import barrier, init_distributed
 from shards.atomic import replacing, write_json_atomic
-from shards.layout import Pool, shard_stem
+from shards.layout import Pool
+from shards.reader import scan_tar
 
 SCORE_SCHEMA = pa.schema([
     ("uid", pa.string()), ("key", pa.string()), ("clip_score", pa.float32()), ("error", pa.string()),
@@ -176,9 +177,7 @@ def score_pool(
     layout = Pool(pool)
     if not layout.is_pool():
         raise UserError(f"{pool} is not a pool folder with shards/ (run `curate download INPUT {pool}` first)")
-    all_shards = [shard_stem(s) for s in shard_ids(layout)]
-    if not all_shards:
-        raise UserError(f"{pool} has no finished shards; run or resume `curate download` into it")
+    all_shards = require_finished_shards(layout)
     if settings.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     ranks = init_distributed(settings.device)  # torchrun's process group, or a single process
@@ -207,8 +206,6 @@ def score_pool(
 
 def _checked_tar(path: Path) -> Path:
     """A shard's tar, refused before any worker reads it if a member name is unsafe or it is cut short."""
-    from shards.reader import scan_tar
-
     _, problems = scan_tar(path)
     if problems:
         raise UserError(f"pool shard refused: {path}: {problems[0]}; nothing of it was scored "

@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from curate.dedup.methods import METHOD_ORDER, measured_threshold
+from curate.dedup.run import find_groups
+from curate.dedup.scored_pool import check_embeddings, open_scored_pool, read_score_columns
+from curate.dedup.settings import DedupSettings
 from shards.layout import Pool
 
 NEAR_KIND = "dup-near"
@@ -132,55 +139,44 @@ def format_pair_quality(quality: dict[str, Any]) -> str:
 def _scores_of_run(groups_parquet: Path) -> dict[str, float]:
     """clip_score by uid from the scores tag named in the run's summary.json, if readable.
 
-    The run is POOL/dedup/NAME/groups.parquet, so the pool is three levels up.
+    The run is Pool.dedup_groups(NAME), POOL/dedup/NAME/groups.parquet: its pool is three levels up.
     """
     import pyarrow.parquet as pq
 
-    summary = groups_parquet.with_name("summary.json")
     try:
-        tag = json.loads(summary.read_text())["scores_tag"]
-        folder = Pool(groups_parquet.parents[2]).scores_dir(tag)
+        pool, name = Pool(groups_parquet.parents[2]), groups_parquet.parent.name
+        tag = json.loads(pool.dedup_summary(name).read_text())["scores_tag"]
         rows = []
-        for path in sorted(folder.glob("*.parquet")):
-            rows += pq.read_table(path, columns=["uid", "clip_score"]).to_pylist()
+        for shard in pool.scored_shards(tag):
+            rows += pq.read_table(pool.scores_parquet(tag, shard), columns=["uid", "clip_score"]).to_pylist()
     except (OSError, KeyError, ValueError, IndexError):
         return {}
     return {r["uid"]: (r["clip_score"] if r["clip_score"] is not None else float("-inf")) for r in rows}
 
 
-COSINE_OFFSETS = (-0.1, -0.05, -0.02, 0.0, 0.02)
-PIXEL_OFFSETS = (-0.03, -0.02, -0.01, 0.0, 0.01)  # thumbnail correlations crowd just below 1
+# Thresholds tried around the run's, by what the threshold is a bar on (Method.measures).
+THRESHOLD_OFFSETS = {
+    "cosine": (-0.1, -0.05, -0.02, 0.0, 0.02),
+    "correlation": (-0.03, -0.02, -0.01, 0.0, 0.01),  # thumbnail correlations crowd just below 1
+}
 
 
-def threshold_table(pool: str | Path, settings: Any, truth_parquet: str | Path,
+def threshold_table(pool: str | Path, settings: DedupSettings, truth_parquet: str | Path,
                     offsets: tuple[float, ...] | None = None) -> list[dict[str, Any]]:
     """Pair precision/recall of the same dedup at a few thresholds around the run's (the
     first thresholded method's: a cosine, or phash-pixels' thumbnail correlation), without
     writing anything, so a user can pick the threshold on a pool with known truth.
 
     `settings` is the run's DedupSettings; only its threshold changes between rows."""
-    from dataclasses import replace
-
-    import numpy as np
-
-    from curate.dedup.graph import METHOD_ORDER
-    from curate.dedup.run import find_groups
-    from curate.dedup.scored_pool import check_embeddings, open_scored_pool, read_score_columns
-    from curate.dedup.settings import DEFAULT_THRESHOLD, VECTOR_METHODS
-
     scored = open_scored_pool(pool, settings.scores)
     cols = read_score_columns(scored)
-    uses_threshold = [m for m in settings.methods if m in DEFAULT_THRESHOLD]
-    needs_vectors = any(m in VECTOR_METHODS for m in settings.methods)
-    dim = check_embeddings(scored) if needs_vectors else None
-    base = settings.threshold_for(uses_threshold[0]) if uses_threshold else None
-    if offsets is None:
-        offsets = PIXEL_OFFSETS if uses_threshold[:1] == ["phash-pixels"] else COSINE_OFFSETS
-    if base == "auto":  # the bar the run measured on this pool
-        from curate.dedup.calibrate import calibrate_threshold
-
-        base, _ = calibrate_threshold(scored, cols.phash, cols.phash_valid, settings.phash_bits_for("phash-knn"),
-                                      settings.seed)
+    thresholded = [m for m in settings.chosen if m.threshold is not None]
+    dim = check_embeddings(scored) if any(m.needs_vectors for m in settings.chosen) else None
+    base = None
+    if thresholded:  # "auto" is the bar the run measured on this pool
+        base, _ = measured_threshold(thresholded[0], scored, cols, settings)
+        if offsets is None:
+            offsets = THRESHOLD_OFFSETS[thresholded[0].measures]
     thresholds = sorted({round(base + o, 4) for o in offsets if 0 < base + o <= 1}) if base is not None else [None]
     rows = []
     for threshold in thresholds:

@@ -6,12 +6,18 @@ subsets, tags or eval folders, slices outside (0, 100%], duplicate cells."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clikit.errors import UserError
 from pipeline.sweep.yamlpos import Located, load_located
+from shards.layout import Pool
+from train.budget import parse_flops, parse_samples
+from train.config import TrainConfig
+from train.strategies import check_strategy
+from zoo.models import check_model_name
 
 TOP_KEYS = {"name", "pool", "scores", "dedup", "eval", "retrieval", "train", "resources", "experiments", "quick"}
 GRID_KEYS = {"data", "models", "strategies", "budgets", "seeds", "train"}
@@ -126,8 +132,6 @@ def _named(item: Any, where: tuple, doc: Located, what: str, check) -> tuple[str
 
 
 def _strategies(items: Any, where: tuple, doc: Located) -> list[tuple[str, str, dict]]:
-    from train.strategies import check_strategy
-
     out = []
     for i, item in enumerate(_as_list(items)):
         name, options = _named(item, where + (i,), doc, "strategy", check_strategy)
@@ -140,14 +144,10 @@ def _models(items: Any, where: tuple, doc: Located) -> list[tuple[str, dict]]:
     """[(model, its train options)]: `tiny-resnet-32` or `{tiny-vit-32: {lr: 0.003}}`, options
     being the model's own recipe (not a grid coordinate: a cell's id names the model only, and
     a cell shared with another experiment must agree on them)."""
-    from zoo.models import check_model_name
-
     return [_named(item, where + (i,), doc, "model", check_model_name) for i, item in enumerate(_as_list(items))]
 
 
 def _check_train_fields(fields: Any, where: tuple, doc: Located) -> None:
-    from train.config import TrainConfig
-
     if not isinstance(fields, dict):
         raise doc.fail(where, "options are a mapping of train run fields")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -158,8 +158,6 @@ def _check_train_fields(fields: Any, where: tuple, doc: Located) -> None:
 
 
 def _budgets(value: Any, where: tuple, doc: Located) -> tuple[str, list[float]]:
-    from train.budget import parse_flops, parse_samples
-
     if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("flops", "samples"):
         raise doc.fail(where, "budgets is {flops: [3e12, ...]} or {samples: [20000, ...]}")
     kind, items = next(iter(value.items()))
@@ -194,13 +192,14 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
             raise doc.fail(("quick",), "--quick needs a quick: section (overrides of experiments:)")
         data = _merge(data, data["quick"])
     pool_path = Path(pool or data.get("pool") or "")
-    if not str(pool or data.get("pool") or "") or not (pool_path / "pool.json").is_file():
+    layout = Pool(pool_path)
+    if not str(pool or data.get("pool") or "") or not layout.pool_json.is_file():
         raise doc.fail(("pool",), f"{pool_path} is not a downloaded pool (no pool.json); give pool: or --pool")
     evals = eval_dir or data.get("eval")
     if evals is not None and not Path(evals).is_dir():
         raise doc.fail(("eval",), f"{evals}: no such eval folder (one sub-folder of images per class)")
-    scores = _pick_tag(doc, ("scores",), pool_path / "scores", data.get("scores"), "scores tag", "run curate score")
-    dedup = _pick_tag(doc, ("dedup",), pool_path / "dedup", data.get("dedup"), "dedup run", "run curate dedup")
+    scores = _pick(doc, ("scores",), pool_path, data.get("scores"), layout.score_tags(), "scores tag", "run curate score")
+    dedup = _pick(doc, ("dedup",), pool_path, data.get("dedup"), layout.dedup_names(), "dedup run", "run curate dedup")
     _check_train_fields(data.get("train") or {}, ("train",), doc)
     resources = {"cpus": 1.0, "gpus": 0.0, **(data.get("resources") or {})}
     sweep = Sweep(str(data.get("name") or Path(path).stem), Path(path), pool_path, scores, dedup,
@@ -219,8 +218,8 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
         slices = [s for i, e in enumerate(_as_list(grid.get("data", {"top": "100%"})))
                   for s in _slices(e, where + ("data",) + ((i,) if isinstance(grid.get("data"), list) else ()), doc)]
         for i, sl in enumerate(slices):
-            if sl.kind == "subset" and not (pool_path / "subsets" / f"{sl.subset}.parquet").is_file():
-                raise doc.fail(where + ("data",), f"no subset {sl.subset!r} in {pool_path}/subsets")
+            if sl.kind == "subset" and not layout.subset_parquet(sl.subset).is_file():
+                raise doc.fail(where + ("data",), f"no subset {sl.subset!r} in {layout.subsets_dir}")
         models = _models(grid.get("models", "tiny-vit-32"), where + ("models",), doc)
         strategies = _strategies(grid.get("strategies", "clip"), where + ("strategies",), doc)
         if "budgets" not in grid:
@@ -256,21 +255,19 @@ def _fingerprint(cell: Cell) -> tuple:
 
 def _cell(exp: str, sl: Slice, model: str, strat: str, label: str, kind: str, budget: float, seed: int,
           train: dict) -> Cell:
-    import re
-
     budget_text = f"{budget:.3g}".replace("+", "")
     slug = f"{sl.subset.removeprefix('sweep-')}_{model}_{label}_{kind[0]}{budget_text}_s{seed}"
     slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", slug).strip("-")
     return Cell(slug, exp, sl, model, strat, label, kind, budget, seed, train)
 
 
-def _pick_tag(doc: Located, where: tuple, folder: Path, wanted: Any, what: str, hint: str) -> str | None:
-    """The first of `wanted` (a name or a list of names, in order of preference) that the pool has."""
+def _pick(doc: Located, where: tuple, pool: Path, wanted: Any, available: list[str], what: str, hint: str) -> str | None:
+    """The first of `wanted` (a name or a list of names, in order of preference) that the pool
+    has (`available`: Pool.score_tags() or Pool.dedup_names())."""
     if wanted is None:
         return None
-    have = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     for name in _as_list(wanted):
-        if str(name) in have:
+        if str(name) in available:
             return str(name)
-    raise doc.fail(where, f"no {what} {' or '.join(map(str, _as_list(wanted)))} in {folder.parent} "
-                          f"(it has: {', '.join(have) or f'none; {hint}'})")
+    raise doc.fail(where, f"no {what} {' or '.join(map(str, _as_list(wanted)))} in {pool} "
+                          f"(it has: {', '.join(available) or f'none; {hint}'})")

@@ -4,10 +4,14 @@ parameters and input tags match."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Callable
 
+import pyarrow.parquet as pq
+
+from curate.filter.run import run_filter
+from curate.filter.subsets import read_subset_metadata
 from pipeline.sweep.spec import Slice, Sweep
+from shards.layout import Pool
 
 
 def _wanted(sweep: Sweep, sl: Slice) -> dict[str, Any]:
@@ -27,17 +31,12 @@ def _matches(meta: dict[str, Any], wanted: dict[str, Any], sweep: Sweep) -> bool
 def make_subsets(sweep: Sweep, say: Callable[[str], None] = print) -> tuple[dict[str, int], float]:
     """{subset name: uid count} for every slice of the grid, making those that are missing
     or stale; and the seconds it took."""
-    import pyarrow.parquet as pq
-
-    from curate.filter.run import run_filter
-    from curate.filter.subsets import read_subset_metadata
-
     started = time.perf_counter()
     sizes: dict[str, int] = {}
     for sl in {cell.slice for cell in sweep.cells}:
         if sl.subset in sizes:
             continue
-        path = Path(sweep.pool) / "subsets" / f"{sl.subset}.parquet"
+        path = Pool(sweep.pool).subset_parquet(sl.subset)
         if sl.kind != "subset":
             wanted = _wanted(sweep, sl)
             if not (path.is_file() and _matches(read_subset_metadata(sweep.pool, sl.subset), wanted, sweep)):

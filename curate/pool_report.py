@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from curate.download.pool import shard_ids
 from clikit.errors import UserError
+from curate.download.pool import require_finished_shards
 from shards.layout import Pool
 
 SIDE_BINS = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -32,9 +32,7 @@ def inspect_pool(pool: Path, placeholder_min_urls: int = 5) -> dict:
     layout = Pool(pool)
     if not pool.is_dir():
         raise UserError(f"{pool} is not a pool folder (run `curate download INPUT {pool}` first)")
-    finished = shard_ids(layout)
-    if not finished:
-        raise UserError(f"{pool} has no finished shards; run or resume `curate download` into it")
+    finished = require_finished_shards(layout)
     files = [str(layout.shard_parquet(s)) for s in finished]
     con = duckdb.connect()
     con.read_parquet(files, union_by_name=True).create_view("pool_rows")
