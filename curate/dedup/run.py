@@ -148,14 +148,14 @@ def _write_outputs(layout: Pool, name: str, uid, gid, gsize, keep, method_of, co
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = np.array(METHOD_ORDER + (None,), dtype=object)
-    method = names[np.where(gsize > 1, method_of, len(METHOD_ORDER))]
+    names = pa.array(METHOD_ORDER + (None,), pa.string())
+    method = names.take(pa.array(np.where(gsize > 1, method_of, len(METHOD_ORDER))))
     table = pa.table({
-        "uid": pa.array(uid.tolist(), pa.string()),
+        "uid": uid.combine_chunks() if isinstance(uid, pa.ChunkedArray) else uid,
         "group_id": pa.array(gid, pa.int64()),
         "group_size": pa.array(gsize, pa.int64()),
         "keep": pa.array(keep, pa.bool_()),
-        "method": pa.array(method.tolist(), pa.string()),
+        "method": method,
         "contaminated": pa.array(contaminated, pa.bool_()),
     })
     with replacing_dir(layout.dedup_dir(name)) as tmp:  # the file names Pool gives inside dedup/NAME

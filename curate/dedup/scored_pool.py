@@ -82,7 +82,7 @@ def check_pixel_columns(scored: ScoredPool) -> None:
 class ScoreColumns:
     """The score columns dedup needs, concatenated over shards in global row order."""
 
-    uid: np.ndarray  # object (str)
+    uid: "object"  # pyarrow ChunkedArray of strings: no Python object per uid (10M rows: 0.4 GB, not 1 GB)
     clip_score: np.ndarray  # float64, NaN where null
     sha256: "object"  # pyarrow ChunkedArray of strings (nulls allowed)
     phash: np.ndarray  # uint64
@@ -106,7 +106,7 @@ def read_score_columns(scored: ScoredPool) -> ScoreColumns:
     phash_np = pc.fill_null(phash.cast(pa.uint64()), 0).to_numpy()
     score = pc.fill_null(table.column("clip_score").cast(pa.float64()), float("nan")).to_numpy()
     return ScoreColumns(
-        uid=np.asarray(table.column("uid").to_pylist(), dtype=object),
+        uid=table.column("uid"),
         clip_score=np.asarray(score, dtype=np.float64),
         sha256=table.column("image_sha256"),
         phash=np.asarray(phash_np, dtype=np.uint64),
