@@ -133,7 +133,7 @@ def _members(uids, wanted: SortedUids) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _plan(pool: Path, subset: str) -> tuple[ExportPlan, list[str]]:
+def plan_export(pool: Path, subset: str) -> tuple[ExportPlan, list[str]]:
     """The subset's samples that the pool holds, in pool order (shard, then key), each uid
     once (the first copy when downloaded twice), and each subset uid's score per tag.
 
@@ -284,7 +284,7 @@ def export_subset(
     if samples_per_shard < 1:
         raise UserError(f"--samples-per-shard must be at least 1, got {samples_per_shard}")
     metadata = read_subset_metadata(pool, subset)
-    planned, tags = _plan(pool, subset)
+    planned, tags = plan_export(pool, subset)
     missing = planned.missing
     if not len(planned):
         raise UserError(f"subset {subset!r} has no sample that this pool downloaded; nothing to export")
