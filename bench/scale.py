@@ -109,7 +109,7 @@ def generate_catalog(root: Path, rows: int) -> None:
     con.execute("SET preserve_insertion_order = true")
     words = _sql_list(_words())
     rows_sql = ("SELECT i, h, md5(i::VARCHAR) AS uid, lpad(i::VARCHAR, 9, '0') AS key, (h % 13 = 0) AS failed "
-                "FROM (SELECT range AS i, hash(range) AS h FROM range({a}, {b}))")
+                "FROM (SELECT range AS i, (hash(range) >> 1)::BIGINT AS h FROM range({a}, {b}))")
     t0 = time.perf_counter()
     for k, a in enumerate(range(0, rows, CATALOG_SHARD_ROWS)):
         b = min(rows, a + CATALOG_SHARD_ROWS)
@@ -119,7 +119,7 @@ def generate_catalog(root: Path, rows: int) -> None:
                    CASE WHEN h % 53 = 0 THEN NULL
                         WHEN h % 41 = 0 THEN 'IMG_' || (1000 + i % 9000) || '.jpg'
                         ELSE array_to_string(list_transform(range(1 + (h >> 8) % 9),
-                                 lambda j: {words}[1 + hash(i * 16 + j) % 400]), ' ') END AS caption,
+                                 lambda j: {words}[(1 + hash(i * 16 + j) % 400)::BIGINT]), ' ') END AS caption,
                    CASE WHEN failed THEN 'failed_to_download' ELSE 'success' END AS status,
                    CASE WHEN failed THEN 'timeout' END AS error_message,
                    CASE WHEN NOT failed THEN (24 + (h >> 16) % 1000)::INTEGER END AS width,

@@ -84,3 +84,26 @@ def test_a_placeholder_flood_is_paired_through_anchors_not_all_pairs(tmp_path):
     assert len(set(gid[0:flood:2])) == 1 and len(set(gid[1:flood:2])) == 1 and gid[0] != gid[1]
     assert gid[3201] == gid[3200] == 3200
     assert summary["groups"] == 3 and summary["duplicate_samples"] == flood + 2
+
+
+def test_a_flood_of_near_identical_embeddings_is_grouped_by_stars(tmp_path):
+    """600 near copies of one vector (a placeholder) among 2,400 random rows: their cells'
+    tiles are cliques, which knn's IVF search turns into one star per group instead of
+    180k pairs; the groups are exact flat search's, and the pair counts are marked as lower bounds."""
+    from synthetic_embeddings import near_copy, random_vectors
+
+    rng = np.random.default_rng(1)
+    x = random_vectors(3000, 16, rng)
+    flood = np.sort(rng.choice(3000, 600, replace=False))
+    x[flood] = near_copy(np.repeat(x[flood[:1]], 600, 0), np.full(600, 0.995), rng)
+    pool = tmp_path / "pool"
+    write_shard(pool, "s", 0, x[:1500], 0)
+    write_shard(pool, "s", 1, x[1500:], 1500)
+    ivf = run_dedup(pool, DedupSettings(scores="s", method="knn", index="ivf", nlist=6, nprobe=2, max_group=1000,
+                                        tag="ivf"))
+    flat = run_dedup(pool, DedupSettings(scores="s", method="knn", index="flat", max_group=1000, tag="flat"))
+    groups = {name: pq.read_table(Pool(pool).dedup_groups(name), columns=["group_id"]).column("group_id").to_numpy()
+              for name in ("ivf", "flat")}
+    assert ivf["search"]["knn"]["dense_tiles"] >= 1 and ivf["pair_counts_exact"] is False
+    assert (groups["ivf"] == groups["flat"]).all() and (groups["flat"][flood] == flood[0]).all()
+    assert flat["per_method"]["knn"]["pairs"] == 600 * 599 // 2 and ivf["per_method"]["knn"]["pairs"] < 3000

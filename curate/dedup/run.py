@@ -108,6 +108,8 @@ def find_groups(scored: ScoredPool, cols: ScoreColumns, dim: int | None, setting
         _log(settings, f"dedup: {method.name} ...")
         a, b = method.find_pairs(job)
         graph.add(a, b, method.name)
+        if search.get(method.name, {}).get("dense_tiles"):
+            graph.counts_exact = False  # a clique's pairs were replaced by a star: counts are lower bounds
         timings[method.name] = round(time.perf_counter() - t0, 3)
     labels, oversized = graph.split_oversized(graph.components(), settings.max_group_for(scored.size))
     return graph, labels, oversized

@@ -41,6 +41,8 @@ QUERY_TILE = 4096
 BASE_TILE = 8192
 # Rows gathered (float32) for one batch of cells: 1M x 512 is 2 GiB.
 BATCH_ROWS = 1 << 20
+# A tile with more pairs than this many per row and column is a clique (spanning_stars).
+DENSE_TILE = 16
 # FAISS GPU indexes return at most this many neighbours per query.
 GPU_MAX_K = 2048
 
@@ -210,21 +212,23 @@ def _cell_batches(mlims: np.ndarray, qlims: np.ndarray, batch_rows: int):
 
 
 def cell_pairs(rows_of: Callable[[np.ndarray], np.ndarray], probes: np.ndarray, ncells: int, threshold: float,
-               progress: bool = False, desc: str = "search cells",
-               batch_rows: int = BATCH_ROWS) -> tuple[np.ndarray, np.ndarray]:
+               progress: bool = False, desc: str = "search cells", batch_rows: int = BATCH_ROWS,
+               stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pairs above threshold between each row and the members of the cells it probes.
 
     A row's home cell is probes[:, 0]. `rows_of(sorted positions)` gives those rows as
     float32 unit vectors (gather_rows: read from the memory-mapped shards); cells are
     searched in batches that gather about `batch_rows` rows each. Work per cell: (rows
-    probing it) x (its members), one BLAS product per tile.
+    probing it) x (its members), one BLAS product per tile. A tile with more than
+    DENSE_TILE pairs per row and column (a flood of near-identical vectors) gives one star
+    per group instead of its pairs (spanning_stars), counted in `stats["dense_tiles"]`.
     """
     n, nprobe = probes.shape
     members, mlims = _bucket(probes[:, 0], ncells)
     queries, qlims = _bucket(probes.ravel(), ncells)
     queries //= nprobe  # flat position in probes -> row id
     only_home = nprobe == 1  # queries == members: compute each pair once
-    out_a, out_b = [], []
+    out_a, out_b, dense = [], [], 0
     radius = threshold - SLACK
     with _bar(ncells, desc, progress) as bar:
         for c0, c1 in _cell_batches(mlims, qlims, batch_rows):
@@ -242,17 +246,43 @@ def cell_pairs(rows_of: Callable[[np.ndarray], np.ndarray], probes: np.ndarray, 
                     q_from = b0 if only_home else 0  # earlier query tiles already met this base tile
                     for q0 in range(q_from, query_ids.size, QUERY_TILE):
                         qids = query_ids[q0 : q0 + QUERY_TILE]
-                        sims = vectors[np.searchsorted(needed, qids)] @ base.T
-                        r, c = np.nonzero(sims >= radius)
-                        if only_home:  # one of (i, j) and (j, i): the later row queries
-                            keep = q0 + r > b0 + c
-                            r, c = r[keep], c[keep]
-                        out_a.append(qids[r])
-                        out_b.append(bids[c])
+                        hit = vectors[np.searchsorted(needed, qids)] @ base.T >= radius
+                        if np.count_nonzero(hit) > DENSE_TILE * (qids.size + bids.size):
+                            a, b = spanning_stars(hit, qids, bids)  # a flood of one picture
+                            dense += 1
+                        else:
+                            r, c = np.nonzero(hit)
+                            if only_home:  # one of (i, j) and (j, i): the later row queries
+                                keep = q0 + r > b0 + c
+                                r, c = r[keep], c[keep]
+                            a, b = qids[r], bids[c]
+                        out_a.append(a)
+                        out_b.append(b)
             del vectors
+    if stats is not None and dense:
+        stats["dense_tiles"] = dense
     if not out_a:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(out_a), np.concatenate(out_b)
+
+
+def spanning_stars(hit: np.ndarray, qids: np.ndarray, bids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of a dense tile (hit[i, j]: query qids[i] meets base bids[j]) replaced by
+    one star per connected component: the same groups from (rows + columns) pairs instead
+    of up to rows x columns (50,000 copies of one placeholder are 1.25e9 pairs)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    q, b = hit.shape
+    r, c = np.nonzero(hit)
+    graph = coo_matrix((np.ones(r.size, dtype=np.int8), (r, q + c)), shape=(q + b, q + b))
+    _, labels = connected_components(graph, directed=False)
+    ids = np.concatenate([qids, bids])
+    first = np.full(labels.max() + 1, q + b, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(q + b))
+    anchor = first[labels]
+    linked = np.flatnonzero(anchor != np.arange(q + b))
+    return ids[anchor[linked]], ids[linked]
 
 
 def ivf_index_pairs(scored: ScoredPool, dim: int, kmeans, nprobe: int, threshold: float, gpu: bool,
@@ -297,7 +327,7 @@ def _searched_cells(scored: ScoredPool, dim: int, kmeans, nprobe: int, threshold
             search["gpu_rows_cut_at_k"] = cut
         return pairs
     probes = _assign(scored, kmeans, nprobe, progress)
-    return cell_pairs(lambda rows: gather_rows(scored, rows), probes, ncells, threshold, progress, desc)
+    return cell_pairs(lambda rows: gather_rows(scored, rows), probes, ncells, threshold, progress, desc, stats=search)
 
 
 def ivf_pairs(scored: ScoredPool, dim: int, threshold: float, plan: SearchPlan, seed: int = 0,
