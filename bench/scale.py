@@ -403,6 +403,7 @@ def measure_dedup(pool: Path, work: Path, args, report: Report) -> None:
     planted = dict(np.load(pool / "planted.npz"))
     runs = {"default": "exact,phash-pixels", "knn": "knn"}
     for name, method in runs.items():
+        shutil.rmtree(pool / "dedup" / name, ignore_errors=True)  # a finished run with the same arguments is skipped
         child = _child([sys.executable, "-m", "curate", "dedup", pool, "--scores", TAG, "--method", method,
                         "--name", name, "--overwrite", "--quiet"])
         summary = json.loads((pool / "dedup" / name / "summary.json").read_text())
@@ -411,9 +412,10 @@ def measure_dedup(pool: Path, work: Path, args, report: Report) -> None:
                    f"{summary['groups']} groups; {steps}; search {json.dumps(summary['search'])[:300]}")
     default, knn = _groups(pool, "default"), _groups(pool, "knn")
     flood_together = float((default[planted["flood"]] == default[planted["flood"][0]]).mean())
+    oversized = json.loads((pool / "dedup" / "default" / "summary.json").read_text())["oversized_groups"]
     report.add("dedup", "  default: planted byte copies / phash copies / flood rows grouped", None,
                f"{_together(default, planted['exact']):.4f} / {_together(default, planted['phash']):.4f} / "
-               f"{flood_together:.4f}")
+               f"{flood_together:.4f} (groups over --max-group, split: {len(oversized)})")
     # knn truth: the planted pairs whose exact cosine (from the stored float16 rows) meets the bar
     pairs = np.concatenate([planted["knn"], planted["exact"], planted["phash"]])
     scored = open_scored_pool(pool, TAG)

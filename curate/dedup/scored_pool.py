@@ -169,13 +169,16 @@ def iter_embedding_batches(scored: ScoredPool, batch: int = 32768) -> Iterator[t
 
 
 def gather_rows(scored: ScoredPool, positions: np.ndarray) -> np.ndarray:
-    """float32 unit rows at sorted global positions (a training sample), read shard by shard."""
-    out = []
+    """float32 unit rows at sorted global positions (a training sample, a batch of cells),
+    read shard by shard into one preallocated array."""
     bounds = np.asarray(scored.offsets + (scored.size,))
+    out = None
     for k, shard in enumerate(scored.shards):
         lo, hi = np.searchsorted(positions, [bounds[k], bounds[k + 1]])
         if hi > lo:
             arr = np.load(scored.embeddings_path(shard), mmap_mode="r")
-            out.append(normalized(arr[positions[lo:hi] - bounds[k]]))
-            del arr
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+            if out is None:
+                out = np.empty((len(positions), arr.shape[1]), dtype=np.float32)
+            out[lo:hi] = normalized(arr[positions[lo:hi] - bounds[k]])
+            del arr  # unmap, so resident pages stay bounded by one shard
+    return out if out is not None else np.zeros((0, 0), np.float32)
