@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from curate.dedup.graph import unique_pairs
 from curate.dedup.run import DedupSettings, run_dedup
 from curate.dedup.scored_pool import gather_rows, open_scored_pool
-from curate.dedup.vectors import _assign, cell_pairs, gpu_available, ivf_index_pairs, train_centroids
+from curate.dedup.vectors import _assign, cell_pairs, gpu_available, ivf_index_pairs, range_by_knn, train_centroids
 from shards.layout import Pool
 from synthetic_embeddings import planted_pool, write_shard
 
@@ -35,6 +35,28 @@ def test_streamed_cell_search_and_the_ivf_index_find_the_same_pairs(tmp_path):
         assert _canonical(*cell_pairs(rows_of, probes, 40, 0.93, batch_rows=700)) == whole
         (a, b), cut = ivf_index_pairs(scored, 32, kmeans, nprobe, 0.93, gpu_available())
         assert cut == 0 and _canonical(a, b) == whole
+
+
+def test_range_search_as_knn_finds_what_range_search_finds():
+    """FAISS GPU indexes have no range search: range_by_knn grows k until the k-th neighbour
+    falls below the radius (on the GPU when there is one); a clique bigger than max_k keeps
+    its max_k nearest pairs and is counted."""
+    import faiss
+
+    from synthetic_embeddings import near_copy, random_vectors
+
+    rng = np.random.default_rng(2)
+    x = random_vectors(3000, 24, rng, clustered=True)
+    x[:300] = near_copy(np.repeat(x[:1], 300, 0), np.full(300, 0.99), rng)  # 300 copies: k must grow past 64
+    index = faiss.IndexFlatIP(24)
+    index.add(x)
+    lims, _, ids = index.range_search(x, 0.9)
+    rows = np.repeat(np.arange(3000), np.diff(lims).astype(np.int64))
+    searched = index if not gpu_available() else faiss.index_cpu_to_all_gpus(index)
+    q, found, cut = range_by_knn(searched, x, 0.9)
+    assert cut == 0 and sorted(zip(q.tolist(), found.tolist())) == sorted(zip(rows.tolist(), ids.tolist()))
+    q, found, cut = range_by_knn(searched, x, 0.9, max_k=100)
+    assert cut >= 300 and np.bincount(q, minlength=3000)[:300].max() == 100
 
 
 def test_pairs_are_stored_without_packed_keys():

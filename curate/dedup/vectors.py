@@ -30,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from clikit.errors import UserError
 from curate.dedup.scored_pool import ScoredPool, gather_rows, iter_embedding_batches
 
 # Pools up to this size are searched exactly: ~30k^2 dot products is a few seconds on 2 cores.
@@ -86,6 +87,10 @@ def gpu_available() -> bool:
     faiss-gpu on a CPU-only machine reports 0, faiss-cpu always does)."""
     import faiss
 
+    if not hasattr(faiss, "get_num_gpus"):  # faiss/ left as an empty package by a second wheel's removal
+        raise UserError("the faiss package is broken (faiss-cpu and faiss-gpu share it: both were installed and one "
+                        "removed); reinstall one: pip uninstall -y faiss-cpu faiss-gpu && pip install faiss-cpu "
+                        "(or faiss-gpu==1.15.1 on a GPU machine)")
     return faiss.get_num_gpus() > 0
 
 
