@@ -31,3 +31,24 @@ def test_a_large_result_streams_to_the_screen_and_to_parquet(tmp_path):
                         env=env)
     assert "wrote 5000000 rows" in written.stderr and pq.read_metadata(out).num_rows == 5_000_000
     assert written.peak_mb < PEAK_MB, written.peak_mb
+
+
+def test_duckdb_memory_is_capped_and_the_cap_can_be_set(tmp_path):
+    """DuckDB would take 80% of the machine; the catalog caps it (CLIPCURATE_DUCKDB_MEMORY
+    sets another cap) and spills under the system temp folder, not the working directory."""
+    from clihelp import run_curate
+
+    pool = make_pool(tmp_path / "pool").path
+    query = "SELECT current_setting('memory_limit') AS m, current_setting('temp_directory') AS t"
+    shown = run_curate("sql", pool, query, "--format", "csv")
+    limit, spill = shown.stdout.splitlines()[1].replace('"', "").split(",")
+    assert limit == "3.7 GiB" and "clipcurate-duckdb-" in spill and not spill.startswith(str(ROOT))
+    os.environ["CLIPCURATE_DUCKDB_MEMORY"] = "200MB"
+    try:
+        assert run_curate("sql", pool, query, "--format", "csv").stdout.splitlines()[1].startswith('"190.7 MiB",')
+        os.environ["CLIPCURATE_DUCKDB_MEMORY"] = "lots"
+        bad = run_curate("sql", pool, query)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+            "curate: error: CLIPCURATE_DUCKDB_MEMORY='lots' is not a memory size; write e.g. 4GB or 500MB"]
+    finally:
+        del os.environ["CLIPCURATE_DUCKDB_MEMORY"]

@@ -102,6 +102,18 @@ class UidBlock:
         return n
 
     @classmethod
+    def from_batches(cls, batches) -> "UidBlock":
+        """Decode the first column of a stream of Arrow record batches (a query's result read
+        batch by batch): only the pairs are kept, 16 bytes a uid; raises UidFormatError as `fill`."""
+        parts, canonical = [], True
+        for batch in batches:
+            block = cls.from_arrow(batch.column(0))
+            parts.append(block.pairs)
+            canonical &= block.canonical
+        pairs = np.concatenate(parts) if parts else np.empty(0, DATACOMP_UID_DTYPE)
+        return cls(pairs, canonical)
+
+    @classmethod
     def from_arrow(cls, uids: pa.Array | pa.ChunkedArray | list[str]) -> "UidBlock":
         """Decode every uid of `uids`; raises UidFormatError as `fill` does."""
         chunks = list(_string_chunks(uids))
