@@ -45,6 +45,8 @@ child's own process tree), each next to a baseline from the same run:
 - export planning: curate.export.plan_export over the top_fraction subset at the full
   catalog and at the slice, against the pre-streaming plan (DuckDB semi-join fetched as
   Python rows) on the slice.
+  Both baselines run with DuckDB's own memory default (80% of the machine), as before the
+  catalog capped it; the pre-streaming plan runs out of memory under the 4GB cap.
 
 Peak RSS must stay under --limit-gb (8) for every stage; the knn recall must reach 0.99.
 Data takes ~25 GB at the default sizes (check `df -h`); --clean deletes it at the end.
@@ -383,8 +385,15 @@ class Report:
             print(self._line(*line))
 
 
-def _child(args: list, **kw) -> Child:
-    return run_child([str(a) for a in args], env=env(), **kw)
+def _child(args: list, **extra_env: str) -> Child:
+    return run_child([str(a) for a in args], env={**env(), **extra_env})
+
+
+def _duckdb_default() -> dict[str, str]:
+    """The baselines' DuckDB memory: its own default, 80% of the machine (the catalog caps
+    it at 4GB since it streams; the pre-streaming plan runs out of memory under that cap)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"CLIPCURATE_DUCKDB_MEMORY": f"{int(0.8 * total / 2**20)}MB"}
 
 
 def _groups(pool: Path, name: str) -> np.ndarray:
@@ -477,7 +486,7 @@ def measure_sql(catalog: Path, piece: Path, args, report: Report) -> None:
     for where, rows in ((piece, args.baseline_rows), (catalog, args.catalog_rows)):
         child = _child([sys.executable, "-m", "curate", "sql", where, SQL_QUERY])
         report.add("sql", f"curate sql (streams; {rows:,}-row catalog)", child, child.stdout.strip().splitlines()[-1][:80])
-    child = _child([sys.executable, "-c", SQL_MATERIALISED, piece, SQL_QUERY])
+    child = _child([sys.executable, "-c", SQL_MATERIALISED, piece, SQL_QUERY], **_duckdb_default())
     report.add("sql", f"  baseline: whole result as one table ({args.baseline_rows:,} rows)", child,
                f"{child.stdout.split()[-1]} rows")
 
@@ -491,7 +500,7 @@ def measure_export(catalog: Path, piece: Path, args, report: Report) -> None:
         planned, missing = child.stdout.split()[:2]
         report.add("export", f"plan_export, subset {EXPORT_SUBSET} ({rows:,}-row catalog)", child,
                    f"{int(planned):,} samples planned, {int(missing):,} not in the pool")
-    child = _child([sys.executable, "-c", PLAN_SQL_ROWS, piece, EXPORT_SUBSET])
+    child = _child([sys.executable, "-c", PLAN_SQL_ROWS, piece, EXPORT_SUBSET], **_duckdb_default())
     report.add("export", f"  baseline: SQL plan as Python rows ({args.baseline_rows:,} rows)", child,
                f"{int(child.stdout.split()[-1]):,} samples planned")
 
