@@ -34,6 +34,7 @@ def test_quickstart_model_trains_and_loss_falls(tmp_path):
     import open_clip
 
     from train.loop import TrainConfig, run_training
+    from zoo.models import register_model_configs
     from shapes_data import make_shape_shards
 
     make_shape_shards(tmp_path / "data", 64, per_shard=64, size=64)
@@ -46,6 +47,7 @@ def test_quickstart_model_trains_and_loss_falls(tmp_path):
     assert summary["step"] == 16 and summary["samples"] == 512
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4  # it learns something in 16 steps
+    register_model_configs()  # open_clip called directly knows the project's names once registered
     model = open_clip.create_model(name, pretrained=str(out / "final.pt"))
     assert model.visual.image_size in (64, (64, 64))
 
