@@ -1,12 +1,16 @@
-"""The zoo changes libraries only where it is called: importing zoo or train leaves open_clip,
-timm and the import system as they are; the zoo's functions register the project's configs
-through open_clip's public `add_model_config` when they first need them."""
+"""No global patches, public APIs: importing zoo or train leaves open_clip, timm and the import
+system as they are, the zoo's functions register the project's configs through open_clip's
+public `add_model_config` when they first need them, and MIM reads open_clip's ViT through its
+public `forward_intermediates`."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,3 +42,24 @@ print('ok')
 """
     proc = _python(code)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("pool_type,final_ln_after_pool", [("tok", False), ("avg", False), ("avg", True)])
+def test_patch_tokens_of_open_clips_vit_are_the_tokens_its_own_forward_returns(pool_type, final_ln_after_pool):
+    """train.mim_model.patch_tokens reads open_clip's ViT through its public forward_intermediates;
+    the known answer is open_clip's forward with output_tokens=True. ln_post gets weights far
+    from identity, so taking it once too often, or once too few, changes the tokens."""
+    from open_clip.transformer import VisionTransformer
+
+    from train.mim_model import patch_tokens
+
+    torch.manual_seed(0)
+    tower = VisionTransformer(32, 4, 64, 2, 4, 4.0, output_dim=32, pool_type=pool_type,
+                              final_ln_after_pool=final_ln_after_pool, output_tokens=True).eval()
+    with torch.no_grad():
+        tower.ln_post.weight.uniform_(0.5, 2.0)
+        tower.ln_post.bias.uniform_(-1.0, 1.0)
+        images = torch.randn(2, 3, 32, 32)
+        tokens = patch_tokens(tower, images)
+        assert tokens.shape == (2, 64, 64)
+        assert torch.equal(tokens, tower(images)[1])
