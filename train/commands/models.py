@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from zoo.models import all_model_names, project_model_names
-        from train.profile import model_info
+        from train.model_facts import model_info
 
         names = project_model_names() if project_only else all_model_names()
         rows = []
