@@ -6,7 +6,10 @@ and referenced by the JSON configs in zoo/model_configs/.
 """
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,30 @@ def register_model_configs() -> None:
 def project_model_names() -> list[str]:
     """Names of the configs shipped in zoo/model_configs/."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def _natural_key(name: str) -> list[int | str]:
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name.lower())]
+
+
+def model_configs() -> dict[str, dict[str, Any]]:
+    """Every model config by name, as open_clip.get_model_config gives it once the project's are
+    registered, in open_clip.list_models()'s order, read straight from the JSON files.
+
+    Importing open_clip loads torch and transformers (about 5 CPU s), and open_clip 3.3.0 has no
+    public API listing its configs without that import, so this reads its model_configs/ folder
+    (found without importing it) by open_clip's rule: a file with embed_dim, vision_cfg and
+    text_cfg, the project's folder last, names in natural order. tests/test_train_models_quick.py
+    checks the result against open_clip's own."""
+    spec = importlib.util.find_spec("open_clip")
+    folders = [Path(p) / "model_configs" for p in (spec.submodule_search_locations or [])] if spec else []
+    configs: dict[str, dict[str, Any]] = {}
+    for folder in [*folders, CONFIG_DIR]:
+        for file in sorted(folder.glob("*.json")):
+            config = json.loads(file.read_text(encoding="utf-8"))
+            if all(key in config for key in ("embed_dim", "vision_cfg", "text_cfg")):
+                configs[file.stem] = config
+    return {name: configs[name] for name in sorted(configs, key=_natural_key)}
 
 
 def all_model_names() -> list[str]:
