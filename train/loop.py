@@ -108,7 +108,7 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
                      retrieval_data=cfg.retrieval_data, every=cfg.eval_every, out=out, info=info)
     from zoo.attention import use_flash_attention
 
-    with use_flash_attention(info.device):  # flash-attn on GPU when installed; FLOPs were measured on SDPA
+    with use_flash_attention(built.module, info.device):  # flash-attn on GPU if installed; FLOPs measured on SDPA
         Trainer(cfg, info, state, net, plan, batches, log, evals, out, budget_flops).run()
 
     skipped_total = save_final(state, out, info)
