@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.download.distributors import get_distributor
 from curate.download.fetch import RESIZE_MODES, DownloadSettings, run_img2dataset
 from curate.download.inputs import normalise_input, read_input_table, resolve_mapping
 from curate.download.pool import read_shard_tables, repair_unfinished
@@ -80,6 +81,7 @@ def download_pool(
         raise UserError(f"unknown --resize-mode {settings.resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}")
     if settings.samples_per_shard < 1 or settings.processes < 1 or settings.threads < 1:
         raise UserError("--samples-per-shard, --processes and --threads must be at least 1")
+    get_distributor(settings.distributor)  # an unknown name or a missing engine, before anything is written
     input_path, pool = Path(input_path), Path(pool)
     _check_pool_dir(pool)
     url_name, caption_name = resolve_mapping(preset, url_col, caption_col)
