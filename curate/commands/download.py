@@ -9,7 +9,7 @@ import typer
 
 def download(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="URL list: .parquet, .csv, .tsv, .jsonl, or a folder of them.")],
-    pool: Annotated[Path, typer.Argument(help="Pool folder to create, or an earlier one to resume.")],
+    pool: Annotated[str, typer.Argument(help="Pool folder to create, or an earlier one to resume; or a URL (s3://BUCKET/POOL, any fsspec protocol).")],
     preset: Annotated[Optional[str], typer.Option(help="Column names of a known pool: laion (URL, TEXT) or coyo (url, text).")] = None,
     url_col: Annotated[Optional[str], typer.Option(help="URL column (overrides the preset).")] = None,
     caption_col: Annotated[Optional[str], typer.Option(help="Caption column (overrides the preset).")] = None,

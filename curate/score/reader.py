@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -24,13 +23,14 @@ from curate.score.batched import (SplitPreprocess, colour_grid, phash_batch, pha
                                    tokenize_batch)
 from shards.images import ImageTooLarge, open_rgb
 from shards.reader import IMAGE_EXTENSIONS, iter_tar_samples
+from shards.storage import StoragePath
 
 
 
 @dataclass(frozen=True)
 class ShardJob:
     shard: str  # 5-digit name
-    tar: Path
+    tar: StoragePath
 
 
 def caption_token_count(tokenizer: Any, caption: str) -> int:
