@@ -55,9 +55,14 @@ def as_path(location: str | Path | "UPath") -> StoragePath:
         return Path(location)
     if match.group(1).lower() == "file":
         return Path(unquote(urlparse(location).path))
-    from upath import UPath  # only for URLs: pulls in fsspec's protocol registry
-
-    return UPath(location, use_listings_cache=False)
+    try:
+        from upath import UPath  # only for URLs: the s3 extra
+    except ImportError:
+        raise UserError(f"{location} is a URL; reading and writing URLs needs pip install 'clipcurate[s3]'") from None
+    try:
+        return UPath(location, use_listings_cache=False)
+    except (ValueError, ImportError) as exc:  # an unknown protocol, or its fsspec package missing
+        raise UserError(f"{location}: {exc}") from None
 
 
 def is_remote(path: StoragePath) -> bool:
@@ -69,6 +74,7 @@ def is_remote(path: StoragePath) -> bool:
 _STORE_PROBLEMS = (
     (("NoCredentialsError", "PartialCredentialsError", "NoAuthTokenError"),
      "no credentials were found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"),
+    (("ImportError",), "the fsspec package for this protocol is not installed"),
     (("FileNotFoundError",), "its bucket does not exist; create it first (e.g. `aws s3 mb s3://BUCKET`)"),
     (("PermissionError", "ClientError"), "access was refused; check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE)"),
     (("EndpointConnectionError", "ConnectionError", "TimeoutError", "OSError"),

@@ -14,10 +14,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import SMALL_DEMO_SIZE as ROWS
 from curate.download.run import DownloadSettings, download_pool
 from engines import RAY_ENV, kill_group, processes_mentioning, ray_head
 
-ROWS, PER_SHARD = 60, 10
+PER_SHARD = 10
 COMMON = ["--preset", "laion", "--allow-private", "--samples-per-shard", str(PER_SHARD), "--threads", "4",
           "--image-size", "32", "--timeout", "5"]
 SETTINGS = DownloadSettings(image_size=32, threads=4, samples_per_shard=PER_SHARD, timeout=5, allow_private=True)
@@ -26,18 +27,6 @@ needs_spark = pytest.mark.skipif(not __import__("importlib").util.find_spec("pys
                                  reason="pyspark is not installed (pip install -e '.[spark]')")
 needs_ray = pytest.mark.skipif(not __import__("importlib").util.find_spec("ray"),
                                reason="ray is not installed (pip install -e '.[sweep]')")
-
-
-@pytest.fixture(scope="module")
-def small_demo(tmp_path_factory):
-    """A 60-row demo pool (faults included) served on loopback: (metadata.parquet, server folder)."""
-    from curate.demo import make_demo_pool
-    from curate.serve import start_server
-
-    folder = tmp_path_factory.mktemp("small-demo")
-    with start_server(folder, port=0) as handle:
-        make_demo_pool(folder, size=ROWS, seed=11, base_url=handle.url, seed_size=0, eval_per_class=0)
-        yield folder / "metadata.parquet"
 
 
 @pytest.fixture(scope="module")
