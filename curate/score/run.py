@@ -230,7 +230,7 @@ def _score_shards(pool: Pool, seed, pending, device, dim, settings, result) -> N
     if settings.threads is not None:
         # With a model cheaper than decoding on a small CPU, fewer model threads leave cores to the workers.
         torch.set_num_threads(settings.threads)
-    jobs = [ShardJob(s, _checked_tar(pool.shard_tar(s))) for s in pending]
+    jobs = [ShardJob(s, str(_checked_tar(pool.shard_tar(s)))) for s in pending]
     dataset = ChunkedShards(jobs, settings.batch_size, seed.preprocess, seed.tokenizer)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
