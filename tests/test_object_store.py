@@ -110,3 +110,22 @@ def test_pipeline_on_s3_gives_the_local_bytes_and_writes_nothing_locally(s3, sma
 
     assert sorted(work.iterdir()) == [], "a stage wrote into the working folder"
     assert [p.name for p in staging.iterdir() if p.name.startswith("clipcurate-")] == [], "staging files were left"
+
+
+@pytest.mark.parametrize("case, env, url, says", [
+    ("missing bucket", {}, "s3://nobucket/pool", "bucket does not exist"),
+    ("no credentials", {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}, "s3://bkt/pool",
+     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+])
+def test_store_problems_are_one_line_errors_naming_the_url_and_the_fix(s3, tmp_path, monkeypatch, case, env, url, says):
+    # Hermetic: no credentials from files or an instance-metadata endpoint.
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for key, value in env.items():
+        monkeypatch.delenv(key) if value is None else monkeypatch.setenv(key, value)
+    result = subprocess.run([sys.executable, "-m", "curate", "inspect", url], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and url in lines[0] and says in lines[0], result.stderr
