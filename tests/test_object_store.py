@@ -129,3 +129,37 @@ def test_store_problems_are_one_line_errors_naming_the_url_and_the_fix(s3, tmp_p
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and url in lines[0] and says in lines[0], result.stderr
+
+
+def _half_killed_shards(write) -> None:
+    """What a killed download leaves: 00000 finished, 00001 without its stats json, 00002 with
+    a stats json cut short, a temporary name and img2dataset's scratch folder."""
+    for stem in ("00000", "00001", "00002"):
+        write(f"shards/{stem}.tar", b"tar")
+        write(f"shards/{stem}.parquet", b"parquet")
+    write("shards/00000_stats.json", b'{"successes": 1}')
+    write("shards/00002_stats.json", b'{"succ')
+    write("shards/.00003.tar.partial", b"half")
+    write("shards/_tmp/0.feather", b"input")
+
+
+def test_finished_shards_and_repair_read_the_store_as_a_folder(s3, tmp_path):
+    from curate.download.pool import repair_unfinished
+    from shards.layout import Pool
+
+    local = tmp_path / "pool"
+
+    def write_local(name: str, data: bytes) -> None:
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(data)
+
+    _half_killed_shards(write_local)
+    _half_killed_shards(lambda name, data: s3.pipe_file(f"bkt/pool/{name}", data))
+    remote = Pool("s3://bkt/pool")
+    assert remote.finished_shards() == Pool(local).finished_shards() == ["00000"]
+    assert sorted(repair_unfinished(remote)) == sorted(repair_unfinished(Pool(local)))
+    left = sorted(p[len("bkt/pool/"):] for p in s3.find("bkt/pool"))
+    # 00001's files stay: no stats json, so img2dataset fetches it again over them
+    assert left == sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()) == [
+        "shards/00000.parquet", "shards/00000.tar", "shards/00000_stats.json",
+        "shards/00001.parquet", "shards/00001.tar"]
