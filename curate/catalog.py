@@ -14,27 +14,29 @@ Views (each only when its files exist):
 - `dedup_all`  every dedup run's groups with a `name` column.
 
 File lists in the view definitions come from listing the pool, never from user input;
-user values reach queries only as named parameters.
+user values reach queries only as named parameters. A pool on an object store
+(s3://bucket/pool, any fsspec URL) is read through its fsspec filesystem, registered with
+the connection, so the views are the same SQL over the same file names.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from clikit.errors import UserError
 from shards.layout import Pool
+from shards.storage import StoragePath, open_root, parquet_schema, register_with_duckdb
 
 def _sql_string(text: str) -> str:
     """A SQL string literal for a path we listed ourselves (quotes doubled)."""
     return "'" + text.replace("'", "''") + "'"
 
 
-def _file_list(paths: list[Path]) -> str:
+def _file_list(paths: list[StoragePath]) -> str:
     return "[" + ", ".join(_sql_string(str(p)) for p in paths) + "]"
 
 
-def _scores_files(layout: Pool, tag: str) -> list[Path]:
+def _scores_files(layout: Pool, tag: str) -> list[StoragePath]:
     return [layout.scores_parquet(tag, s) for s in layout.scored_shards(tag)]
 
 
@@ -46,14 +48,12 @@ REQUIRED_COLUMNS = {
 }
 
 
-def check_parquet_files(paths: list[Path], kind: str) -> list[Path]:
+def check_parquet_files(paths: list[StoragePath], kind: str) -> list[StoragePath]:
     """Each file is a readable parquet with the columns `kind`'s view needs (a one-line UserError if not)."""
-    import pyarrow.parquet as pq
-
     required, fix = REQUIRED_COLUMNS[kind]
     for path in paths:
         try:
-            names = set(pq.read_schema(path).names)
+            names = set(parquet_schema(path).names)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(f"{path} is not a readable parquet file ({first}); {fix}") from None
@@ -64,7 +64,7 @@ def check_parquet_files(paths: list[Path], kind: str) -> list[Path]:
     return paths
 
 
-def _choose(kind: str, option: str, wanted: str | None, available: list[str], pool: Path) -> str | None:
+def _choose(kind: str, option: str, wanted: str | None, available: list[str], pool: StoragePath) -> str | None:
     """The tag/name to use: the one asked for, or the only one; None when there is none."""
     if wanted is not None:
         if wanted not in available:
@@ -78,7 +78,7 @@ def _choose(kind: str, option: str, wanted: str | None, available: list[str], po
 class Catalog:
     """An open catalog: the connection, the views made, and which tag/name they use."""
 
-    pool: Path
+    pool: StoragePath
     con: Any  # duckdb.DuckDBPyConnection
     score_tags: list[str]
     dedup_names: list[str]
@@ -122,7 +122,7 @@ class Catalog:
 
 
 def open_catalog(
-    pool: str | Path,
+    pool: str | StoragePath,
     scores: str | None = None,
     dedup: str | None = None,
     threads: int | None = None,
@@ -135,7 +135,7 @@ def open_catalog(
     """
     import duckdb
 
-    pool = Path(pool)
+    pool = open_root(pool)
     if not pool.is_dir():
         raise UserError(f"pool {pool} is not a directory; pass the folder `curate download` wrote")
     layout = Pool(pool)
@@ -146,6 +146,7 @@ def open_catalog(
 
     con = duckdb.connect(":memory:")
     con.execute("SET enable_progress_bar = false")  # the commands draw their own progress
+    register_with_duckdb(con, pool)
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     views: list[str] = []

@@ -11,14 +11,14 @@ Atomic and resumable: the plan (subset, samples per shard, order, seed) is saved
 as OUT/.export-plan.json; each shard is written under a temporary name and renamed when
 complete, with its size and sha256 saved in OUT/.export-parts/. A rerun with the same
 arguments skips the finished shards; a different plan on an unfinished OUT is refused.
+POOL and OUT may be URLs (s3://bucket/set, shards/storage.py): every file is then uploaded
+in one put when complete, and the manifest, uploaded last, again marks the set complete.
 """
 from __future__ import annotations
 
 import json
-import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -31,6 +31,7 @@ from shards.atomic import leftovers
 from shards.layout import Pool
 from shards.manifest import brace_pattern, read_manifest, shard_name, write_json_atomic, write_manifest
 from shards.reader import IMAGE_EXTENSIONS, TarIndex, UnsafeTarError, index_tar
+from shards.storage import StoragePath, open_root, remove_tree
 from shards.writer import WrittenShard, write_shard
 
 PLAN_NAME = ".export-plan.json"
@@ -39,7 +40,7 @@ PARTS_DIR = ".export-parts"
 
 @dataclass
 class ExportResult:
-    out: Path
+    out: StoragePath
     count: int
     shards: int
     bytes: int
@@ -71,7 +72,7 @@ class _ShardReaders:
         if shard in self.handles:
             self.handles.move_to_end(shard)
         else:
-            self.handles[shard] = open(index.path, "rb")
+            self.handles[shard] = index.path.open("rb")
             if len(self.handles) > self.keep_open:
                 self.handles.popitem(last=False)[1].close()
         members = index.members.get(key)
@@ -85,7 +86,7 @@ class _ShardReaders:
         self.handles.clear()
 
 
-def _plan_rows(pool: Path, subset: str) -> tuple[list[dict[str, Any]], int, list[str]]:
+def _plan_rows(pool: StoragePath, subset: str) -> tuple[list[dict[str, Any]], int, list[str]]:
     """The subset's samples that the pool holds, in pool order, with url/caption/scores."""
     parquet_path = Pool(pool).subset_parquet(subset)
     with open_catalog(pool) as catalog:
@@ -141,7 +142,7 @@ def _part_record(written: WrittenShard) -> dict[str, Any]:
     return {"name": written.name, "count": written.count, "bytes": written.size, "sha256": written.sha256}
 
 
-def _check_out(out: Path, plan: dict[str, Any]) -> bool:
+def _check_out(out: StoragePath, plan: dict[str, Any]) -> bool:
     """True if OUT already holds this finished export; errors if it holds something else."""
     manifest = read_manifest(out)
     if manifest is not None:
@@ -161,23 +162,23 @@ def _check_out(out: Path, plan: dict[str, Any]) -> bool:
     return False
 
 
-def _drop_resume_files(out: Path) -> None:
+def _drop_resume_files(out: StoragePath) -> None:
     """Remove the plan and part records once the manifest marks the set finished."""
     (out / PLAN_NAME).unlink(missing_ok=True)
-    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
+    remove_tree(out / PARTS_DIR)
 
 
 def export_subset(
-    pool: str | Path,
+    pool: str | StoragePath,
     subset: str,
-    out: str | Path,
+    out: str | StoragePath,
     samples_per_shard: int = 10000,
     shuffle: bool = False,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
     """Write the subset's samples as a shard set under `out` (see module docstring)."""
-    pool, out = Path(pool), Path(out)
+    pool, out = open_root(pool), open_root(out, "shard set")
     if samples_per_shard < 1:
         raise UserError(f"--samples-per-shard must be at least 1, got {samples_per_shard}")
     metadata = read_subset_metadata(pool, subset)
@@ -205,7 +206,7 @@ def export_subset(
                             len(manifest["shards"]), manifest.get("missing", 0), manifest)
     write_json_atomic(out / PLAN_NAME, plan)
     parts = out / PARTS_DIR
-    parts.mkdir(exist_ok=True)
+    parts.mkdir(parents=True, exist_ok=True)
 
     readers = _ShardReaders(Pool(pool))
     shards, skipped = [], 0

@@ -7,6 +7,8 @@
 `Pool(path)` names paths and creates nothing, so it is cheap to build anywhere (a worker,
 a test, a reader of another machine's pool); its listings (finished_shards, scored_shards,
 score_tags, dedup_names) read the folder and hold the one rule for what is finished.
+`path` may be a URL (s3://bucket/pool, any fsspec protocol): the paths are then UPaths
+(shards/storage.py), with the same methods, and the same rules hold.
 """
 from __future__ import annotations
 
@@ -15,13 +17,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from shards.storage import StoragePath, as_path
+
 # A shard's parquet: 00000.parquet as img2dataset names them (a hand-made 0.parquet counts too).
 SHARD_NAME_RE = re.compile(r"^(\d+)\.parquet$")
 # A pool shard's stats json, 00000_stats.json: img2dataset writes it last, so it marks the shard finished.
 SHARD_STATS_RE = re.compile(r"^(\d+)_stats\.json$")
 
 
-def shard_parquets(directory: Path) -> list[Path]:
+def shard_parquets(directory: StoragePath) -> list[StoragePath]:
     """The shard parquet files of a folder, sorted by name (which of them are finished is
     Pool.finished_shards' rule for shards/, Pool.scored_shards' for scores/TAG/)."""
     if not directory.is_dir():
@@ -36,10 +40,10 @@ def shard_stem(shard: int | str) -> str:
 
 @dataclass(frozen=True)
 class Pool:
-    root: Path
+    root: StoragePath
 
-    def __init__(self, root: str | Path) -> None:
-        object.__setattr__(self, "root", Path(root))
+    def __init__(self, root: str | StoragePath) -> None:
+        object.__setattr__(self, "root", as_path(root))
 
     # --- download -------------------------------------------------------------------
     @property

@@ -13,7 +13,7 @@ from curate.filter.recipes import list_recipes, parse_param
 def register(app: typer.Typer) -> None:
     @app.command("filter")
     def filter_(
-        pool: Path = typer.Argument(..., help="Pool folder (written by `curate download`, scored by `curate score`)."),
+        pool: str = typer.Argument(..., help="Pool folder (written by `curate download`, scored by `curate score`), or its URL."),
         name: str = typer.Option(..., "--name", help="Subset name: writes subsets/NAME.parquet and subsets/NAME.npy."),
         top: Optional[str] = typer.Option(None, "--top", help="Keep the best share of the scored samples: 40%, 0.4, or a count like 5000. Ties broken by uid."),
         by: str = typer.Option("clip_score", "--by", help="Column of the scores to rank by (with --top)."),

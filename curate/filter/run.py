@@ -19,6 +19,7 @@ from curate.filter.subsets import (
 )
 from curate.filter.top_fraction import TopCut, top_fraction
 from shards.layout import Pool
+from shards.storage import StoragePath, open_root
 
 
 @dataclass
@@ -27,8 +28,8 @@ class FilterResult:
 
     name: str
     count: int
-    parquet: Path
-    npy: Path
+    parquet: StoragePath
+    npy: StoragePath
     metadata: dict[str, Any]
 
 
@@ -36,7 +37,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _seed_model(pool: Path, tag: str | None) -> dict[str, Any] | None:
+def _seed_model(pool: StoragePath, tag: str | None) -> dict[str, Any] | None:
     if tag is None:
         return None
     path = Pool(pool).model_json(tag)
@@ -46,14 +47,14 @@ def _seed_model(pool: Path, tag: str | None) -> dict[str, Any] | None:
         return {"tag": tag}
 
 
-def _result(pool: Path, name: str, count: int, metadata: dict[str, Any]) -> FilterResult:
+def _result(pool: StoragePath, name: str, count: int, metadata: dict[str, Any]) -> FilterResult:
     metadata["count"] = count
     layout = Pool(pool)
     return FilterResult(name, count, layout.subset_parquet(name), layout.subset_npy(name), metadata)
 
 
 def run_filter(
-    pool: str | Path,
+    pool: str | StoragePath,
     name: str,
     top: str | None = None,
     by: str = "clip_score",
@@ -71,7 +72,7 @@ def run_filter(
     to top_fraction when `top` is given); `use_dedup` (or naming `dedup`) keeps only the
     dedup run's kept samples; `where` is an SQL condition over the candidates.
     """
-    pool = Path(pool)
+    pool = open_root(pool)
     check_subset_name(name)
     check_subset_free(pool, name, overwrite)
     top_spec = parse_top(top) if top is not None else None
@@ -142,11 +143,11 @@ def _top_fraction_fast(catalog: Catalog, chosen: Recipe, bound: dict[str, Any]) 
         return None  # the SQL path reports the problem in its own words
 
 
-def import_npy(pool: str | Path, npy: str | Path, name: str, overwrite: bool = False) -> FilterResult:
+def import_npy(pool: str | StoragePath, npy: str | Path, name: str, overwrite: bool = False) -> FilterResult:
     """Import a DataComp/DFN subset .npy as subsets/NAME (all its uids, sorted, unique)."""
     import pyarrow as pa
 
-    pool = Path(pool)
+    pool = open_root(pool)
     if not pool.is_dir():
         raise UserError(f"pool {pool} is not a directory")
     check_subset_name(name)
