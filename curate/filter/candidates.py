@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from clikit.errors import UserError
 from curate.catalog import Catalog
-from curate.filter.recipes import shared_sql
+from curate.filter.recipes import Need, Recipe, shared_sql
 
 if TYPE_CHECKING:
     import duckdb
@@ -59,3 +59,21 @@ def build_candidates(catalog: Catalog, by: str, dedup: bool, where: str | None) 
     # bind the view now so a bad --where fails here with a clear message
     run_query(catalog, "SELECT * FROM candidates LIMIT 0").fetchall()
     return sql
+
+
+def missing_needs(catalog: Catalog, recipe: Recipe) -> list[tuple[Need, str]]:
+    """The recipe's `@needs` the catalog lacks, each with the line to print."""
+    missing = []
+    for need in recipe.needs:
+        if need.view in catalog.views and (need.column is None or need.column in catalog.columns(need.view)):
+            continue
+        several = catalog.unselected(need.view)  # made by a stage, but which run is meant?
+        missing.append((need, several or f"recipe {recipe.name} needs {need.name}: run `{need.stage}`"))
+    return missing
+
+
+def check_needs(catalog: Catalog, recipe: Recipe) -> None:
+    """A UserError naming the first missing view or column and the stage that makes it."""
+    missing = missing_needs(catalog, recipe)
+    if missing:
+        raise UserError(missing[0][1])

@@ -11,7 +11,7 @@ from typing import Any
 from clikit.errors import UserError
 from clikit.versions import tool_version
 from curate.catalog import Catalog, open_catalog
-from curate.filter.candidates import build_candidates, run_query
+from curate.filter.candidates import build_candidates, check_needs, run_query
 from curate.filter.datacomp_uids import pairs_to_uids
 from curate.filter.recipes import Recipe, is_builtin, load_recipe, parse_top
 from curate.filter.subsets import (
@@ -64,12 +64,14 @@ def run_filter(
     recipe: str | None = None,
     params: dict[str, Any] | None = None,
     overwrite: bool = False,
+    clusters: str | None = None,
 ) -> FilterResult:
     """Select a subset of `pool` with a recipe and write subsets/NAME.{parquet,npy}.
 
     `top` ("40%", "0.4", "5000") fills the recipe's $fraction/$count (the recipe defaults
     to top_fraction when `top` is given); `use_dedup` (or naming `dedup`) keeps only the
-    dedup run's kept samples; `where` is an SQL condition over the candidates.
+    dedup run's kept samples; `where` is an SQL condition over the candidates; `clusters`
+    picks the cluster run behind the `clusters` view.
     """
     pool = Path(pool)
     check_subset_name(name)
@@ -89,8 +91,9 @@ def run_filter(
     if {"fraction", "count"} <= set(bound) and bound["fraction"] is None and bound["count"] is None:
         raise UserError(f"recipe {chosen.name} needs a share or a count: pass --top 40%")
 
-    with open_catalog(pool, scores=scores, dedup=dedup) as catalog:
+    with open_catalog(pool, scores=scores, dedup=dedup, clusters=clusters) as catalog:
         candidates_sql = build_candidates(catalog, by, use_dedup or dedup is not None, where)
+        check_needs(catalog, chosen)
         fast = _top_fraction_fast(catalog, chosen, bound)
         if fast is not None:
             scored, selected = fast.scored, fast.selected
@@ -116,6 +119,7 @@ def run_filter(
             "where": where,
             "scores_tag": catalog.scores_tag,
             "dedup_name": catalog.dedup_name if (use_dedup or dedup is not None) else None,
+            "clusters_name": catalog.cluster_name,
             "seed_model": _seed_model(pool, catalog.scores_tag),
             "counts": {"pool_samples": pool_samples, "candidates_scored": int(scored), "selected": int(selected)},
             "pool": str(pool.resolve()),
