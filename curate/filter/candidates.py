@@ -33,6 +33,19 @@ def run_query(catalog: Catalog, sql: str, params: dict[str, Any] | None = None) 
         raise UserError(f"query failed: {first} ({catalog.describe()})") from None
 
 
+def query_table(catalog: Catalog, sql: str, params: dict[str, Any] | None = None):
+    """`sql`'s whole result as an arrow table; a DuckDB error while it runs (a recipe's own
+    `error(...)` too) becomes the same one-line UserError as run_query's."""
+    import duckdb
+
+    relation = run_query(catalog, sql, params)
+    try:
+        return relation.to_arrow_table()
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"query failed: {first} ({catalog.describe()})") from None
+
+
 def build_candidates(catalog: Catalog, by: str, dedup: bool, where: str | None) -> str:
     """Create the temp view `candidates` and the shared macros; return the view's SQL (recorded in the subset)."""
     catalog.require_scores()

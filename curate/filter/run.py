@@ -11,7 +11,7 @@ from typing import Any
 from clikit.errors import UserError
 from clikit.versions import tool_version
 from curate.catalog import Catalog, open_catalog
-from curate.filter.candidates import build_candidates, check_needs, run_query
+from curate.filter.candidates import build_candidates, check_needs, query_table, run_query
 from curate.filter.datacomp_uids import pairs_to_uids
 from curate.filter.recipes import Recipe, is_builtin, load_recipe, parse_top
 from curate.filter.subsets import (
@@ -102,7 +102,7 @@ def run_filter(
         if scored == 0:
             raise UserError(f"no candidate has a {by}; check --where/--dedup or run `curate score`")
         if fast is None:
-            result = run_query(catalog, f"SELECT uid FROM (\n{chosen.sql}\n) AS recipe", bound).to_arrow_table()
+            result = query_table(catalog, f"SELECT uid FROM (\n{chosen.sql}\n) AS recipe", bound)
             selected = result.num_rows
         pool_samples = (
             run_query(catalog, "SELECT count(*) FROM samples WHERE status = 'success'").fetchall()[0][0]
