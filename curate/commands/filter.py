@@ -76,3 +76,7 @@ def register(app: typer.Typer) -> None:
             f"{result.name}: kept {result.count} of {counts['candidates_scored']} scored candidates "
             f"(recipe {result.metadata['recipe']}, scores {result.metadata['scores_tag']}) -> {result.parquet}, {result.npy}"
         )
+        if truth is not None:
+            from curate.truth.recipes import format_subset_quality, subset_quality  # duckdb
+
+            typer.echo(format_subset_quality(subset_quality(pool, result.name, truth)))
