@@ -4,7 +4,7 @@
     scores/TAG/NNNNN.parquet + model.json, embeddings/TAG/NNNNN.npy (+ .text.npy),
     dedup/NAME/{groups.parquet,summary.json}, subsets/NAME.{parquet,npy},
     annotations/NNNNN.parquet + annotations.json + entries.parquet,
-    clusters/NAME/{assignments.parquet,summary.json}
+    clusters/NAME/{assignments.parquet,summary.json,centroids.npy}
 
 `Pool(path)` names paths and creates nothing, so it is cheap to build anywhere (a worker,
 a test, a reader of another machine's pool); its listings (finished_shards, scored_shards,
@@ -181,6 +181,10 @@ class Pool:
 
     def cluster_summary(self, name: str) -> Path:
         return self.clusters_dir(name) / "summary.json"
+
+    def cluster_centroids(self, name: str) -> Path:
+        """float32 (clusters, dim) unit centroids, row = cluster_id."""
+        return self.clusters_dir(name) / "centroids.npy"
 
     def cluster_names(self) -> list[str]:
         """Cluster runs with a finished assignments.parquet."""

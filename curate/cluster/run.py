@@ -1,5 +1,5 @@
-"""The cluster stage: clusters/NAME/assignments.parquet, one row per scored sample, and
-summary.json, written in a temporary folder and renamed when complete. A rerun with the
+"""The cluster stage: clusters/NAME/assignments.parquet, one row per scored sample,
+centroids.npy and summary.json, written in a temporary folder and renamed when complete. A rerun with the
 same arguments and inputs is skipped; other arguments need --overwrite (or another --name).
 
     uid                  the sample's uid
@@ -150,5 +150,6 @@ def run_cluster(pool: str | Path, settings: ClusterSettings, embed_images: Image
     }
     with replacing_dir(out_dir) as tmp:  # the file names Pool gives inside clusters/NAME
         pq.write_table(pa.table(columns), tmp / layout.cluster_assignments(name).name)
+        np.save(tmp / layout.cluster_centroids(name).name, assignment.centroids)
         (tmp / summary_path.name).write_text(json.dumps(summary, indent=2))
     return {**summary, "skipped": False}
