@@ -4,7 +4,8 @@
   (/usr/share/wordnet/index.noun, 117k lemmas; MetaCLIP's list starts from WordNet's synsets
   too), or a user's file of one entry a line, plus the --classes names;
 - classes (DataComp's text-based filter): the class names of an eval suite (every task
-  folder's classnames.txt), of one task folder, or a file of one name a line.
+  folder's classnames.txt), of one task folder, of a class folder (DIR/<class>/, the demo
+  pool's eval/), or a file of one name a line.
 
 Entries are lower-cased and kept once, in first-seen order: an entry's id is its position.
 """
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clikit.errors import UserError
+from shards.class_folder import class_folders
+from shards.class_folder import class_names as folder_class_names
 from shards.task_folder import CLASSNAMES, is_task_folder, read_task_folder
 
 WORDNET_NOUNS = Path("/usr/share/wordnet/index.noun")
@@ -48,17 +51,16 @@ def wordnet_nouns(path: Path = WORDNET_NOUNS) -> list[str]:
 
 
 def class_names(source: Path) -> list[str]:
-    """The class names of a suite folder (its task folders'), a task folder, or a text file."""
+    """The class names of a suite folder (its task folders'), a task folder, a class folder
+    (one sub-folder per class) or a text file."""
     if source.is_file():
         names = _lines(source, "--classes")
     elif is_task_folder(source):
         names = list(read_task_folder(source).classnames)
     elif source.is_dir():
         tasks = [read_task_folder(d) for d in sorted(source.iterdir()) if d.is_dir() and is_task_folder(d)]
-        names = [name for task in tasks for name in task.classnames]
-        if not tasks:
-            raise UserError(f"--classes {source} holds no task folders (TASK/test/nshards.txt); give a suite, "
-                            f"a task folder or a file of class names")
+        names = ([name for task in tasks for name in task.classnames] if tasks
+                 else folder_class_names(class_folders(source)))
     else:
         raise UserError(f"--classes {source} does not exist; give a suite folder, a task folder or a file of names")
     names = _unique(names)

@@ -14,8 +14,8 @@ def register(app: typer.Typer) -> None:
         classes: Optional[Path] = typer.Option(
             None, "--classes",
             help="Class names whose mention the text_based recipe keeps: an eval suite folder (every task's "
-                 "classnames.txt, e.g. DEMO/suites/demo), one task folder, or a file of one name a line. "
-                 "Writes class_ids; they join the metadata entries too."),
+                 "classnames.txt, e.g. DEMO/suites/demo), one task folder, a class folder (DIR/<class>/, e.g. "
+                 "DEMO/eval) or a file of one name a line. Writes class_ids; they join the metadata entries too."),
         metadata: Optional[str] = typer.Option(
             None, "--metadata",
             help="MetaCLIP's entry list: 'wordnet' (default: WordNet's nouns from Debian's wordnet-base), a file "
