@@ -174,6 +174,9 @@ def open_catalog(
 
     con = duckdb.connect(":memory:")
     con.execute("SET enable_progress_bar = false")  # the commands draw their own progress
+    # A view the pool lacks must be an error, not a Python object of that name in a caller's
+    # frame (DuckDB's replacement scans: `from __future__ import annotations` is one)
+    con.execute("SET python_enable_replacements = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     views: list[str] = []
