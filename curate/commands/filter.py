@@ -15,13 +15,14 @@ def _list(pool: Optional[Path], recipe: Optional[str], scores: Optional[str], de
     """Print each recipe (or the one named) with its parameters and needs; with POOL, mark
     the needs that pool lacks."""
     recipes = [load_recipe(recipe)] if recipe else [load_recipe(name) for name in list_recipes()]
-    missing: dict[str, list[str]] = {}
+    missing: dict[str, dict[str, str]] = {}
     if pool is not None:
         from curate.catalog import open_catalog  # duckdb
         from curate.filter.candidates import missing_needs
 
         with open_catalog(pool, scores=scores, dedup=dedup, clusters=clusters) as catalog:
-            missing = {r.name: [need.name for need, _ in missing_needs(catalog, r)] for r in recipes}
+            missing = {r.name: {need.name: catalog.unselected(need.view) or "missing"
+                                for need, _ in missing_needs(catalog, r)} for r in recipes}
     typer.echo("\n\n".join(describe_recipe(r, missing.get(r.name)) for r in recipes))
 
 

@@ -217,10 +217,10 @@ def _shown(value: Any) -> str:
     return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
-def describe_recipe(recipe: Recipe, missing: list[str] | None = None) -> str:
+def describe_recipe(recipe: Recipe, missing: dict[str, str] | None = None) -> str:
     """`curate filter --list`'s text for one recipe: name, description, parameters (default and
     help) and needs (view.column and the stage that makes it); `missing` marks the needs a
-    pool lacks."""
+    pool lacks ({need name: "missing", or why the view was not made})."""
     lines = [f"{recipe.name}  ({recipe.path})"]
     if recipe.description:
         lines.append(textwrap.fill(recipe.description, 100, initial_indent="  ", subsequent_indent="  "))
@@ -230,6 +230,6 @@ def describe_recipe(recipe: Recipe, missing: list[str] | None = None) -> str:
             lines.append(f"    {key} = {_shown(value)}  {recipe.help.get(key, '')}".rstrip())
     lines.append("  needs: candidates (curate score POOL)")
     for need in recipe.needs:
-        mark = "  [missing]" if missing and need.name in missing else ""
+        mark = f"  [{missing[need.name]}]" if missing and need.name in missing else ""
         lines.append(f"    {need.name}  ({need.stage}){mark}")
     return "\n".join(lines)
