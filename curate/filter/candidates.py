@@ -22,6 +22,12 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _failed(catalog: Catalog, exc: Exception) -> UserError:
+    """A DuckDB error as one line naming the catalog's views."""
+    first = str(exc).strip().splitlines()[0]
+    return UserError(f"query failed: {first} ({catalog.describe()})")
+
+
 def run_query(catalog: Catalog, sql: str, params: dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
     """`sql` on the catalog's connection; a DuckDB error becomes a UserError naming the catalog."""
     import duckdb
@@ -29,8 +35,7 @@ def run_query(catalog: Catalog, sql: str, params: dict[str, Any] | None = None) 
     try:
         return catalog.con.sql(sql, params=params or None)
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"query failed: {first} ({catalog.describe()})") from None
+        raise _failed(catalog, exc) from None
 
 
 def query_table(catalog: Catalog, sql: str, params: dict[str, Any] | None = None):
@@ -42,8 +47,7 @@ def query_table(catalog: Catalog, sql: str, params: dict[str, Any] | None = None
     try:
         return relation.to_arrow_table()
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"query failed: {first} ({catalog.describe()})") from None
+        raise _failed(catalog, exc) from None
 
 
 def build_candidates(catalog: Catalog, by: str, dedup: bool, where: str | None) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from clikit.errors import UserError
 from curate.catalog import open_catalog
-from curate.filter.candidates import run_query
+from curate.filter.candidates import query_table
 from curate.filter.subsets import read_subset_metadata
 from shards.layout import Pool
 
@@ -39,7 +39,7 @@ def subset_quality(pool: str | Path, name: str, truth: str | Path) -> dict[str, 
     with open_catalog(pool, scores=meta["scores_tag"], dedup=meta.get("dedup_name"),
                       clusters=meta.get("clusters_name")) as catalog:
         params = {"truth": str(truth), "subset": str(Pool(pool).subset_parquet(name))}
-        row = run_query(catalog, f"""
+        row = query_table(catalog, f"""
             WITH truth AS (SELECT uid, kind FROM read_parquet($truth)),
             candidates AS ({meta['candidates_sql']}),
             judged AS (
@@ -48,14 +48,15 @@ def subset_quality(pool: str | Path, name: str, truth: str | Path) -> dict[str, 
                 LEFT JOIN truth t USING (uid)
                 LEFT JOIN read_parquet($subset) k USING (uid)
             )
-            SELECT count(*), count(*) FILTER (kept), count(matching), count(matching) FILTER (kept),
-                   avg(matching), avg(matching) FILTER (kept)
-            FROM judged""", params).fetchall()[0]
-    candidates, kept, judged, judged_kept, base, precision = row
+            SELECT count(*) AS candidates, count(*) FILTER (kept) AS kept, count(matching) AS judged,
+                   count(matching) FILTER (kept) AS judged_kept, avg(matching) AS base,
+                   avg(matching) FILTER (kept) AS precision
+            FROM judged""", params).to_pylist()[0]
+    candidates, kept, base, precision = row["candidates"], row["kept"], row["base"], row["precision"]
     return {
         "subset": name, "recipe": meta.get("recipe"), "candidates": int(candidates), "kept": int(kept),
         "kept_share": kept / candidates if candidates else None,
-        "judged": int(judged), "judged_kept": int(judged_kept),
+        "judged": int(row["judged"]), "judged_kept": int(row["judged_kept"]),
         "base_rate": float(base) if base is not None else None,
         "precision": float(precision) if precision is not None else None,
     }
