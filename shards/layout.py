@@ -2,7 +2,9 @@
 
     pool/pool.json, _input/, _retry/, shards/NNNNN.{tar,parquet,_stats.json},
     scores/TAG/NNNNN.parquet + model.json, embeddings/TAG/NNNNN.npy (+ .text.npy),
-    dedup/NAME/{groups.parquet,summary.json}, subsets/NAME.{parquet,npy}
+    dedup/NAME/{groups.parquet,summary.json}, subsets/NAME.{parquet,npy},
+    annotations/NNNNN.parquet + annotations.json + entries.parquet,
+    clusters/NAME/{assignments.parquet,summary.json,centroids.npy}
 
 `Pool(path)` names paths and creates nothing, so it is cheap to build anywhere (a worker,
 a test, a reader of another machine's pool); its listings (finished_shards, scored_shards,
@@ -147,6 +149,52 @@ class Pool:
     def subset_npy(self, name: str) -> Path:
         """The same uids in DataComp's subset format."""
         return self.subsets_dir / f"{name}.npy"
+
+    # --- annotate (captions, whatever the seed model) ---------------------------------
+    @property
+    def annotations_dir(self) -> Path:
+        return self.root / "annotations"
+
+    def annotations_parquet(self, shard: int | str) -> Path:
+        return self.annotations_dir / f"{shard_stem(shard)}.parquet"
+
+    @property
+    def annotations_json(self) -> Path:
+        """The settings the annotations were made with (entry lists, detector)."""
+        return self.annotations_dir / "annotations.json"
+
+    @property
+    def annotation_entries(self) -> Path:
+        """The metadata entries and class names the annotations' id lists point into."""
+        return self.annotations_dir / "entries.parquet"
+
+    def annotated_shards(self) -> list[str]:
+        """The stems of the shards annotations/ has finished (each written whole, then renamed)."""
+        return [p.stem for p in shard_parquets(self.annotations_dir)]
+
+    # --- cluster (k-means of a scores tag's image embeddings) ---------------------------
+    @property
+    def clusters_root(self) -> Path:
+        return self.root / "clusters"
+
+    def clusters_dir(self, name: str) -> Path:
+        return self.clusters_root / name
+
+    def cluster_assignments(self, name: str) -> Path:
+        return self.clusters_dir(name) / "assignments.parquet"
+
+    def cluster_summary(self, name: str) -> Path:
+        return self.clusters_dir(name) / "summary.json"
+
+    def cluster_centroids(self, name: str) -> Path:
+        """float32 (clusters, dim) unit centroids, row = cluster_id."""
+        return self.clusters_dir(name) / "centroids.npy"
+
+    def cluster_names(self) -> list[str]:
+        """Cluster runs with a finished assignments.parquet."""
+        if not self.clusters_root.is_dir():
+            return []
+        return sorted(d.name for d in self.clusters_root.iterdir() if self.cluster_assignments(d.name).is_file())
 
     # --- what is there --------------------------------------------------------------
     def score_tags(self) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 from clikit.errors import UserError
 from clikit.versions import tool_version
 from curate.catalog import Catalog, open_catalog
-from curate.filter.candidates import build_candidates, run_query
+from curate.filter.candidates import build_candidates, check_needs, query_table, run_query
 from curate.filter.datacomp_uids import pairs_to_uids
 from curate.filter.recipes import Recipe, is_builtin, load_recipe, parse_top
 from curate.filter.subsets import (
@@ -65,12 +65,14 @@ def run_filter(
     recipe: str | None = None,
     params: dict[str, Any] | None = None,
     overwrite: bool = False,
+    clusters: str | None = None,
 ) -> FilterResult:
     """Select a subset of `pool` with a recipe and write subsets/NAME.{parquet,npy}.
 
     `top` ("40%", "0.4", "5000") fills the recipe's $fraction/$count (the recipe defaults
     to top_fraction when `top` is given); `use_dedup` (or naming `dedup`) keeps only the
-    dedup run's kept samples; `where` is an SQL condition over the candidates.
+    dedup run's kept samples; `where` is an SQL condition over the candidates; `clusters`
+    picks the cluster run behind the `clusters` view.
     """
     pool = open_root(pool)
     check_subset_name(name)
@@ -90,8 +92,9 @@ def run_filter(
     if {"fraction", "count"} <= set(bound) and bound["fraction"] is None and bound["count"] is None:
         raise UserError(f"recipe {chosen.name} needs a share or a count: pass --top 40%")
 
-    with open_catalog(pool, scores=scores, dedup=dedup) as catalog:
+    with open_catalog(pool, scores=scores, dedup=dedup, clusters=clusters) as catalog:
         candidates_sql = build_candidates(catalog, by, use_dedup or dedup is not None, where)
+        check_needs(catalog, chosen)
         fast = _top_fraction_fast(catalog, chosen, bound)
         if fast is not None:
             scored, selected = fast.scored, fast.selected
@@ -100,7 +103,7 @@ def run_filter(
         if scored == 0:
             raise UserError(f"no candidate has a {by}; check --where/--dedup or run `curate score`")
         if fast is None:
-            result = run_query(catalog, f"SELECT uid FROM (\n{chosen.sql}\n) AS recipe", bound).to_arrow_table()
+            result = query_table(catalog, f"SELECT uid FROM (\n{chosen.sql}\n) AS recipe", bound)
             selected = result.num_rows
         pool_samples = (
             run_query(catalog, "SELECT count(*) FROM samples WHERE status = 'success'").fetchall()[0][0]
@@ -117,6 +120,7 @@ def run_filter(
             "where": where,
             "scores_tag": catalog.scores_tag,
             "dedup_name": catalog.dedup_name if (use_dedup or dedup is not None) else None,
+            "clusters_name": catalog.cluster_name,
             "seed_model": _seed_model(pool, catalog.scores_tag),
             "counts": {"pool_samples": pool_samples, "candidates_scored": int(scored), "selected": int(selected)},
             "pool": str(pool.resolve()),
