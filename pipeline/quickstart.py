@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from clikit.errors import UserError
-from shards.layout import Pool
+from shards.layout import Pool, RunDir
 
 DEDUP_TAG = "exact+phash-pixels"
 SOURCES = ("shapes", "real")
@@ -179,9 +179,9 @@ class Quickstart:
 
         out = self.runs / name
         with self._step(f"train {name}"):
-            if (out / "final.pt").exists() and (out / "summary.json").exists():
+            if RunDir(out).finished:
                 self.say(f"   {out}: already trained")
-                return json.loads((out / "summary.json").read_text())
+                return json.loads(RunDir(out).summary_json.read_text())
             fields = dict(
                 data=str(data), out=str(out), model=self.config.model, samples=samples, budget=budget,
                 batch_size=self.config.batch_size, lr=self.config.lr, eval_dir=str(self.demo / "eval"), seed=self.config.seed,

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from clikit.errors import UserError
+from shards.layout import RunDir
 from zoo.distributed import DistInfo
 
 
@@ -25,7 +26,7 @@ class EvalHook:
                  retrieval_data: str | None, every: int, out: Path, info: DistInfo) -> None:
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
         self.eval_dir, self.retrieval_data, self.every = eval_dir, retrieval_data, every
-        self.out, self.info = out, info
+        self.run, self.info = RunDir(out), info
         self.seconds = 0.0  # spent evaluating, for callers that account for a run's time (train sweep)
 
     def due(self, step: int, last: bool) -> bool:
@@ -46,7 +47,7 @@ class EvalHook:
             results = evaluate(self.model, self.preprocess, self.tokenizer, self.eval_dir, device=self.info.device,
                                retrieval_data=self.retrieval_data)
             results.update(step=step, samples=samples, flops=flops)
-            with open(self.out / "evals.jsonl", "a") as handle:
+            with open(self.run.evals_jsonl, "a") as handle:
                 handle.write(json.dumps(results) + "\n")
         barrier(self.info)
         self.seconds += time.perf_counter() - started
@@ -58,5 +59,5 @@ class EvalHook:
 
         results = self(step, samples, flops)
         if self.info.is_main and results:
-            write_json_atomic(self.out / "eval.json", results)
+            write_json_atomic(self.run.eval_json, results)
         return results

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 
 from clikit.errors import UserError
+from shards.layout import RunDir
 from train.config import TrainConfig, validate, write_run_config
 from zoo.distributed import DistInfo
 
@@ -93,7 +94,7 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     state = _start_state(cfg, info, built, plan, resume_from, out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        write_run_config(out / "config.yaml", dict(
+        write_run_config(RunDir(out).config_yaml, dict(
             state.config, flops_per_step=plan.cost_main, flops_per_step_unmasked=plan.cost_tail,
             total_steps=plan.total_steps, local_batch=local_batch))
         if resume_from is None:
@@ -122,7 +123,7 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     if info.is_main:
         from shards.atomic import write_json_atomic
 
-        write_json_atomic(out / "summary.json", summary)
+        write_json_atomic(RunDir(out).summary_json, summary)
     return dict(summary, eval_s=evals.seconds)  # a timing, so not in summary.json (the same bytes every run)
 
 
@@ -191,7 +192,7 @@ def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan
                  out: Path) -> TrainState:
     """Optimiser, schedule and counters: fresh and seeded, or restored from `resume_from`
     (then metrics.jsonl loses the lines logged after that checkpoint)."""
-    from train.metrics import METRICS_NAME, truncate_metrics
+    from train.metrics import truncate_metrics
     from train.optim import cosine_with_warmup, make_optimizer
     from train.state import TrainState, fresh_counters, restore, seed_training
 
@@ -209,7 +210,7 @@ def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan
     else:
         seed_training(cfg.seed, info)
     if info.is_main:  # also on a fresh start: a run killed before its first checkpoint logged lines
-        truncate_metrics(out / METRICS_NAME, state.counters.step)
+        truncate_metrics(RunDir(out).metrics_jsonl, state.counters.step)
     return state
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import torch
 
+from shards.layout import RunDir
 from zoo.distributed import DistInfo
-
-METRICS_NAME = "metrics.jsonl"
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -48,7 +47,7 @@ class MetricsLog:
     def __init__(self, out: Path, info: DistInfo, total_steps: int, first_step: int, progress: bool) -> None:
         from tqdm import tqdm
 
-        self.path = out / METRICS_NAME
+        self.path = RunDir(out).metrics_jsonl
         self.info = info
         self.total_steps = total_steps
         self.bar = tqdm(total=total_steps, initial=first_step, disable=not (progress and info.is_main),

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from clikit.errors import UserError
+from shards.layout import RunDir
 from train.config import TrainConfig
 
 
@@ -28,10 +29,6 @@ class Towers:
     tokenizer: Any
     hf_text: str | None  # the Hugging Face text tower's folder, saved in every checkpoint
     reports: list = field(default_factory=list)  # zoo.towers.LoadReport, one per initialised tower
-
-
-def _is_run_folder(path: Path) -> bool:
-    return (path / "final.pt").is_file() or (path / "checkpoints").is_dir()
 
 
 def hf_text_folder(cfg: TrainConfig, resume_from: Path | None) -> tuple[str | None, bool]:
@@ -47,7 +44,7 @@ def hf_text_folder(cfg: TrainConfig, resume_from: Path | None) -> tuple[str | No
     if not cfg.init_text:
         return None, False
     path = Path(cfg.init_text)
-    if path.is_dir() and not _is_run_folder(path):
+    if path.is_dir() and not RunDir(path).is_run():
         return str(path.resolve()), True
     return read_checkpoint(resolve_checkpoint(path)).get("hf_text"), False
 
@@ -127,4 +124,4 @@ def report_inits(towers: Towers, out: Path) -> None:
     if summary["trainable_params"] < summary["params"]:
         print(f"training {summary['trainable_params']:,} of {summary['params']:,} parameters "
               "(the rest is frozen: locked towers, or a MIM student's text tower)", file=sys.stderr, flush=True)
-    write_json_atomic(out / "init.json", summary)
+    write_json_atomic(RunDir(out).init_json, summary)

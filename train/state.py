@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from clikit.errors import UserError
+from shards.layout import RunDir
 from zoo.distributed import DistInfo
 
 # Arguments that must not change between a run and its --resume (they shape the
@@ -78,7 +79,7 @@ def existing_checkpoints(out: Path, resume: bool) -> list[Path]:
     existing = list_checkpoints(out)
     if existing and not resume:
         raise UserError(f"{out} already holds checkpoints; pass --resume to continue it or choose another --out")
-    if resume and not existing and (out / "final.pt").is_file():
+    if resume and not existing and RunDir(out).final_pt.is_file():
         raise UserError(f"{out} is finished (final.pt) and has no checkpoint to resume; choose another --out")
     return existing
 
@@ -160,7 +161,7 @@ def save_checkpoint(state: TrainState, out: Path, keep: int, flops_per_step: int
             "skipped": skipped_total, "data": {"positions": all_positions, "batches_taken": c.step},
             "rng": all_rng, "flops_per_step": flops_per_step, "total_steps": total_steps,
         }
-        save_atomic(ckpt, out / "checkpoints" / f"step_{c.step:08d}.pt")
+        save_atomic(ckpt, RunDir(out).checkpoint(c.step))
         prune_checkpoints(out, keep)
     barrier(info)
 
@@ -175,6 +176,6 @@ def save_final(state: TrainState, out: Path, info: DistInfo) -> int:
         c = state.counters
         final = {"model_name": state.model_name, "config": state.config, "state_dict": state.model.state_dict(),
                  "hf_text": state.hf_text, "step": c.step, "samples": c.samples, "flops": c.flops}
-        save_atomic(final, out / "final.pt")
+        save_atomic(final, RunDir(out).final_pt)
     barrier(info)
     return skipped_total

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from clikit.errors import UserError
+from shards.layout import RunDir
 
 KINDS = ("clip", "mim")
 _STAGE_REFS = ("teacher", "init_image", "init_text")
@@ -88,7 +89,6 @@ def run_plan(plan_path: str | Path, out: str | Path, seed: int | None = None, pr
     from shards.atomic import write_json_atomic
     from train.loop import run_training
     from train.mim import run_mim
-    from zoo.checkpoint import list_checkpoints
 
     plan = read_plan(plan_path)
     out = Path(out)
@@ -97,11 +97,11 @@ def run_plan(plan_path: str | Path, out: str | Path, seed: int | None = None, pr
     for stage in plan["stages"]:
         cfg = stage_config(plan, stage, out, seed)
         cfg.progress = progress
-        folder = Path(cfg.out)
-        if (folder / "summary.json").is_file():
-            summary = json.loads((folder / "summary.json").read_text())
+        run = RunDir(cfg.out)
+        if run.summary_json.is_file():
+            summary = json.loads(run.summary_json.read_text())
         else:
-            cfg.resume = bool(list_checkpoints(folder))
+            cfg.resume = bool(run.checkpoints())
             summary = run_mim(cfg) if stage["kind"] == "mim" else run_training(cfg)
         rows.append(_row(stage, cfg, summary))
         write_json_atomic(out / "table.json", rows)

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from clikit.errors import UserError
+from shards.layout import RunDir
 
 # State dict keys of the resizable embeddings: timm ViT/EVA and open_clip's own ViT.
 POS_EMBED_NAMES = ("pos_embed", "positional_embedding")
@@ -231,7 +232,7 @@ def _is_text_key(name: str) -> bool:
 
 def init_text_tower(model: torch.nn.Module, src: str) -> LoadReport:
     """Load the text tower (everything but visual.* and the logit scale) from a checkpoint."""
-    if Path(src).is_dir() and not (Path(src) / "final.pt").exists() and not (Path(src) / "checkpoints").is_dir():
+    if Path(src).is_dir() and not RunDir(src).is_run():
         raise UserError(f"--init-text {src} is a folder but neither a `train run` folder nor (config.json) a "
                         "Hugging Face model folder")
     state = {k: v for k, v in _checkpoint_state(src).items() if _is_text_key(k)}

@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from clikit.errors import UserError
+        from shards.atomic import write_text_atomic
+        from shards.layout import RunDir
         from zoo.checkpoint import load_model, resolve_checkpoint
         from train.evaluate import evaluate
 
@@ -48,13 +50,6 @@ def register(app: typer.Typer) -> None:
         results = evaluate(model, preprocess, tokenizer, eval_dir, device=dev, retrieval_data=retrieval_data,
                            retrieval_limit=retrieval_limit)
         results = {"checkpoint": str(resolve_checkpoint(checkpoint)), "model": name, **results}
-        if out is None:
-            ckpt = resolve_checkpoint(checkpoint)
-            run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-            out_path = run_dir / "eval.json"
-        else:
-            out_path = Path(out)
-        tmp = out_path.with_name(f".{out_path.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(out_path)
+        out_path = RunDir.of_checkpoint(resolve_checkpoint(checkpoint)).eval_json if out is None else Path(out)
+        write_text_atomic(out_path, json.dumps(results, indent=2))
         typer.echo(json.dumps(results))
