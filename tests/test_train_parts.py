@@ -262,3 +262,36 @@ def test_evaluate_reports_zero_shot_and_retrieval(shapes, tiny):
     assert results["retrieval_pairs"] == 24
     for k in (1, 5, 10):
         assert 0 <= results[f"image_to_text_R@{k}"] <= 1 and 0 <= results[f"text_to_image_R@{k}"] <= 1
+
+
+def test_a_strategy_is_its_record(monkeypatch):
+    """What a strategy does comes from its registry record, never from its name: a new
+    record that drops patches and augments gets FLIP's patch dropout, FLIP's config rule
+    and clip-aug's augmenter without any other code knowing its name."""
+    import dataclasses
+
+    from clikit.errors import UserError
+    from train import strategies as S
+    from train.config import TrainConfig, validate
+    from train.pretrained import build_towers
+
+    with pytest.raises(UserError) as err:
+        S.strategy("mae")
+    assert str(err.value) == "unknown strategy 'mae'; choose one of: clip, flip, clip-aug, slip"
+    monkeypatch.setitem(S.REGISTRY, "flip-aug", S.Strategy("flip-aug", drops_patches=True,
+                                                           augmentation=S.clip_augment))
+    cfg = TrainConfig(data="x", out="y", model="tiny-vit-32", strategy="flip-aug", samples="8", patch_drop=0.4,
+                      unmasked_fraction=0.25)
+    validate(cfg)
+    with pytest.raises(UserError, match="also needs flops_per_step_unmasked"):
+        validate(dataclasses.replace(cfg, flops_per_step=10**6))
+    validate(dataclasses.replace(cfg, strategy="clip-aug", flops_per_step=10**6))  # no masked steps: no tail cost
+    towers = build_towers(cfg, None)
+    assert [m.prob for m in S.patch_dropout_modules(towers.model)] == [0.4]
+    assert S.patch_dropout_modules(build_towers(dataclasses.replace(cfg, strategy="clip-aug"), None).model) == []
+    module = S.StrategyModule(towers.model, "flip-aug", 32, (0.5,) * 3, (0.25,) * 3)
+    assert module.augment is not None and module.slip_head is None
+    assert S.StrategyModule(towers.model, "slip", 32, (0.5,) * 3, (0.25,) * 3).slip_head is not None
+    assert S.strategy("mim").command == "mim"  # train mim's runs name it; train run does not take it
+    with pytest.raises(UserError, match="unknown strategy 'mim'; choose one of: clip, flip, clip-aug, slip"):
+        validate(dataclasses.replace(cfg, strategy="mim"))

@@ -67,10 +67,10 @@ def validate(cfg: TrainConfig) -> None:
     """UserError for arguments that are wrong on their face, before any process group,
     data or model is touched."""
     from train.optim import OPTIMIZERS
-    from train.strategies import check_strategy
+    from train.strategies import strategy
     from zoo.models import check_model_name
 
-    check_strategy(cfg.strategy)
+    kind = strategy(cfg.strategy, "run")
     check_model_name(cfg.model)
     if cfg.opt not in OPTIMIZERS:
         raise UserError(f"unknown optimiser {cfg.opt!r}; choose one of: {', '.join(OPTIMIZERS)}")
@@ -93,8 +93,8 @@ def validate(cfg: TrainConfig) -> None:
     if (cfg.flops_per_step is not None and cfg.flops_per_step < 1) or (
             cfg.flops_per_step_unmasked is not None and cfg.flops_per_step is None):
         raise UserError("flops_per_step must be a positive count of FLOPs (flops_per_step_unmasked only beside it)")
-    if (cfg.flops_per_step is not None and cfg.flops_per_step_unmasked is None and cfg.strategy == "flip"
-            and cfg.unmasked_fraction > 0):
+    if (cfg.flops_per_step is not None and cfg.flops_per_step_unmasked is None
+            and kind.unmasked_fraction(cfg.unmasked_fraction) > 0):
         raise UserError("a flip run with --unmasked-fraction handed flops_per_step also needs "
                         "flops_per_step_unmasked (an unmasked step costs more)")
     if cfg.lock_image_unlocked_groups and not cfg.lock_image:

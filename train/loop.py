@@ -20,6 +20,7 @@ import torch
 from clikit.errors import UserError
 from shards.layout import RunDir
 from train.config import TrainConfig, validate, write_run_config
+from train.strategies import StrategyModule, patch_dropout_modules, strategy
 from zoo.distributed import DistInfo
 
 if TYPE_CHECKING:
@@ -142,14 +143,13 @@ def _build_model(cfg: TrainConfig, info: DistInfo, resume_from: Path | None) -> 
     (DDP also broadcasts them): pretrained towers loaded (fresh runs) and locked
     (train.pretrained) before anything measures or optimises it."""
     from train.pretrained import build_towers
-    from train.strategies import StrategyModule, patch_dropout_modules
     from zoo.models import image_size
 
     torch.manual_seed(cfg.seed)
     towers = build_towers(cfg, resume_from)
     model, val_pre, tokenizer = towers.model, towers.val_preprocess, towers.tokenizer
-    if cfg.strategy == "flip" and not patch_dropout_modules(model):
-        raise UserError(f"strategy flip drops image patches; {cfg.model} has no patch tokens (pick a ViT or EVA model)")
+    if strategy(cfg.strategy).drops_patches and not patch_dropout_modules(model):
+        raise UserError(f"strategy {cfg.strategy} drops image patches; {cfg.model} has no patch tokens (pick a ViT or EVA model)")
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     size = image_size(model)
@@ -167,12 +167,13 @@ def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, bud
     from train.trainer import autocast_forward
     from zoo.towers import train_mode
 
-    flip = cfg.strategy == "flip"
+    kind = strategy(cfg.strategy)
+    patch_drop, tail_fraction = kind.patch_drop(cfg.patch_drop), kind.unmasked_fraction(cfg.unmasked_fraction)
     if cfg.flops_per_step is not None:
         # No draw from the RNG is skipped that matters: fresh runs reseed after planning, resumed runs restore it.
         return B.plan_steps(cfg.flops_per_step, cfg.flops_per_step_unmasked or cfg.flops_per_step,
                             budget_flops=budget_flops, budget_samples=budget_samples, samples_arg=cfg.samples,
-                            batch_size=cfg.batch_size, tail_fraction=cfg.unmasked_fraction if flip else 0.0)
+                            batch_size=cfg.batch_size, tail_fraction=tail_fraction)
     device = info.device
     # A made-up batch of the real shape: its random pixels come from the seeded global RNG,
     # so this draw is part of the run's bitwise-reproducible sequence.
@@ -182,10 +183,10 @@ def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, bud
     train_mode(built.module)  # after locking: frozen towers count no backward FLOPs
     cost_main, cost_tail = B.measure_step_costs(
         built.module, lambda: autocast_forward(built.module, images, texts, device)[0],
-        cfg.patch_drop if flip else 0.0, flip and cfg.unmasked_fraction > 0, info.world_size)
+        patch_drop, tail_fraction > 0, info.world_size)
     return B.plan_steps(cost_main, cost_tail, budget_flops=budget_flops, budget_samples=budget_samples,
                         samples_arg=cfg.samples, batch_size=cfg.batch_size,
-                        tail_fraction=cfg.unmasked_fraction if flip else 0.0)
+                        tail_fraction=tail_fraction)
 
 
 def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan, resume_from: Path | None,

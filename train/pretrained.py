@@ -18,6 +18,7 @@ import torch
 from clikit.errors import UserError
 from shards.layout import RunDir
 from train.config import TrainConfig
+from train.strategies import strategy
 
 
 @dataclass
@@ -57,7 +58,7 @@ def build_towers(cfg: TrainConfig, resume_from: Path | None) -> Towers:
     hf_text, hf_pretrained = hf_text_folder(cfg, resume_from)
     if hf_text:
         _quiet_transformers()
-    patch_dropout = cfg.patch_drop if cfg.strategy == "flip" else 0.0
+    patch_dropout = strategy(cfg.strategy).patch_drop(cfg.patch_drop)
     model, _, val_pre, tokenizer = create_model(cfg.model, patch_dropout=patch_dropout, hf_text=hf_text,
                                                 hf_text_pretrained=hf_pretrained)
     towers = Towers(model, val_pre, tokenizer, hf_text)

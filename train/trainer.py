@@ -15,6 +15,7 @@ from train.config import TrainConfig
 from train.eval_hook import EvalHook
 from train.metrics import MetricsLog
 from train.state import TrainState, save_checkpoint
+from train.strategies import set_patch_drop, strategy
 from zoo.distributed import DistInfo
 
 
@@ -34,7 +35,7 @@ class Trainer:
         self.cfg, self.info, self.state, self.net, self.plan = cfg, info, state, net, plan
         self.batches, self.log, self.evals, self.out = batches, log, evals, out
         self.budget_flops = budget_flops
-        self.flip = cfg.strategy == "flip"
+        self.drops_patches = strategy(cfg.strategy).drops_patches
 
     def run(self) -> None:
         """Step until plan.total_steps; checkpoints (always after the last step) and
@@ -77,12 +78,10 @@ class Trainer:
 
     def step(self, batch: dict[str, Any]) -> None:
         """One optimiser step on one batch, then the counters."""
-        from train.strategies import set_patch_drop
-
         state, cfg, c, device = self.state, self.cfg, self.state.counters, self.info.device
         images = batch["images"].to(device, non_blocking=True)
         texts = batch["texts"].to(device, non_blocking=True) if batch["texts"] is not None else None
-        if self.flip:
+        if self.drops_patches:
             set_patch_drop(state.module, 0.0 if self.plan.in_tail(c.step) else cfg.patch_drop)
         loss, _ = autocast_forward(self.net, images, texts, device)
         loss.backward()
