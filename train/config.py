@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from clikit.errors import UserError
 
@@ -12,6 +12,8 @@ from clikit.errors import UserError
 @dataclass
 class TrainConfig:
     """Everything `train run` needs; written to runs/NAME/config.yaml."""
+
+    command: ClassVar[str] = "run"  # the command these are the options of (it picks the strategies it takes)
 
     data: str
     out: str
@@ -62,43 +64,48 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self) -> None:
+        """UserError for arguments that are wrong on their face, before any process group,
+        data or model is touched. A subclass (train.mim.MimConfig) adds its own checks."""
+        from train.optim import OPTIMIZERS
+        from train.strategies import strategy
+        from zoo.models import check_model_name
+
+        kind = strategy(self.strategy, self.command)
+        check_model_name(self.model)
+        if self.opt not in OPTIMIZERS:
+            raise UserError(f"unknown optimiser {self.opt!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        if (self.budget is None) == (self.samples is None):
+            raise UserError("give exactly one budget: --budget FLOPS (e.g. 3e14, 300T) or --samples N (e.g. 1M)")
+        if self.batch_size < 1 or (kind.contrastive and self.batch_size < 2):
+            raise UserError("--batch-size must be at least 2 for a contrastive loss" if kind.contrastive
+                            else "--batch-size must be at least 1")
+        if not 0.0 <= self.patch_drop < 1.0:
+            raise UserError("--patch-drop must be in [0, 1)")
+        if not 0.0 <= self.unmasked_fraction < 1.0:
+            raise UserError("--unmasked-fraction must be in [0, 1)")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise UserError("--layer-decay must be in (0, 1], e.g. 0.75 (each block down gets 0.75x the lr)")
+        if self.workers < 0:
+            raise UserError("--workers must be >= 0")
+        if self.init_vision and self.init_image:
+            raise UserError("--init-vision is the older name of --init-image; give only one of them")
+        if self.lock_image_unlocked_groups < 0:
+            raise UserError("--lock-image-unlocked-groups must be >= 0")
+        if (self.flops_per_step is not None and self.flops_per_step < 1) or (
+                self.flops_per_step_unmasked is not None and self.flops_per_step is None):
+            raise UserError("flops_per_step must be a positive count of FLOPs (flops_per_step_unmasked only beside it)")
+        if (self.flops_per_step is not None and self.flops_per_step_unmasked is None
+                and kind.unmasked_fraction(self.unmasked_fraction) > 0):
+            raise UserError("a flip run with --unmasked-fraction handed flops_per_step also needs "
+                            "flops_per_step_unmasked (an unmasked step costs more)")
+        if self.lock_image_unlocked_groups and not self.lock_image:
+            raise UserError("--lock-image-unlocked-groups only applies to a locked image tower; add --lock-image")
+
 
 def validate(cfg: TrainConfig) -> None:
-    """UserError for arguments that are wrong on their face, before any process group,
-    data or model is touched."""
-    from train.optim import OPTIMIZERS
-    from train.strategies import strategy
-    from zoo.models import check_model_name
-
-    kind = strategy(cfg.strategy, "run")
-    check_model_name(cfg.model)
-    if cfg.opt not in OPTIMIZERS:
-        raise UserError(f"unknown optimiser {cfg.opt!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    if (cfg.budget is None) == (cfg.samples is None):
-        raise UserError("give exactly one budget: --budget FLOPS (e.g. 3e14, 300T) or --samples N (e.g. 1M)")
-    if cfg.batch_size < 2:
-        raise UserError("--batch-size must be at least 2 for a contrastive loss")
-    if not 0.0 <= cfg.patch_drop < 1.0:
-        raise UserError("--patch-drop must be in [0, 1)")
-    if not 0.0 <= cfg.unmasked_fraction < 1.0:
-        raise UserError("--unmasked-fraction must be in [0, 1)")
-    if cfg.layer_decay is not None and not 0.0 < cfg.layer_decay <= 1.0:
-        raise UserError("--layer-decay must be in (0, 1], e.g. 0.75 (each block down gets 0.75x the lr)")
-    if cfg.workers < 0:
-        raise UserError("--workers must be >= 0")
-    if cfg.init_vision and cfg.init_image:
-        raise UserError("--init-vision is the older name of --init-image; give only one of them")
-    if cfg.lock_image_unlocked_groups < 0:
-        raise UserError("--lock-image-unlocked-groups must be >= 0")
-    if (cfg.flops_per_step is not None and cfg.flops_per_step < 1) or (
-            cfg.flops_per_step_unmasked is not None and cfg.flops_per_step is None):
-        raise UserError("flops_per_step must be a positive count of FLOPs (flops_per_step_unmasked only beside it)")
-    if (cfg.flops_per_step is not None and cfg.flops_per_step_unmasked is None
-            and kind.unmasked_fraction(cfg.unmasked_fraction) > 0):
-        raise UserError("a flip run with --unmasked-fraction handed flops_per_step also needs "
-                        "flops_per_step_unmasked (an unmasked step costs more)")
-    if cfg.lock_image_unlocked_groups and not cfg.lock_image:
-        raise UserError("--lock-image-unlocked-groups only applies to a locked image tower; add --lock-image")
+    """cfg.validate(): TrainConfig's checks and those of cfg's class."""
+    cfg.validate()
 
 
 def write_run_config(path: Path, data: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from clikit.errors import UserError
 from shards.layout import RunDir
-from train.config import TrainConfig, validate, write_run_config
+from train.config import TrainConfig, write_run_config
 from train.strategies import StrategyModule, patch_dropout_modules, strategy
 from zoo.distributed import DistInfo
 
@@ -54,7 +54,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     Only rank 0 writes."""
     from zoo.distributed import init_distributed, shutdown
 
-    validate(cfg)
+    cfg.validate()
     info = init_distributed(cfg.device)
     try:
         return _run(cfg, info)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -26,30 +26,20 @@ from zoo.distributed import DistInfo
 class MimConfig(TrainConfig):
     """TrainConfig plus the teacher; written to OUT/config.yaml like a `train run`'s."""
 
+    command: ClassVar[str] = "mim"
     model: str = "tiny-eva02-32"
     strategy: str = "mim"
     teacher: str = ""  # a `train run` folder or .pt: the CLIP whose image tower is regressed
     mask_ratio: float = 0.4  # fraction of patches masked, in blocks (EVA-02: 40%)
 
-
-def validate_mim(cfg: MimConfig) -> None:
-    """UserError for arguments wrong on their face, before data or models are touched."""
-    from train.optim import OPTIMIZERS
-    from zoo.models import check_model_name
-
-    check_model_name(cfg.model)
-    if not cfg.teacher:
-        raise UserError("--teacher is required: a `train run` folder or checkpoint of the CLIP to learn from")
-    if cfg.opt not in OPTIMIZERS:
-        raise UserError(f"unknown optimiser {cfg.opt!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    if (cfg.budget is None) == (cfg.samples is None):
-        raise UserError("give exactly one budget: --budget FLOPS (e.g. 3e14, 300T) or --samples N (e.g. 1M)")
-    if not 0.0 < cfg.mask_ratio < 1.0:
-        raise UserError("--mask-ratio must be in (0, 1), e.g. 0.4")
-    if cfg.layer_decay is not None and not 0.0 < cfg.layer_decay <= 1.0:
-        raise UserError("--layer-decay must be in (0, 1]")
-    if cfg.batch_size < 1 or cfg.workers < 0:
-        raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    def validate(self) -> None:
+        """TrainConfig's checks (its strategy record says MIM contrasts nothing: a batch of
+        one will do), then the teacher and the mask."""
+        super().validate()
+        if not self.teacher:
+            raise UserError("--teacher is required: a `train run` folder or checkpoint of the CLIP to learn from")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise UserError("--mask-ratio must be in (0, 1), e.g. 0.4")
 
 
 def run_mim(cfg: MimConfig) -> dict[str, Any]:
@@ -60,7 +50,7 @@ def run_mim(cfg: MimConfig) -> dict[str, Any]:
     from train.loop import _run
     from zoo.distributed import init_distributed, shutdown
 
-    validate_mim(cfg)
+    cfg.validate()
     info = init_distributed(cfg.device)
     try:
         summary = _run(cfg, info, build=build_mim)

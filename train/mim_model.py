@@ -137,8 +137,6 @@ class MimModule(nn.Module):
     """Student CLIP model (`model`: only its image tower trains), frozen teacher image tower
     and the MIM head. forward(images) -> (1 - cosine at masked patches, logs)."""
 
-    contrastive = False  # no logit scale to log or clamp
-
     def __init__(self, model: nn.Module, teacher: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
                  teacher_mean: tuple[float, ...], teacher_std: tuple[float, ...], teacher_size: int,
                  mask_ratio: float) -> None:

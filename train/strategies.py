@@ -76,6 +76,8 @@ class Strategy:
     # The command that trains it: `train run --strategy NAME`, or `train mim` (whose
     # config.yaml says strategy: mim; its MimModule masks patches itself).
     command: str = "run"
+    # A CLIP loss, contrasting the samples of a batch (so 2 at least) at a learned temperature.
+    contrastive: bool = True
     # FLIP: the image tower drops `patch_drop` of its patches, and the last `unmasked_fraction`
     # of the steps run unmasked (a step of each kind has its own measured cost).
     drops_patches: bool = False
@@ -100,7 +102,7 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
     Strategy("flip", drops_patches=True),
     Strategy("clip-aug", augmentation=clip_augment),
     Strategy("slip", ssl_views=simclr_augment),
-    Strategy("mim", command="mim"),
+    Strategy("mim", command="mim", contrastive=False),
 )}
 STRATEGIES = tuple(name for name, s in REGISTRY.items() if s.command == "run")  # `train run --strategy`
 

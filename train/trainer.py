@@ -35,7 +35,8 @@ class Trainer:
         self.cfg, self.info, self.state, self.net, self.plan = cfg, info, state, net, plan
         self.batches, self.log, self.evals, self.out = batches, log, evals, out
         self.budget_flops = budget_flops
-        self.drops_patches = strategy(cfg.strategy).drops_patches
+        kind = strategy(cfg.strategy)
+        self.drops_patches, self.contrastive = kind.drops_patches, kind.contrastive
 
     def run(self) -> None:
         """Step until plan.total_steps; checkpoints (always after the last step) and
@@ -63,7 +64,7 @@ class Trainer:
 
     def _logit_scale(self) -> torch.Tensor | None:
         """What metrics.jsonl turns into the temperature; None for a loss without one (MIM)."""
-        return self.state.model.logit_scale if getattr(self.state.module, "contrastive", True) else None
+        return self.state.model.logit_scale if self.contrastive else None
 
     def _next_batch(self) -> dict[str, Any]:
         """The next batch; records the loader position it reached and what it skipped."""
