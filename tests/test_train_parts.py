@@ -295,3 +295,51 @@ def test_a_strategy_is_its_record(monkeypatch):
     assert S.strategy("mim").command == "mim"  # train mim's runs name it; train run does not take it
     with pytest.raises(UserError, match="unknown strategy 'mim'; choose one of: clip, flip, clip-aug, slip"):
         validate(dataclasses.replace(cfg, strategy="mim"))
+
+
+def test_train_options_are_the_config_fields():
+    """`train run`/`train mim` options are generated from TrainConfig/MimConfig: each field made
+    with `option` is a flag (its own name, or the one it names) that fills that field; fields
+    callers set (world_size, measured FLOPs, keep_checkpoints, slip_scale) are no options."""
+    import dataclasses
+
+    import typer
+    from typer.testing import CliRunner
+
+    from train.commands.options import config_command
+    from train.config import MimConfig, TrainConfig, option
+
+    def parse(cls, *args):
+        seen = []
+        app = typer.Typer(rich_markup_mode=None)  # as clikit.app makes it: plain text
+        app.command()(config_command(cls, seen.append))
+        result = CliRunner().invoke(app, list(args))
+        return seen[0] if seen else result
+
+    cfg = parse(TrainConfig, "--data", "d", "--out", "o", "--wd", "0.1", "--eval", "e", "--no-progress",
+                "--init-vision", "v", "--lock-image", "--unmasked-fraction", "0.25")
+    assert (cfg.data, cfg.out, cfg.weight_decay, cfg.eval_dir, cfg.progress, cfg.init_vision, cfg.lock_image,
+            cfg.unmasked_fraction) == ("d", "o", 0.1, "e", False, "v", True, 0.25)
+    assert dataclasses.replace(cfg, data="-", out="-", weight_decay=0.05, eval_dir=None, progress=True,
+                               init_vision=None, lock_image=False, unmasked_fraction=0.0) == TrainConfig("-", "-")
+    for not_an_option in ("--world-size", "--flops-per-step", "--keep-checkpoints", "--slip-scale", "--weight-decay"):
+        assert "No such option" in parse(TrainConfig, "--data", "d", "--out", "o", not_an_option, "1").output
+    assert "Missing option '--out'" in parse(TrainConfig, "--data", "d").output
+
+    mim = parse(MimConfig, "--data", "d", "--out", "o", "--teacher", "t", "--mask-ratio", "0.3")
+    assert (type(mim), mim.teacher, mim.mask_ratio, mim.model, mim.strategy) == (MimConfig, "t", 0.3, "tiny-eva02-32",
+                                                                                   "mim")
+    assert "Missing option '--teacher'" in parse(MimConfig, "--data", "d", "--out", "o").output
+    assert "No such option" in parse(MimConfig, "--data", "d", "--out", "o", "--teacher", "t", "--strategy",
+                                     "flip").output
+    assert "No such option" in parse(MimConfig, "--data", "d", "--out", "o", "--teacher", "t", "--lock-image").output
+    mim_help = parse(MimConfig, "--help").output  # its own order and wording
+    assert mim_help.index("--teacher") < mim_help.index("--data") and "Global batch size." in mim_help
+
+    @dataclasses.dataclass
+    class Wider(TrainConfig):  # a new field with `option` is a new flag, with its help, and nothing else to write
+        new_knob: int = option(3, help="A knob only this test has.")
+
+    assert parse(Wider, "--data", "d", "--out", "o", "--new-knob", "5").new_knob == 5
+    assert "A knob only this test has." in parse(Wider, "--help").output
+    assert "--init-vision" not in parse(TrainConfig, "--help").output  # the old name works, hidden

@@ -11,35 +11,14 @@ model of --model, so final.pt is an ordinary checkpoint and `train run --init-im
 loads its image tower (zoo.towers.init_image_tower)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from clikit.errors import UserError
-from train.config import TrainConfig
+from train.config import MimConfig, TrainConfig
 from zoo.distributed import DistInfo
-
-
-@dataclass
-class MimConfig(TrainConfig):
-    """TrainConfig plus the teacher; written to OUT/config.yaml like a `train run`'s."""
-
-    command: ClassVar[str] = "mim"
-    model: str = "tiny-eva02-32"
-    strategy: str = "mim"
-    teacher: str = ""  # a `train run` folder or .pt: the CLIP whose image tower is regressed
-    mask_ratio: float = 0.4  # fraction of patches masked, in blocks (EVA-02: 40%)
-
-    def validate(self) -> None:
-        """TrainConfig's checks (its strategy record says MIM contrasts nothing: a batch of
-        one will do), then the teacher and the mask."""
-        super().validate()
-        if not self.teacher:
-            raise UserError("--teacher is required: a `train run` folder or checkpoint of the CLIP to learn from")
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise UserError("--mask-ratio must be in (0, 1), e.g. 0.4")
 
 
 def run_mim(cfg: MimConfig) -> dict[str, Any]:
