@@ -273,7 +273,7 @@ def test_a_strategy_is_its_record(monkeypatch):
     from clikit.errors import UserError
     from train import strategies as S
     from train.config import TrainConfig, validate
-    from train.pretrained import build_towers
+    from zoo.towers import build_towers
 
     with pytest.raises(UserError) as err:
         S.strategy("mae")
@@ -286,9 +286,9 @@ def test_a_strategy_is_its_record(monkeypatch):
     with pytest.raises(UserError, match="also needs flops_per_step_unmasked"):
         validate(dataclasses.replace(cfg, flops_per_step=10**6))
     validate(dataclasses.replace(cfg, strategy="clip-aug", flops_per_step=10**6))  # no masked steps: no tail cost
-    towers = build_towers(cfg, None)
+    towers = build_towers(**cfg.tower_arguments())
     assert [m.prob for m in S.patch_dropout_modules(towers.model)] == [0.4]
-    assert S.patch_dropout_modules(build_towers(dataclasses.replace(cfg, strategy="clip-aug"), None).model) == []
+    assert S.patch_dropout_modules(build_towers(**dataclasses.replace(cfg, strategy="clip-aug").tower_arguments()).model) == []
     module = S.StrategyModule(towers.model, "flip-aug", 32, (0.5,) * 3, (0.25,) * 3)
     assert module.augment is not None and module.slip_head is None
     assert S.StrategyModule(towers.model, "slip", 32, (0.5,) * 3, (0.25,) * 3).slip_head is not None

@@ -90,6 +90,16 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def tower_arguments(self) -> dict[str, Any]:
+        """zoo.towers.build_towers's arguments: the model, the strategy's patch drop, the inits
+        (--init-vision is --init-image's older name) and the locks."""
+        from train.strategies import strategy  # torch: kept out of `train --help`
+
+        return dict(model_name=self.model, patch_dropout=strategy(self.strategy).patch_drop(self.patch_drop),
+                    init_image=self.init_image or self.init_vision, init_text=self.init_text,
+                    lock_image_tower=self.lock_image, unlocked_groups=self.lock_image_unlocked_groups,
+                    lock_text_tower=self.lock_text)
+
     def validate(self) -> None:
         """UserError for arguments that are wrong on their face, before any process group,
         data or model is touched. A subclass (train.mim.MimConfig) adds its own checks."""

@@ -5,7 +5,7 @@ DDP, eval.
 
 The parts: train.config (TrainConfig, checks, config.yaml), train.sources (--data,
 --subset), train.data (the batch stream), train.budget (FLOPs per step, the step plan),
-train.pretrained (towers from pretrained weights, locks, init.json), train.state
+zoo.towers (towers from pretrained weights, locks, init.json), train.state
 (checkpoints and resume), train.trainer (the step loop),
 train.metrics (metrics.jsonl), train.eval_hook (evals.jsonl, eval.json)."""
 from __future__ import annotations
@@ -22,10 +22,10 @@ from shards.layout import RunDir
 from train.config import TrainConfig, write_run_config
 from train.strategies import StrategyModule, patch_dropout_modules, strategy
 from zoo.distributed import DistInfo
+from zoo.towers import Towers, build_towers, report_inits
 
 if TYPE_CHECKING:
     from train.budget import StepPlan
-    from train.pretrained import Towers
     from train.state import TrainState
 
 __all__ = ["TrainConfig", "run_training"]
@@ -99,9 +99,7 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
             state.config, flops_per_step=plan.cost_main, flops_per_step_unmasked=plan.cost_tail,
             total_steps=plan.total_steps, local_batch=local_batch))
         if resume_from is None:
-            from train.pretrained import report_inits
-
-            report_inits(built.towers, out)
+            report_inits(built.towers, RunDir(out))
 
     net = _wrap_ddp(built.module, info)
     batches = _batches(cfg, info, built, shards, subset, local_batch, state)
@@ -141,12 +139,11 @@ def _set_cpu_threads(cfg: TrainConfig, device: torch.device) -> None:
 def _build_model(cfg: TrainConfig, info: DistInfo, resume_from: Path | None) -> _Model:
     """The model and its strategy module, with the same initial weights on every rank
     (DDP also broadcasts them): pretrained towers loaded (fresh runs) and locked
-    (train.pretrained) before anything measures or optimises it."""
-    from train.pretrained import build_towers
+    (zoo.towers) before anything measures or optimises it."""
     from zoo.models import image_size
 
     torch.manual_seed(cfg.seed)
-    towers = build_towers(cfg, resume_from)
+    towers = build_towers(**cfg.tower_arguments(), resume_from=resume_from)
     model, val_pre, tokenizer = towers.model, towers.val_preprocess, towers.tokenizer
     if strategy(cfg.strategy).drops_patches and not patch_dropout_modules(model):
         raise UserError(f"strategy {cfg.strategy} drops image patches; {cfg.model} has no patch tokens (pick a ViT or EVA model)")

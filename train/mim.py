@@ -19,6 +19,7 @@ import torch
 from clikit.errors import UserError
 from train.config import MimConfig, TrainConfig
 from zoo.distributed import DistInfo
+from zoo.towers import build_towers
 
 
 def run_mim(cfg: MimConfig) -> dict[str, Any]:
@@ -43,14 +44,13 @@ def build_mim(cfg: TrainConfig, info: DistInfo, resume_from: Path | None):
     runs), the teacher's image tower from its checkpoint, and the MimModule around both."""
     from train.loop import _Model
     from train.mim_model import MimModule, NoPatchTokens
-    from train.pretrained import build_towers
     from zoo.checkpoint import load_model
     from zoo.models import image_size
 
     assert isinstance(cfg, MimConfig)
     teacher, teacher_pre, _, teacher_name = load_model(cfg.teacher)
     torch.manual_seed(cfg.seed)  # the student's initial weights, as in train run
-    towers = build_towers(cfg, resume_from)
+    towers = build_towers(**cfg.tower_arguments(), resume_from=resume_from)
     model, val_pre = towers.model, towers.val_preprocess
     norm, t_norm = val_pre.transforms[-1], teacher_pre.transforms[-1]
     try:

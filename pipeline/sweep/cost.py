@@ -11,6 +11,7 @@ from typing import Any
 
 from clikit.errors import UserError
 from train.strategies import StrategyModule, strategy
+from zoo.towers import build_towers, train_mode
 
 StepCost = tuple[int, int]  # (FLOPs of a step, FLOPs of an unmasked FLIP tail step), global
 
@@ -28,17 +29,15 @@ def measure_step_cost(model: str, strategy_name: str, fields: dict[str, Any]) ->
 
     from train import budget as B
     from train.config import TrainConfig
-    from train.pretrained import build_towers
     from train.trainer import autocast_forward
     from zoo.models import image_size
-    from zoo.towers import train_mode
 
     fields = {k: v for k, v in fields.items() if k not in ("flops_per_step", "flops_per_step_unmasked")}
     cfg = TrainConfig(data="", out="", model=model, strategy=strategy_name, samples="1", **fields)
     kind = strategy(strategy_name)
     with torch.random.fork_rng():  # leave the caller's RNG as it was
         torch.manual_seed(0)
-        towers = build_towers(cfg, None)
+        towers = build_towers(**cfg.tower_arguments())
         size = image_size(towers.model)
         norm = towers.val_preprocess.transforms[-1]
         module = StrategyModule(towers.model, strategy_name, size, tuple(norm.mean), tuple(norm.std),
