@@ -343,3 +343,45 @@ def test_train_options_are_the_config_fields():
     assert parse(Wider, "--data", "d", "--out", "o", "--new-knob", "5").new_knob == 5
     assert "A knob only this test has." in parse(Wider, "--help").output
     assert "--init-vision" not in parse(TrainConfig, "--help").output  # the old name works, hidden
+
+
+def test_check_first_shard_reads_a_sample_and_refuses_empty_or_broken_tars(shapes, tmp_path):
+    import tarfile
+
+    from clikit.errors import UserError
+    from train.sources import check_first_shard
+
+    _, tars = shapes
+    check_first_shard(sorted(tars))
+    empty = tmp_path / "empty.tar"
+    tarfile.open(empty, "w").close()
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar at all" * 100)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(open(sorted(tars)[0], "rb").read()[:700])  # the first header and part of its data
+    for path, needle in ((empty, "is empty; check --data"), (junk, "is not a readable tar"),
+                         (cut, "is not a readable tar"), (tmp_path / "missing.tar", "is not a readable tar")):
+        with pytest.raises(UserError, match=needle):
+            check_first_shard([str(path)])
+
+
+def test_position_embeddings_and_class_tokens_get_no_weight_decay():
+    """As timm and open_clip train them: what each tower's no_weight_decay() names (a 2-d or
+    3-d position embedding too) is in a no-decay group; the patch embedding still decays."""
+    from train.optim import param_groups
+    from train.strategies import StrategyModule
+    from zoo.models import create_model
+
+    exempt = {
+        "tiny-vit-32": ["model.visual.positional_embedding", "model.visual.class_embedding", "model.positional_embedding"],
+        "tiny-eva02-32": ["model.visual.trunk.pos_embed", "model.visual.trunk.cls_token",
+                          "model.text.positional_embedding"],
+    }
+    decayed = {"tiny-vit-32": "model.visual.conv1.weight", "tiny-eva02-32": "model.visual.trunk.patch_embed.proj.weight"}
+    for name, names in exempt.items():
+        module = StrategyModule(create_model(name)[0], "clip", 32, (0.5,) * 3, (0.25,) * 3)
+        params = dict(module.named_parameters())
+        decay = {id(p): g["weight_decay"] for g in param_groups(module, lr=1e-3, weight_decay=0.1) for p in g["params"]}
+        assert [decay[id(params[n])] for n in names] == [0.0] * len(names), name
+        assert params[names[0]].ndim >= 2  # the shape rule alone would have decayed it
+        assert decay[id(params[decayed[name]])] == 0.1

@@ -42,7 +42,8 @@ class TrainConfig:
     lr: float = option(1e-3, help="Peak learning rate (cosine schedule with warmup).")
     visual_lr: float | None = option(None, help="Peak learning rate of the image tower (default --lr).")
     text_lr: float | None = option(None, help="Peak learning rate of the text tower (default --lr).")
-    weight_decay: float = option(0.05, flag="--wd", help="Weight decay (never on norms, biases, logit scale).")
+    weight_decay: float = option(0.05, flag="--wd", help=(
+        "Weight decay (never on norms, biases, logit scale, position embeddings, class tokens)."))
     layer_decay: float | None = option(None, help=(
         "Layer-wise lr decay of a ViT/EVA image tower (BEiT/EVA): block i of L trains at lr x DECAY^(L-1-i), "
         "e.g. 0.75; useful after --init-image."))
@@ -158,7 +159,7 @@ class MimConfig(TrainConfig):
         "budget": "Training FLOPs to spend (measured per step, teacher forward included): 3e12, 300T.",
         "samples": "Or a budget in images seen: 20000, 50k.",
         "batch_size": "Global batch size.",
-        "weight_decay": "Weight decay (never on norms, biases, tokens).",
+        "weight_decay": "Weight decay (never on norms, biases, tokens, position embeddings).",
         "layer_decay": "Layer-wise lr decay over the student's blocks, e.g. 0.75.",
         "init_image": "Start the student's image tower from a checkpoint (fresh runs).",
         "seed": "Seed of the student's init, data order and masks.",

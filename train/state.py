@@ -118,7 +118,12 @@ def restore(state: TrainState, path: Path, out: Path, info: DistInfo) -> None:
         state.module.slip_head.load_state_dict(ckpt["slip_head"])
     if state.head is not None:
         state.head.load_state_dict(ckpt["head"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as exc:  # torch: "loaded state dict contains a parameter group that doesn't match ..."
+        raise UserError(f"cannot resume {out}: the checkpoint's optimiser groups differ from this version's "
+                        "(position embeddings and class tokens are now exempt from weight decay); "
+                        "finish it with the version that started it, or start a new --out") from exc
     state.scheduler.load_state_dict(ckpt["scheduler"])
     state.counters = Counters(step=ckpt["step"], samples=ckpt["samples"], flops=ckpt["flops"],
                               skipped=ckpt["skipped"], positions=ckpt["data"]["positions"])
