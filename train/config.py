@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from clikit.errors import UserError
+from shards.atomic import write_text_atomic
+from zoo.models import check_model_name
 
 
 def option(default: Any = MISSING, *, help: str, flag: str | None = None, hidden: bool = False,
@@ -94,7 +96,7 @@ class TrainConfig:
     def tower_arguments(self) -> dict[str, Any]:
         """zoo.towers.build_towers's arguments: the model, the strategy's patch drop, the inits
         (--init-vision is --init-image's older name) and the locks."""
-        from train.strategies import strategy  # torch: kept out of `train --help`
+        from train.strategies import strategy  # torch: `train --help` reads this module
 
         return dict(model_name=self.model, patch_dropout=strategy(self.strategy).patch_drop(self.patch_drop),
                     init_image=self.init_image or self.init_vision, init_text=self.init_text,
@@ -104,9 +106,9 @@ class TrainConfig:
     def validate(self) -> None:
         """UserError for arguments that are wrong on their face, before any process group,
         data or model is touched. A subclass (train.mim.MimConfig) adds its own checks."""
+        # torch: `train --help` reads this module, so the optimiser and strategy tables load here.
         from train.optim import OPTIMIZERS
         from train.strategies import strategy
-        from zoo.models import check_model_name
 
         kind = strategy(self.strategy, self.command)
         check_model_name(self.model)
@@ -192,7 +194,5 @@ def write_run_config(path: Path, data: dict[str, Any]) -> None:
     """config.yaml: the arguments plus what the run derived from them (FLOPs per step,
     steps, local batch), in argument order so a reader can rerun it."""
     import yaml
-
-    from shards.atomic import write_text_atomic
 
     write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))

@@ -9,8 +9,10 @@ from typing import Any
 import torch
 
 from clikit.errors import UserError
+from shards.atomic import write_json_atomic
 from shards.layout import RunDir
-from zoo.distributed import DistInfo
+from train.evaluate import evaluate
+from zoo.distributed import DistInfo, barrier
 
 
 def check_eval_dir(eval_dir: str | None) -> None:
@@ -38,9 +40,6 @@ class EvalHook:
         {} on the other ranks or without --eval/--retrieval-data."""
         import time
 
-        from train.evaluate import evaluate
-        from zoo.distributed import barrier
-
         started = time.perf_counter()
         results: dict[str, Any] = {}
         if self.info.is_main and (self.eval_dir or self.retrieval_data):
@@ -55,8 +54,6 @@ class EvalHook:
 
     def final(self, step: int, samples: int, flops: int) -> dict[str, Any]:
         """The evaluation after the last step, also written to OUT/eval.json."""
-        from shards.atomic import write_json_atomic
-
         results = self(step, samples, flops)
         if self.info.is_main and results:
             write_json_atomic(self.run.eval_json, results)

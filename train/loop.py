@@ -13,20 +13,28 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 from clikit.errors import UserError
+from shards.atomic import write_json_atomic
 from shards.layout import RunDir
+from train import budget as B
+from train.budget import StepPlan
 from train.config import TrainConfig, write_run_config
+from train.data import StreamConfig, make_loader
+from train.eval_hook import EvalHook, check_eval_dir
+from train.metrics import MetricsLog, truncate_metrics
+from train.optim import cosine_with_warmup, make_optimizer
+from train.sources import check_first_shard, load_subset_uids, resolve_shards
+from train.state import TrainState, existing_checkpoints, fresh_counters, restore, save_final, seed_training
 from train.strategies import StrategyModule, patch_dropout_modules, strategy
-from zoo.distributed import DistInfo
-from zoo.towers import Towers, build_towers, report_inits
-
-if TYPE_CHECKING:
-    from train.budget import StepPlan
-    from train.state import TrainState
+from train.trainer import Trainer, autocast_forward
+from zoo.attention import use_flash_attention
+from zoo.distributed import DistInfo, init_distributed, shutdown
+from zoo.models import image_size
+from zoo.towers import Towers, build_towers, report_inits, train_mode
 
 __all__ = ["TrainConfig", "run_training"]
 
@@ -52,8 +60,6 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     Writes OUT/config.yaml, OUT/metrics.jsonl, OUT/checkpoints/step_*.pt, OUT/final.pt,
     OUT/summary.json and (with eval_dir or retrieval_data) OUT/evals.jsonl and OUT/eval.json.
     Only rank 0 writes."""
-    from zoo.distributed import init_distributed, shutdown
-
     cfg.validate()
     info = init_distributed(cfg.device)
     try:
@@ -68,13 +74,6 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     (default: CLIP with cfg.strategy; train.mim passes the MIM student and teacher)."""
     # The order of the checks and of the seeded draws below is part of the run's
     # reproducibility (and of which error a bad invocation sees first): keep it.
-    from train import budget as B
-    from train.eval_hook import EvalHook, check_eval_dir
-    from train.metrics import MetricsLog
-    from train.sources import check_first_shard, load_subset_uids, resolve_shards
-    from train.state import existing_checkpoints, save_final
-    from train.trainer import Trainer
-
     cfg.world_size = info.world_size
     _set_cpu_threads(cfg, info.device)
     if cfg.batch_size % info.world_size:
@@ -106,8 +105,6 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     log = MetricsLog(out, info, plan.total_steps, state.counters.step, cfg.progress)
     evals = EvalHook(built.model, built.preprocess, built.tokenizer, eval_dir=cfg.eval_dir,
                      retrieval_data=cfg.retrieval_data, every=cfg.eval_every, out=out, info=info)
-    from zoo.attention import use_flash_attention
-
     with use_flash_attention(info.device):  # flash-attn on GPU when installed; FLOPs were measured on SDPA
         Trainer(cfg, info, state, net, plan, batches, log, evals, out, budget_flops).run()
 
@@ -120,8 +117,6 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
         "out": str(out), "model": cfg.model, "strategy": cfg.strategy, **eval_results,
     }
     if info.is_main:
-        from shards.atomic import write_json_atomic
-
         write_json_atomic(RunDir(out).summary_json, summary)
     return dict(summary, eval_s=evals.seconds)  # a timing, so not in summary.json (the same bytes every run)
 
@@ -140,8 +135,6 @@ def _build_model(cfg: TrainConfig, info: DistInfo, resume_from: Path | None) -> 
     """The model and its strategy module, with the same initial weights on every rank
     (DDP also broadcasts them): pretrained towers loaded (fresh runs) and locked
     (zoo.towers) before anything measures or optimises it."""
-    from zoo.models import image_size
-
     torch.manual_seed(cfg.seed)
     towers = build_towers(**cfg.tower_arguments(), resume_from=resume_from)
     model, val_pre, tokenizer = towers.model, towers.val_preprocess, towers.tokenizer
@@ -160,10 +153,6 @@ def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, bud
           budget_samples: int | None) -> StepPlan:
     """Measure one step's FLOPs on the real module and batch shape (unless the caller
     measured them: cfg.flops_per_step), then plan the steps."""
-    from train import budget as B
-    from train.trainer import autocast_forward
-    from zoo.towers import train_mode
-
     kind = strategy(cfg.strategy)
     patch_drop, tail_fraction = kind.patch_drop(cfg.patch_drop), kind.unmasked_fraction(cfg.unmasked_fraction)
     if cfg.flops_per_step is not None:
@@ -190,10 +179,6 @@ def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan
                  out: Path) -> TrainState:
     """Optimiser, schedule and counters: fresh and seeded, or restored from `resume_from`
     (then metrics.jsonl loses the lines logged after that checkpoint)."""
-    from train.metrics import truncate_metrics
-    from train.optim import cosine_with_warmup, make_optimizer
-    from train.state import TrainState, fresh_counters, restore, seed_training
-
     optimizer = make_optimizer(built.module, cfg.opt, cfg.lr, cfg.weight_decay, cfg.visual_lr, cfg.text_lr,
                                layer_decay=cfg.layer_decay)
     warmup = cfg.warmup if cfg.warmup is not None else max(1, int(0.05 * plan.total_steps))
@@ -222,8 +207,6 @@ def _wrap_ddp(module: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 def _batches(cfg: TrainConfig, info: DistInfo, built: _Model, shards: list[str], subset: frozenset[str] | None,
              local_batch: int, state: TrainState) -> Iterator[dict[str, Any]]:
     """This rank's batch iterator, started where the counters say its loader workers were."""
-    from train.data import StreamConfig, make_loader
-
     positions = state.counters.positions[info.rank]
     stream = StreamConfig(
         shards=shards, batch_size=local_batch, image_size=built.image_size,

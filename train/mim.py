@@ -18,7 +18,11 @@ import torch
 
 from clikit.errors import UserError
 from train.config import MimConfig, TrainConfig
-from zoo.distributed import DistInfo
+from train.loop import _Model, _run
+from train.mim_model import MimModule, NoPatchTokens, grid_of
+from zoo.checkpoint import load_model
+from zoo.distributed import DistInfo, init_distributed, shutdown
+from zoo.models import image_size
 from zoo.towers import build_towers
 
 
@@ -27,9 +31,6 @@ def run_mim(cfg: MimConfig) -> dict[str, Any]:
 
     Writes OUT/config.yaml, OUT/metrics.jsonl, OUT/checkpoints/step_*.pt, OUT/final.pt (the
     student open_clip model) and OUT/summary.json. Only rank 0 writes."""
-    from train.loop import _run
-    from zoo.distributed import init_distributed, shutdown
-
     cfg.validate()
     info = init_distributed(cfg.device)
     try:
@@ -42,11 +43,6 @@ def run_mim(cfg: MimConfig) -> dict[str, Any]:
 def build_mim(cfg: TrainConfig, info: DistInfo, resume_from: Path | None):
     """train.loop's build step for MIM: the student (--model, --init-image applied on fresh
     runs), the teacher's image tower from its checkpoint, and the MimModule around both."""
-    from train.loop import _Model
-    from train.mim_model import MimModule, NoPatchTokens
-    from zoo.checkpoint import load_model
-    from zoo.models import image_size
-
     assert isinstance(cfg, MimConfig)
     teacher, teacher_pre, _, teacher_name = load_model(cfg.teacher)
     torch.manual_seed(cfg.seed)  # the student's initial weights, as in train run
@@ -54,8 +50,6 @@ def build_mim(cfg: TrainConfig, info: DistInfo, resume_from: Path | None):
     model, val_pre = towers.model, towers.val_preprocess
     norm, t_norm = val_pre.transforms[-1], teacher_pre.transforms[-1]
     try:
-        from train.mim_model import grid_of
-
         grid_of(model.visual)
     except NoPatchTokens as exc:
         raise UserError(f"--model {cfg.model}: {exc}; MIM masks patches, so the student must be an EVA or ViT "

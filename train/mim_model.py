@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clikit.errors import UserError
+from zoo.models import image_size
 
 
 class NoPatchTokens(UserError):
@@ -156,8 +157,6 @@ class MimModule(nn.Module):
     @torch.no_grad()
     def _widths(self) -> tuple[int, int]:
         """(student width, teacher feature size), checking that the patch grids match."""
-        from zoo.models import image_size
-
         size = image_size(self.model)
         x = torch.zeros(1, 3, size, size)
         student = patch_tokens(self.model.visual, x)

@@ -17,6 +17,7 @@ from train.metrics import MetricsLog
 from train.state import TrainState, save_checkpoint
 from train.strategies import set_patch_drop, strategy
 from zoo.distributed import DistInfo
+from zoo.towers import train_mode
 
 
 def autocast_forward(net: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor,
@@ -41,8 +42,6 @@ class Trainer:
     def run(self) -> None:
         """Step until plan.total_steps; checkpoints (always after the last step) and
         mid-run evaluations as configured."""
-        from zoo.towers import train_mode
-
         c = self.state.counters
         train_mode(self.state.module)  # locked towers stay in eval mode (no dropout, frozen BN)
         while c.step < self.plan.total_steps:

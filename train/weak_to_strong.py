@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from clikit.errors import UserError
+from shards.atomic import write_json_atomic
 from shards.layout import RunDir
+from train.budget import format_flops
+from train.config import TrainConfig
+from train.loop import run_training
+from train.mim import MimConfig, run_mim
 
 KINDS = ("clip", "mim")
 _STAGE_REFS = ("teacher", "init_image", "init_text")
@@ -56,9 +61,6 @@ def read_plan(path: str | Path) -> dict[str, Any]:
 
 def stage_config(plan: dict[str, Any], stage: dict[str, Any], out: Path, seed: int | None):
     """The TrainConfig (clip) or MimConfig (mim) of one stage, earlier stages' names resolved."""
-    from train.config import TrainConfig
-    from train.mim import MimConfig
-
     cls = MimConfig if stage["kind"] == "mim" else TrainConfig
     names = {s["name"] for s in plan["stages"]}
     opts = dict(plan.get("defaults") or {})
@@ -86,10 +88,6 @@ def stage_config(plan: dict[str, Any], stage: dict[str, Any], out: Path, seed: i
 
 def run_plan(plan_path: str | Path, out: str | Path, seed: int | None = None, progress: bool = True) -> list[dict]:
     """Run (or resume, or reuse) every stage in order; returns and writes the table rows."""
-    from shards.atomic import write_json_atomic
-    from train.loop import run_training
-    from train.mim import run_mim
-
     plan = read_plan(plan_path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,8 +119,6 @@ def _row(stage: dict[str, Any], cfg: Any, summary: dict[str, Any]) -> dict[str, 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (FLOPs in short form, accuracies to 3 places)."""
-    from train.budget import format_flops
-
     def cell(key: str, value: Any) -> str:
         if value is None or value == "":
             return "-"

@@ -18,13 +18,13 @@ from typing import Any
 import torch
 
 from clikit.errors import UserError
+from shards.atomic import replacing
 from shards.layout import RunDir
+from zoo.models import create_model
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary name in the same folder, fsync, then rename over `path`."""
-    from shards.atomic import replacing
-
     with replacing(path) as tmp, open(tmp, "wb") as handle:
         torch.save(_canonical(obj), handle)
 
@@ -97,8 +97,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Load a model trained by `train run`: (model in eval mode, val preprocess, tokenizer, model_name).
 
     `path` is a run directory (runs/NAME), its final.pt, or one of its step checkpoints."""
-    from zoo.models import create_model
-
     file = resolve_checkpoint(path)
     ckpt = read_checkpoint(file, device="cpu")
     name = ckpt.get("model_name")

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from shards.layout import RunDir
+from train.config import TrainConfig
+from train.loop import run_training
 
 
 def cell_config(cell, run_dir: Path, pool: Path, eval_dir: Path | None, retrieval: str | None,
                 steps: int, threads: int | None, cost: tuple[int, int] | None = None):
     """The TrainConfig of `cell` (resume on; a checkpoint about every quarter of the run);
     `cost`: its step FLOPs as the sweep measured them once for all cells like it."""
-    from train.config import TrainConfig
-
     fields: dict[str, Any] = {"progress": False, **cell.train}
     fields.setdefault("checkpoint_every", max(1, steps // 4))  # a killed cell loses at most a quarter
     if threads and "threads" not in cell.train:
@@ -67,8 +67,6 @@ def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str
             cfg = cell_config(cell, out, Path(pool), Path(eval_dir) if eval_dir else None, retrieval, steps, threads,
                               cost)
             result["config"] = cfg.to_dict()
-            from train.loop import run_training
-
             run_started = time.perf_counter()
             summary = run_training(cfg)
             result["run_s"] = time.perf_counter() - run_started

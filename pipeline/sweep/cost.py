@@ -9,8 +9,14 @@ import json
 import time
 from typing import Any
 
+import torch
+
 from clikit.errors import UserError
+from train import budget as B
+from train.config import TrainConfig
 from train.strategies import StrategyModule, strategy
+from train.trainer import autocast_forward
+from zoo.models import image_size
 from zoo.towers import build_towers, train_mode
 
 StepCost = tuple[int, int]  # (FLOPs of a step, FLOPs of an unmasked FLIP tail step), global
@@ -25,13 +31,6 @@ def step_key(cell_train: dict[str, Any], model: str, strategy_name: str) -> tupl
 def measure_step_cost(model: str, strategy_name: str, fields: dict[str, Any]) -> StepCost:
     """Global FLOPs of one step of `model` under `strategy_name` with the cell's train options (CPU,
     one process), counted with torch's flop counter on the real strategy module."""
-    import torch
-
-    from train import budget as B
-    from train.config import TrainConfig
-    from train.trainer import autocast_forward
-    from zoo.models import image_size
-
     fields = {k: v for k, v in fields.items() if k not in ("flops_per_step", "flops_per_step_unmasked")}
     cfg = TrainConfig(data="", out="", model=model, strategy=strategy_name, samples="1", **fields)
     kind = strategy(strategy_name)
@@ -72,14 +71,12 @@ def measure_all(cells: list, say=print) -> tuple[dict[tuple, StepCost], float]:
 
 def planned_steps(cell, cost: StepCost) -> int:
     """Steps the cell will train: train run's own step plan on the measured costs."""
-    from train.budget import plan_steps
-
     batch = int(cell.train.get("batch_size", 64))
     tail = strategy(cell.strategy).unmasked_fraction(float(cell.train.get("unmasked_fraction", 0.0)))
     flops = float(cell.budget) if cell.budget_kind == "flops" else None
     samples = int(cell.budget) if cell.budget_kind != "flops" else None
     try:
-        return plan_steps(cost[0], cost[1], budget_flops=flops, budget_samples=samples, samples_arg=str(samples),
+        return B.plan_steps(cost[0], cost[1], budget_flops=flops, budget_samples=samples, samples_arg=str(samples),
                           batch_size=batch, tail_fraction=tail).total_steps
     except UserError:  # not one step fits: measure_all names the cell
         return 0
