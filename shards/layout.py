@@ -223,3 +223,93 @@ class Pool:
     def retry_pool(self) -> "Pool":
         """The retry folder laid out as a small pool: its shards/ are merged back into ours."""
         return Pool(self.retry_dir)
+
+
+# A step checkpoint's name: checkpoints/step_00000040.pt (8 digits, so names sort as steps do).
+STEP_CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A training run's folder (`train run`/`train mim` --out), every file by name:
+
+        config.yaml, metrics.jsonl, evals.jsonl, eval.json, init.json, summary.json,
+        final.pt, checkpoints/step_NNNNNNNN.pt, evals/SUITE.json
+
+    Like `Pool`, it only names paths: cheap to build, creates and checks nothing."""
+
+    root: Path
+
+    def __init__(self, root: str | Path) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> "RunDir":
+        """The run a checkpoint file belongs to: checkpoints/step_*.pt -> its grandparent,
+        final.pt (or any other file) -> its parent."""
+        file = Path(checkpoint)
+        return cls(file.parent.parent if file.parent.name == "checkpoints" else file.parent)
+
+    @property
+    def config_yaml(self) -> Path:
+        """The run's arguments and what it derived from them; resume compares against it."""
+        return self.root / "config.yaml"
+
+    @property
+    def metrics_jsonl(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def evals_jsonl(self) -> Path:
+        """One line per evaluation during training."""
+        return self.root / "evals.jsonl"
+
+    @property
+    def eval_json(self) -> Path:
+        """The evaluation after the last step (or `train eval`'s)."""
+        return self.root / "eval.json"
+
+    @property
+    def init_json(self) -> Path:
+        """What was loaded into each tower from pretrained weights."""
+        return self.root / "init.json"
+
+    @property
+    def summary_json(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def final_pt(self) -> Path:
+        return self.root / "final.pt"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints_dir / f"step_{step:08d}.pt"
+
+    def checkpoints(self) -> list[Path]:
+        """The step checkpoints there are, oldest first (by step number, not by name)."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoints_dir.iterdir()
+                 if (m := STEP_CHECKPOINT_RE.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    @property
+    def evals_dir(self) -> Path:
+        """Suite results (`train eval --suite`), kept apart from training's own eval files."""
+        return self.root / "evals"
+
+    def suite_eval(self, name: str) -> Path:
+        return self.evals_dir / f"{name}.json"
+
+    @property
+    def finished(self) -> bool:
+        """The run wrote its last files: final.pt and summary.json (a stage seeing both skips it)."""
+        return self.final_pt.is_file() and self.summary_json.is_file()
+
+    def is_run(self) -> bool:
+        """True for a folder `train run` wrote to (final.pt or checkpoints/)."""
+        return self.final_pt.is_file() or self.checkpoints_dir.is_dir()

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clikit.errors import UserError
+from zoo.models import image_size
 
 
 class NoPatchTokens(UserError):
@@ -142,8 +143,6 @@ class MimModule(nn.Module):
     """Student CLIP model (`model`: only its image tower trains), frozen teacher image tower
     and the MIM head. forward(images) -> (1 - cosine at masked patches, logs)."""
 
-    contrastive = False  # no logit scale to log or clamp
-
     def __init__(self, model: nn.Module, teacher: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
                  teacher_mean: tuple[float, ...], teacher_std: tuple[float, ...], teacher_size: int,
                  mask_ratio: float) -> None:
@@ -163,8 +162,6 @@ class MimModule(nn.Module):
     @torch.no_grad()
     def _widths(self) -> tuple[int, int]:
         """(student width, teacher feature size), checking that the patch grids match."""
-        from zoo.models import image_size
-
         size = image_size(self.model)
         x = torch.zeros(1, 3, size, size)
         student = patch_tokens(self.model.visual, x)

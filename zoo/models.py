@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from clikit.errors import UserError
+
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False
 
@@ -119,8 +121,6 @@ def all_model_names() -> list[str]:
 
 def check_model_name(name: str) -> None:
     """Raise UserError for a model open_clip does not know."""
-    from clikit.errors import UserError
-
     names = all_model_names()
     if name not in names:
         import difflib
@@ -139,9 +139,7 @@ def hf_text_cfg(folder: str | Path, context_length: int, pretrained: bool) -> di
     projection into the joint space; `pretrained` loads the folder's weights."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        from clikit.errors import UserError
-
-        raise UserError(f"--init-text {folder}: no config.json there; give a Hugging Face model folder "
+            raise UserError(f"--init-text {folder}: no config.json there; give a Hugging Face model folder "
                         "(config.json, tokenizer and weights) or a `train run` checkpoint")
     return {"hf_model_name": str(folder.resolve()), "hf_tokenizer_name": str(folder.resolve()),
             "hf_model_pretrained": pretrained, "hf_proj_type": "linear", "hf_pooler_type": "mean_pooler",
