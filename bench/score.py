@@ -225,7 +225,7 @@ def pass_decode(pool: Path, args, seed) -> int:
 
     from curate.score.reader import ChunkedShards, ShardJob
 
-    jobs = [ShardJob(t.stem, t) for t in tars_of(pool)]
+    jobs = [ShardJob(t.stem, str(t)) for t in tars_of(pool)]
     dataset = ChunkedShards(jobs, args.batch_size, seed.preprocess, seed.tokenizer)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=args.workers, persistent_workers=False,
@@ -240,7 +240,7 @@ def pass_model(pool: Path, args, seed) -> int:
 
     from curate.score.reader import ChunkedShards, ShardJob
 
-    chunks = [c for c in ChunkedShards([ShardJob(t.stem, t) for t in tars_of(pool)], args.batch_size,
+    chunks = [c for c in ChunkedShards([ShardJob(t.stem, str(t)) for t in tars_of(pool)], args.batch_size,
                                        seed.preprocess, seed.tokenizer) if not c["end"]]
     started, cpu_before = time.perf_counter(), cpu_seconds()
     with torch.inference_mode():

@@ -12,9 +12,17 @@ Views (each only when its files exist):
 - `dedup`      dedup/NAME/groups.parquet of the selected dedup run (the only one, or
                --dedup NAME).
 - `dedup_all`  every dedup run's groups with a `name` column.
+- `annotations`  annotations/NNNNN.parquet (`curate annotate`: caption language, matched
+               metadata entries and class names per sample), plus `shard`.
+- `annotation_entries`  annotations/entries.parquet: what those id lists point to.
+- `clusters`   clusters/NAME/assignments.parquet of the selected cluster run (the only one,
+               or --clusters NAME; `curate cluster`).
+- `clusters_all`  every cluster run's assignments with a `name` column.
 
 File lists in the view definitions come from listing the pool, never from user input;
-user values reach queries only as named parameters.
+user values reach queries only as named parameters. A pool on an object store
+(s3://bucket/pool, any fsspec URL) is read through its fsspec filesystem, registered with
+the connection, so the views are the same SQL over the same file names.
 """
 from __future__ import annotations
 
@@ -26,17 +34,18 @@ from typing import Any
 
 from clikit.errors import UserError
 from shards.layout import Pool
+from shards.storage import StoragePath, open_root, parquet_schema, register_with_duckdb
 
 def _sql_string(text: str) -> str:
     """A SQL string literal for a path we listed ourselves (quotes doubled)."""
     return "'" + text.replace("'", "''") + "'"
 
 
-def _file_list(paths: list[Path]) -> str:
+def _file_list(paths: list[StoragePath]) -> str:
     return "[" + ", ".join(_sql_string(str(p)) for p in paths) + "]"
 
 
-def _scores_files(layout: Pool, tag: str) -> list[Path]:
+def _scores_files(layout: Pool, tag: str) -> list[StoragePath]:
     return [layout.scores_parquet(tag, s) for s in layout.scored_shards(tag)]
 
 
@@ -45,17 +54,22 @@ REQUIRED_COLUMNS = {
     "samples": (("key", "uid", "status"), "rerun `curate download` after deleting its _stats.json"),
     "scores": (("uid", "clip_score"), "delete it and rerun `curate score`"),
     "dedup": (("uid", "keep"), "rerun `curate dedup` with --overwrite"),
+    "annotations": (("uid",), "delete it and rerun `curate annotate`"),
+    "clusters": (("uid", "cluster_id"), "rerun `curate cluster` with --overwrite"),
 }
 
+# Views made from one run among several (`--scores TAG`, `--dedup NAME`, `--clusters NAME`):
+# what they are called and the option that picks one.
+SELECTED_VIEWS = {"scores": ("scoring tags", "--scores TAG"), "dedup": ("dedup runs", "--dedup NAME"),
+                  "clusters": ("cluster runs", "--clusters NAME")}
 
-def check_parquet_files(paths: list[Path], kind: str) -> list[Path]:
+
+def check_parquet_files(paths: list[StoragePath], kind: str) -> list[StoragePath]:
     """Each file is a readable parquet with the columns `kind`'s view needs (a one-line UserError if not)."""
-    import pyarrow.parquet as pq
-
     required, fix = REQUIRED_COLUMNS[kind]
     for path in paths:
         try:
-            names = set(pq.read_schema(path).names)
+            names = set(parquet_schema(path).names)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(f"{path} is not a readable parquet file ({first}); {fix}") from None
@@ -66,7 +80,7 @@ def check_parquet_files(paths: list[Path], kind: str) -> list[Path]:
     return paths
 
 
-def _choose(kind: str, option: str, wanted: str | None, available: list[str], pool: Path) -> str | None:
+def _choose(kind: str, option: str, wanted: str | None, available: list[str], pool: StoragePath) -> str | None:
     """The tag/name to use: the one asked for, or the only one; None when there is none."""
     if wanted is not None:
         if wanted not in available:
@@ -80,13 +94,25 @@ def _choose(kind: str, option: str, wanted: str | None, available: list[str], po
 class Catalog:
     """An open catalog: the connection, the views made, and which tag/name they use."""
 
-    pool: Path
+    pool: StoragePath
     con: Any  # duckdb.DuckDBPyConnection
     score_tags: list[str]
     dedup_names: list[str]
     scores_tag: str | None
     dedup_name: str | None
     views: list[str] = field(default_factory=list)
+    cluster_names: list[str] = field(default_factory=list)
+    cluster_name: str | None = None
+
+    def unselected(self, view: str) -> str | None:
+        """Why a view chosen among several runs was not made (several and none picked), else None."""
+        if view not in SELECTED_VIEWS or view in self.views:
+            return None
+        runs = {"scores": self.score_tags, "dedup": self.dedup_names, "clusters": self.cluster_names}[view]
+        if len(runs) < 2:
+            return None
+        what, option = SELECTED_VIEWS[view]
+        return f"{self.pool} has several {what} ({', '.join(runs)}); pick one with {option}"
 
     def columns(self, view: str) -> list[str]:
         """Column names of a view (or any relation name)."""
@@ -145,20 +171,21 @@ def _bound_memory(con) -> None:
 
 
 def open_catalog(
-    pool: str | Path,
+    pool: str | StoragePath,
     scores: str | None = None,
     dedup: str | None = None,
     threads: int | None = None,
+    clusters: str | None = None,
 ) -> Catalog:
     """Open an in-memory DuckDB connection with the pool's views (see module docstring).
 
-    `scores`/`dedup` select the tag/run behind the `scores`/`dedup` views; left out, the
+    `scores`/`dedup`/`clusters` select the tag/run behind those views; left out, the
     pool's only one is used, and with several the plain view is not made (the `_all`
     views still are) and `Catalog.require_scores()` names the choices.
     """
     import duckdb
 
-    pool = Path(pool)
+    pool = open_root(pool)
     if not pool.is_dir():
         raise UserError(f"pool {pool} is not a directory; pass the folder `curate download` wrote")
     layout = Pool(pool)
@@ -166,10 +193,16 @@ def open_catalog(
     names = layout.dedup_names()
     tag = _choose("scores tag", "--scores", scores, tags, pool)
     name = _choose("dedup run", "--dedup", dedup, names, pool)
+    cluster_runs = layout.cluster_names()
+    cluster_run = _choose("cluster run", "--clusters", clusters, cluster_runs, pool)
 
     con = duckdb.connect(":memory:")
     con.execute("SET enable_progress_bar = false")  # the commands draw their own progress
     _bound_memory(con)
+    register_with_duckdb(con, pool)
+    # A view the pool lacks must be an error, not a Python object of that name in a caller's
+    # frame (DuckDB's replacement scans: `from __future__ import annotations` is one)
+    con.execute("SET python_enable_replacements = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     views: list[str] = []
@@ -218,4 +251,26 @@ def open_catalog(
             f"FROM read_parquet({_sql_string(str(layout.dedup_groups(name)))})"
         )
         views.append("dedup")
-    return Catalog(pool, con, tags, names, tag, name, views)
+    annotated = check_parquet_files([layout.annotations_parquet(s) for s in layout.annotated_shards()], "annotations")
+    if annotated:
+        con.execute(
+            "CREATE VIEW annotations AS SELECT * EXCLUDE (filename), "
+            "regexp_extract(filename, '(\\d+)\\.parquet$', 1) AS shard "
+            f"FROM read_parquet({_file_list(annotated)}, filename = true, union_by_name = true)"
+        )
+        views.append("annotations")
+        if layout.annotation_entries.is_file():
+            con.execute(f"CREATE VIEW annotation_entries AS SELECT * FROM read_parquet({_sql_string(str(layout.annotation_entries))})")
+            views.append("annotation_entries")
+    if cluster_runs:
+        run_files = check_parquet_files([layout.cluster_assignments(n) for n in cluster_runs], "clusters")
+        con.execute(
+            "CREATE VIEW clusters_all AS SELECT * EXCLUDE (filename), "
+            "regexp_extract(filename, '[\\\\/]clusters[\\\\/]([^\\\\/]+)[\\\\/]assignments\\.parquet$', 1) AS name "
+            f"FROM read_parquet({_file_list(run_files)}, filename = true, union_by_name = true)"
+        )
+        views.append("clusters_all")
+    if cluster_run is not None:
+        con.execute(f"CREATE VIEW clusters AS SELECT * FROM read_parquet({_sql_string(str(layout.cluster_assignments(cluster_run)))})")
+        views.append("clusters")
+    return Catalog(pool, con, tags, names, tag, name, views, cluster_runs, cluster_run)

@@ -12,7 +12,8 @@ quiet_environment()
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Order here is the order in `curate --help` (the pipeline's `quickstart` is plugged in).
-COMMANDS = ("demo", "serve", "download", "inspect", "score", "dedup", "sql", "filter", "export", "verify", "eval_suite")
+COMMANDS = ("demo", "serve", "download", "inspect", "score", "annotate", "dedup", "cluster", "sql", "filter", "export",
+            "verify", "eval_suite")
 
 app = make_app(
     "curate",

@@ -11,14 +11,14 @@ Atomic and resumable: the plan (subset, samples per shard, order, seed) is saved
 as OUT/.export-plan.json; each shard is written under a temporary name and renamed when
 complete, with its size and sha256 saved in OUT/.export-parts/. A rerun with the same
 arguments skips the finished shards; a different plan on an unfinished OUT is refused.
+POOL and OUT may be URLs (s3://bucket/set, shards/storage.py): every file is then uploaded
+in one put when complete, and the manifest, uploaded last, again marks the set complete.
 """
 from __future__ import annotations
 
 import json
-import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -31,6 +31,7 @@ from shards.atomic import leftovers
 from shards.layout import Pool
 from shards.manifest import brace_pattern, read_manifest, shard_name, write_json_atomic, write_manifest
 from shards.reader import IMAGE_EXTENSIONS, TarIndex, UnsafeTarError, index_tar
+from shards.storage import StoragePath, open_root, parquet_schema, read_parquet, remove_tree
 from shards.uid_arrays import SortedUids, canonical_pairs
 from shards.writer import WrittenShard, write_shard
 
@@ -43,7 +44,7 @@ PARTS_DIR = ".export-parts"
 
 @dataclass
 class ExportResult:
-    out: Path
+    out: StoragePath
     count: int
     shards: int
     bytes: int
@@ -75,7 +76,7 @@ class _ShardReaders:
         if shard in self.handles:
             self.handles.move_to_end(shard)
         else:
-            self.handles[shard] = open(index.path, "rb")
+            self.handles[shard] = index.path.open("rb")
             if len(self.handles) > self.keep_open:
                 self.handles.popitem(last=False)[1].close()
         members = index.members.get(key)
@@ -113,14 +114,13 @@ class ExportPlan:
         return ExportPlan(self.shards, self.shard[order], self.row[order], self.member[order], self.scores, self.missing)
 
 
-def _read_columns(path: Path, names: tuple[str, ...]) -> "pa.Table":
+def _read_columns(path: StoragePath, names: tuple[str, ...]) -> "pa.Table":
     """These columns of a shard parquet; one a shard lacks is all null (as the catalog's
     union_by_name view has it)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    have = set(pq.read_schema(path).names)
-    table = pq.read_table(path, columns=[c for c in names if c in have])
+    have = set(parquet_schema(path).names)
+    table = read_parquet(path, columns=[c for c in names if c in have])
     for name in names:
         if name not in have:
             table = table.append_column(name, pa.nulls(table.num_rows))
@@ -133,7 +133,7 @@ def _members(uids, wanted: SortedUids) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def plan_export(pool: Path, subset: str) -> tuple[ExportPlan, list[str]]:
+def plan_export(pool: StoragePath, subset: str) -> tuple[ExportPlan, list[str]]:
     """The subset's samples that the pool holds, in pool order (shard, then key), each uid
     once (the first copy when downloaded twice), and each subset uid's score per tag.
 
@@ -244,7 +244,7 @@ def _part_record(written: WrittenShard) -> dict[str, Any]:
     return {"name": written.name, "count": written.count, "bytes": written.size, "sha256": written.sha256}
 
 
-def _check_out(out: Path, plan: dict[str, Any]) -> bool:
+def _check_out(out: StoragePath, plan: dict[str, Any]) -> bool:
     """True if OUT already holds this finished export; errors if it holds something else."""
     manifest = read_manifest(out)
     if manifest is not None:
@@ -264,23 +264,23 @@ def _check_out(out: Path, plan: dict[str, Any]) -> bool:
     return False
 
 
-def _drop_resume_files(out: Path) -> None:
+def _drop_resume_files(out: StoragePath) -> None:
     """Remove the plan and part records once the manifest marks the set finished."""
     (out / PLAN_NAME).unlink(missing_ok=True)
-    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
+    remove_tree(out / PARTS_DIR)
 
 
 def export_subset(
-    pool: str | Path,
+    pool: str | StoragePath,
     subset: str,
-    out: str | Path,
+    out: str | StoragePath,
     samples_per_shard: int = 10000,
     shuffle: bool = False,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
     """Write the subset's samples as a shard set under `out` (see module docstring)."""
-    pool, out = Path(pool), Path(out)
+    pool, out = open_root(pool), open_root(out, "shard set")
     if samples_per_shard < 1:
         raise UserError(f"--samples-per-shard must be at least 1, got {samples_per_shard}")
     metadata = read_subset_metadata(pool, subset)
@@ -309,7 +309,7 @@ def export_subset(
                             len(manifest["shards"]), manifest.get("missing", 0), manifest)
     write_json_atomic(out / PLAN_NAME, plan)
     parts = out / PARTS_DIR
-    parts.mkdir(exist_ok=True)
+    parts.mkdir(parents=True, exist_ok=True)
 
     readers = _ShardReaders(Pool(pool))
     shards, skipped = [], 0

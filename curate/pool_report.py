@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from clikit.errors import UserError
 from curate.download.pool import require_finished_shards
 from shards.layout import Pool
+from shards.storage import StoragePath, open_root, register_with_duckdb
 
 SIDE_BINS = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 ASPECT_BINS = (0.0, 0.5, 0.75, 0.9, 1.11, 1.33, 2.0, 4.0)
@@ -24,17 +24,18 @@ def _histogram(values: list[float], bins: tuple) -> dict[str, int]:
     return {_bin_label(bins, i): c for i, c in enumerate(counts)}
 
 
-def inspect_pool(pool: Path, placeholder_min_urls: int = 5) -> dict:
+def inspect_pool(pool: str | StoragePath, placeholder_min_urls: int = 5) -> dict:
     """Counts, success rate, failures by reason, histograms, duplicate URLs and placeholder images."""
     import duckdb
 
-    pool = Path(pool)
+    pool = open_root(pool)
     layout = Pool(pool)
     if not pool.is_dir():
         raise UserError(f"{pool} is not a pool folder (run `curate download INPUT {pool}` first)")
     finished = require_finished_shards(layout)
     files = [str(layout.shard_parquet(s)) for s in finished]
     con = duckdb.connect()
+    register_with_duckdb(con, pool)
     con.read_parquet(files, union_by_name=True).create_view("pool_rows")
     total, success = con.sql("SELECT count(*), count(*) FILTER (status = 'success') FROM pool_rows").fetchall()[0]
     reasons = dict(con.sql(

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from clikit.errors import UserError
 from shards.manifest import SIZES_NAME, read_manifest, sha256_file
 from shards.reader import scan_tar
+from shards.storage import StoragePath, open_root
 
 
 @dataclass
 class VerifyReport:
-    out: Path
+    out: StoragePath
     shards_checked: int = 0
     samples: int = 0
     problems: list[str] = field(default_factory=list)
@@ -28,9 +28,9 @@ class VerifyReport:
         return not self.problems
 
 
-def verify_shardset(out: str | Path) -> VerifyReport:
-    """Check every shard of the set at `out`; problems are listed, never raised."""
-    out = Path(out)
+def verify_shardset(out: str | StoragePath) -> VerifyReport:
+    """Check every shard of the set at `out` (a folder or a URL); problems are listed, never raised."""
+    out = open_root(out, "shard set")
     if not out.is_dir():
         raise UserError(f"{out} is not a directory; pass the folder `curate export` wrote")
     try:

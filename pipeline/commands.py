@@ -26,6 +26,7 @@ def quickstart(
     threads: Annotated[int, typer.Option(help="Download threads.")] = 32,
 ) -> None:
     """Run the whole pipeline on a demo pool."""
+    # Both stages (torch, img2dataset, DuckDB): loaded when the command runs, not for `curate --help`.
     from pipeline.quickstart import QuickstartConfig, real_quickstart_config, run_quickstart
 
     options: dict = {"workdir": workdir, "seed": pool_seed, "threads": threads}

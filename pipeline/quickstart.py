@@ -31,7 +31,10 @@ from typing import Callable
 
 from clikit.errors import UserError
 from curate.demo.sources import SOURCES
-from shards.layout import Pool
+from shards.layout import Pool, RunDir
+
+# Each step imports its stage inside the method: the stages pull in torch, img2dataset and
+# faiss (seconds), and `curate quickstart --help` and a rerun that skips a finished step need none.
 
 DEDUP_NAME = "exact+phash-pixels"  # the dedup run's name: dedup/NAME
 SEED_MODELS = ("scratch", "lit")  # --seed-model: the seed CLIP that scores the pool
@@ -179,9 +182,9 @@ class Quickstart:
 
         out = self.runs / name
         with self._step(f"train {name}"):
-            if (out / "final.pt").exists() and (out / "summary.json").exists():
+            if RunDir(out).finished:
                 self.say(f"   {out}: already trained")
-                return json.loads((out / "summary.json").read_text())
+                return json.loads(RunDir(out).summary_json.read_text())
             fields = dict(
                 data=str(data), out=str(out), model=self.config.model, samples=samples, budget=budget,
                 batch_size=self.config.batch_size, lr=self.config.lr, eval_dir=str(self.demo / "eval"), seed=self.config.seed,

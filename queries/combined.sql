@@ -7,6 +7,8 @@
 -- @param max_aspect = 3.0   largest allowed aspect ratio
 -- @param fraction = 0.4     share of the clean, scored samples to keep
 -- @param count = null       how many to keep instead (used when fraction is null)
+-- @needs dedup.keep  curate dedup POOL --scores TAG
+-- @needs samples.caption  curate download INPUT POOL
 WITH clean AS (
     SELECT c.uid, c.score
     FROM candidates c JOIN samples s USING (uid)
@@ -14,10 +16,8 @@ WITH clean AS (
       AND c.uid IN (SELECT uid FROM dedup WHERE keep)
       AND s.caption IS NOT NULL
       AND length(trim(s.caption)) >= $min_chars
-      AND len(string_split_regex(trim(s.caption), '\s+')) >= $min_words
-      AND NOT regexp_matches(trim(s.caption), '(?i)^[\w.\- ]*\.(jpe?g|png|gif|webp|bmp|tiff?)$')
-      AND NOT regexp_matches(trim(s.caption), '(?i)^(img|dsc|dscn|dcim|image|photo|pic|screenshot)[_\- ]?\d+')
-      AND least(c.width, c.height) >= $min_side
-      AND greatest(c.width, c.height) <= $max_aspect * least(c.width, c.height)
+      AND caption_words(s.caption) >= $min_words
+      AND NOT caption_is_file_name(s.caption)
+      AND image_shape_ok(c.width, c.height, $min_side, $max_aspect)
 )
 SELECT uid FROM top_k(clean, $fraction, $count)

@@ -3,5 +3,4 @@
 -- @param min_side = 32      smallest allowed shorter side, in pixels
 -- @param max_aspect = 3.0   largest allowed longer side / shorter side
 SELECT uid FROM candidates
-WHERE least(width, height) >= $min_side
-  AND greatest(width, height) <= $max_aspect * least(width, height)
+WHERE image_shape_ok(width, height, $min_side, $max_aspect)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 from shards.atomic import write_json_atomic  # noqa: F401 - re-exported for curate.export
+from shards.storage import StoragePath, as_path
 
 MANIFEST_NAME = "manifest.json"
 SIZES_NAME = "sizes.json"
@@ -23,32 +23,32 @@ def shard_name(index: int) -> str:
     return f"{index:06d}.tar"
 
 
-def brace_pattern(directory: str | Path, shard_count: int) -> str:
-    """The `--train-data` pattern open_clip expects: DIR/{000000..00000K}.tar."""
+def brace_pattern(directory: str | StoragePath, shard_count: int) -> str:
+    """The `--train-data` pattern open_clip expects: DIR/{000000..00000K}.tar (DIR may be a URL)."""
     last = shard_name(max(shard_count - 1, 0))[:-4]
-    return f"{Path(directory)}/{{000000..{last}}}.tar"
+    return f"{as_path(directory)}/{{000000..{last}}}.tar"
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | StoragePath, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with as_path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> None:
+def write_manifest(directory: str | StoragePath, manifest: dict[str, Any]) -> None:
     """Write sizes.json, then manifest.json last: the manifest marks the set complete."""
-    directory = Path(directory)
+    directory = as_path(directory)
     sizes = {shard["name"]: shard["count"] for shard in manifest["shards"]}
     write_json_atomic(directory / SIZES_NAME, sizes)
     write_json_atomic(directory / MANIFEST_NAME, {"format": FORMAT, **manifest})
 
 
-def read_manifest(directory: str | Path) -> dict[str, Any] | None:
+def read_manifest(directory: str | StoragePath) -> dict[str, Any] | None:
     """The manifest of a finished shard set, or None when there is none (unfinished)."""
-    path = Path(directory) / MANIFEST_NAME
+    path = as_path(directory) / MANIFEST_NAME
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as handle:
+    with path.open(encoding="utf-8") as handle:
         return json.load(handle)

@@ -1,6 +1,7 @@
 """Read webdataset tar shards safely: index members by sample key, reject unsafe names.
 
-A shard is untrusted input (it may come from another machine), so every member name is
+A shard is untrusted input (it may come from another machine, or an object store: any
+path of shards/storage.py is read through its own file object), so every member name is
 checked before anything is read: only plain file names (`<key>.<ext>`, no directories,
 no `..`, not absolute) and only regular files are accepted. `iter_tar_samples` streams a
 shard the pool itself wrote, once, in order (the scoring reader).
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import tarfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
+
+from shards.storage import StoragePath, as_path
 
 # Image members of a pool shard or shard set, in the order readers prefer them.
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -45,7 +47,7 @@ def split_member_name(name: str) -> tuple[str, str]:
 class TarIndex:
     """Where each member of a shard lies: key -> {ext: (data offset, size)}."""
 
-    path: Path
+    path: StoragePath
     members: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
 
     def read(self, handle, key: str, ext: str) -> bytes:
@@ -58,18 +60,18 @@ class TarIndex:
         return data
 
 
-def scan_tar(path: str | Path) -> tuple[TarIndex, list[str]]:
+def scan_tar(path: str | StoragePath) -> tuple[TarIndex, list[str]]:
     """Index a shard without reading its data; returns the index and a list of problems.
 
     Problems (unsafe names, links, devices, a truncated or corrupt archive) are collected
     rather than raised, so `curate verify` can report all of them; unsafe members are never
     put in the index.
     """
-    path = Path(path)
+    path = as_path(path)
     index = TarIndex(path)
     problems: list[str] = []
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with path.open("rb") as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
             for info in tar:
                 if not is_plain_member_name(info.name):
                     problems.append(f"unsafe member name {info.name!r}")
@@ -89,7 +91,7 @@ def scan_tar(path: str | Path) -> tuple[TarIndex, list[str]]:
     return index, problems
 
 
-def index_tar(path: str | Path) -> TarIndex:
+def index_tar(path: str | StoragePath) -> TarIndex:
     """Index a shard, raising UnsafeTarError on the first problem."""
     index, problems = scan_tar(path)
     if problems:
@@ -97,7 +99,7 @@ def index_tar(path: str | Path) -> TarIndex:
     return index
 
 
-def iter_tar_samples(tar_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_tar_samples(tar_path: str | StoragePath) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {suffix: bytes}) in tar order, for consecutive members sharing a key.
 
     One streaming pass, for the scoring workers. Not webdataset's own reader
@@ -107,7 +109,7 @@ def iter_tar_samples(tar_path: str | Path) -> Iterator[tuple[str, dict[str, byte
     edges: it raises on a repeated suffix and keeps directory prefixes in keys.
     """
     key, sample = None, {}
-    with tarfile.open(tar_path, "r|") as tar:
+    with as_path(tar_path).open("rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
         for member in tar:
             if not member.isfile():
                 continue

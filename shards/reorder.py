@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shards.atomic import replacing
+from shards.storage import StoragePath, as_path
 from shards.reader import split_member_name
 
 
@@ -59,7 +60,7 @@ def shard_in_key_order(tar: Path, parquet: Path) -> None:
     parquet_in_key_order(parquet)
 
 
-def merge_tar(source: Path, target: Path, replacements: Mapping[str, list[tuple[str, bytes]]]) -> None:
+def merge_tar(source: StoragePath, target: Path, replacements: Mapping[str, list[tuple[str, bytes]]]) -> None:
     """Write `source` to `target` with the samples of `replacements` (key -> [(suffix,
     bytes)], possibly empty) put in place of the members of those keys, in key order.
 
@@ -67,7 +68,7 @@ def merge_tar(source: Path, target: Path, replacements: Mapping[str, list[tuple[
     merge that was interrupted can simply run again.
     """
     replaced = set(replacements)
-    with tarfile.open(source) as src, tarfile.open(target, "w") as dst:
+    with as_path(source).open("rb") as handle, tarfile.open(fileobj=handle) as src, tarfile.open(target, "w") as dst:
         entries: list[tuple[str, tarfile.TarInfo | tuple[str, bytes]]] = [
             (key, member) for member in src.getmembers() if (key := split_member_name(member.name)[0]) not in replaced
         ]

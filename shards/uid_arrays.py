@@ -13,11 +13,11 @@ every subset file is written in (curate/filter/subsets.py). A pool uid spelt oth
 from __future__ import annotations
 
 import binascii
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
+from shards.storage import StoragePath, as_path, parquet_file
 from shards.uid import UID_HEX_CHARS
 
 if TYPE_CHECKING:
@@ -131,12 +131,10 @@ class SortedUids:
         return cls(np.concatenate(parts) if parts else np.zeros(0, UID_PAIR))
 
     @classmethod
-    def from_parquet(cls, path: str | Path, column: str = "uid", batch_rows: int = 1 << 20) -> SortedUids:
+    def from_parquet(cls, path: str | StoragePath, column: str = "uid", batch_rows: int = 1 << 20) -> SortedUids:
         """The uids of a parquet column, read batch by batch (a subset file: already sorted)."""
-        import pyarrow.parquet as pq
-
         parts = []
-        with pq.ParquetFile(path) as handle:
+        with parquet_file(as_path(path)) as handle:
             for batch in handle.iter_batches(batch_size=batch_rows, columns=[column]):
                 pairs, valid = canonical_pairs(batch.column(0))
                 parts.append(pairs[valid])

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import webdataset as wds
 
 from shards.atomic import replacing
+from shards.storage import StoragePath, as_path
 
 FIXED_MTIME = 0  # reproducible bytes: two exports of the same subset hash the same
 
@@ -45,7 +45,7 @@ class WrittenShard:
 
 
 def write_shard(
-    path: str | Path,
+    path: str | StoragePath,
     samples: Iterable[Mapping[str, bytes | str]],
     before_rename: Callable[[WrittenShard], None] | None = None,
 ) -> WrittenShard:
@@ -56,7 +56,7 @@ def write_shard(
     `before_rename(written)` runs just before the rename: a caller that records finished
     shards saves its record there, so a shard under its final name always has one.
     """
-    path = Path(path)
+    path = as_path(path)
     count = 0
     with replacing(path) as tmp:
         with open(tmp, "wb") as raw:

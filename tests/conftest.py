@@ -18,6 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DEMO_SIZE = 300
 DEMO_SEED = 7
 SAMPLES_PER_SHARD = 100
+SMALL_DEMO_SIZE = 60  # the cluster and object-store tests' pool: every fault kind, seconds to fetch
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +50,18 @@ def pool_dir(demo_dir, tmp_path_factory) -> Path:
     settings = DownloadSettings(image_size=64, threads=16, samples_per_shard=SAMPLES_PER_SHARD, allow_private=True)
     download_pool(demo_dir / "metadata.parquet", pool, preset="laion", settings=settings)
     return pool
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> Path:
+    """A SMALL_DEMO_SIZE-row demo pool (faults included) served on loopback: its metadata.parquet."""
+    from curate.demo import make_demo_pool
+    from curate.serve import start_server
+
+    folder = tmp_path_factory.mktemp("small-demo")
+    with start_server(folder, port=0) as handle:
+        make_demo_pool(folder, size=SMALL_DEMO_SIZE, seed=11, base_url=handle.url, seed_size=0, eval_per_class=0)
+        yield folder / "metadata.parquet"
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """EVA-CLIP's recipe, part by part on real towers: block-wise masks, the MIM loss module
 and its one-line refusals, layer-wise lr decay groups, FLIP's patch drop on timm's EVA
-tower, and the attention paths (SDPA, an explicit softmax reference, the flash layout)."""
+tower, and the attention paths (SDPA, an explicit softmax reference, the flash layout, routed per model)."""
 from __future__ import annotations
 
 import pytest
@@ -129,16 +129,50 @@ def test_attention_paths_agree_on_cpu():
             calls.append(args[0].shape)
             return sdpa_as_flash_kernel(*args, **kwargs)
 
-        with use_flash_attention(torch.device("cpu"), kernel=kernel, dtypes=(torch.float32,)) as on:
+        with use_flash_attention(model, torch.device("cpu"), kernel=kernel, dtypes=(torch.float32,)) as on:
             flashed = model.encode_image(images)
         assert on and len(calls) == 4 and calls[0] == (2, 65, 4, 32)  # (B, N, H, D): flash-attn's layout
-        assert F.scaled_dot_product_attention is sdpa  # restored on exit
+        assert F.scaled_dot_product_attention is sdpa  # never replaced
+        model.encode_image(images)
+        assert len(calls) == 4  # the hooks are gone on exit
         for a in attns:
             a.fused_attn = False
         explicit = model.encode_image(images)
     assert torch.allclose(fused, explicit, atol=1e-5) and torch.allclose(fused, flashed, atol=1e-5)
-    with use_flash_attention(torch.device("cpu")) as on:
+    with use_flash_attention(model, torch.device("cpu")) as on:
         assert not on  # no flash-attn on CPU: SDPA stays
+
+
+def test_flash_attention_is_routed_per_model():
+    """Only the model given the kernel sends its attention there: another EVA tower running in
+    the same block, and F.scaled_dot_product_attention called directly, stay on SDPA."""
+    import torch.nn.functional as F
+
+    from zoo.attention import attention_modules, sdpa_as_flash_kernel, use_flash_attention
+
+    routed, other = _model("tiny-eva02-32").eval(), _model("tiny-eva02-32").eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    q = torch.randn(2, 4, 65, 32)
+    calls = []
+
+    def kernel(*args, **kwargs):
+        calls.append(args[0].shape)
+        return sdpa_as_flash_kernel(*args, **kwargs)
+
+    with torch.no_grad(), use_flash_attention(routed, torch.device("cpu"), kernel=kernel, dtypes=(torch.float32,)):
+        expected = other.encode_image(images)
+        F.scaled_dot_product_attention(q, q, q)
+        assert calls == []
+        flashed = routed.encode_image(images)
+        assert len(calls) == 4  # one per block of the routed tower
+        other.encode_image(images)
+        with pytest.raises(RuntimeError):
+            attention_modules(routed)[0](torch.zeros(2, 65, 7))  # a routed forward that raises ...
+        calls.clear()
+        F.scaled_dot_product_attention(q, q, q)
+        other.encode_image(images)
+        assert calls == []  # ... leaves no routing behind
+    assert torch.allclose(flashed, expected, atol=1e-5)  # same weights (seed 0), same tokens
 
 
 @pytest.mark.parametrize("name", ["tiny-vit-32", "tiny-eva02-32"])

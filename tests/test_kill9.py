@@ -1,5 +1,5 @@
-"""kill -9 at seeded random points of every stage (download, score, dedup, filter, export,
-train), then the same command again (train: with --resume): each resumes to the bytes of
+"""kill -9 at seeded random points of every stage (download, score, annotate, dedup, cluster,
+filter, export, train), then the same command again (train: with --resume): each resumes to the bytes of
 a run never stopped, and leaves no temporary file behind (shards/atomic.py's rule).
 
 The stages are chained as the pipeline runs them: each stage's uninterrupted reference
@@ -36,7 +36,7 @@ from test_train_run import COMMON, ENV, ROOT
 SEED = 9
 SPREAD = (0.1, 0.9)  # kill points: this share of the reference's work, one per stratum
 DEDUP = "exact+phash-pixels"  # the default method's output name
-STAGES = ["download", "score", "dedup", "filter", "export", "train"]
+STAGES = ["download", "score", "annotate", "dedup", "cluster", "filter", "export", "train"]
 
 
 def _drop(keys: tuple[str, ...]) -> Callable[[Path], object]:
@@ -132,6 +132,24 @@ class Chain:
                 name, lambda w: _score_cmd(w, self.weights, "t"), kills=2, base=self.reference("download").tree,
                 started=lambda w, log: (w / "scores/t/model.json").is_file(),
                 finished=lambda w: _count(w, "scores/t/0*.parquet") == _count(w, "shards/*.tar"),
+            )
+        if name == "annotate":
+            return Stage(
+                name, lambda w: [sys.executable, "-m", "curate", "annotate", str(w), "--quiet",
+                                 "--classes", str(self.demo_dir / "eval")],
+                kills=2, base=self.reference("download").tree,
+                started=lambda w, log: (w / "annotations/annotations.json").is_file(),
+                finished=lambda w: _count(w, "annotations/0*.parquet") == _count(w, "shards/*.tar"),
+            )
+        if name == "cluster":
+            return Stage(
+                # --near embeds the demo's eval images with the scores tag's model: the work a kill lands in
+                name, lambda w: [sys.executable, "-m", "curate", "cluster", str(w), "--scores", "t",
+                                 "--near", str(self.demo_dir / "eval")],
+                kills=2, base=self.reference("score").tree,
+                started=lambda w, log: b"cluster: " in log.read_bytes(),  # its first progress line
+                finished=lambda w: (w / "clusters/t/summary.json").is_file(),
+                timed={"clusters/t/summary.json": _drop(("seconds",))},
             )
         if name == "dedup":
             return Stage(

@@ -44,3 +44,20 @@ def test_a_forbidden_import_breaks_the_run(tmp_path, module, line, broken):
     result = lint_imports(tree)
     assert result.returncode == 1, result.stdout[-3000:]
     assert broken in result.stdout and "BROKEN" in result.stdout
+
+
+def _layout_section() -> str:
+    text = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    return text.split("## Layout\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _unlisted(section: str) -> list[str]:
+    sources = [p for name in PACKAGES for p in sorted((ROOT / name).rglob("*"))
+               if p.suffix in (".py", ".sql", ".yaml") and p.name != "__main__.py" and "__pycache__" not in p.parts]
+    return [str(p.relative_to(ROOT)) for p in sources if f"    {p.relative_to(ROOT)} " not in section]
+
+
+def test_design_layout_lists_every_source_file():
+    assert _unlisted(_layout_section()) == []
+    # and the check would notice a file the page leaves out
+    assert _unlisted(_layout_section().replace("    shards/uid.py ", "    shards/uid-gone.py ")) == ["shards/uid.py"]

@@ -127,3 +127,30 @@ def test_the_shipped_weak_to_strong_recipe_reads_as_valid_stages(tmp_path):
     assert arm.init_text == control.init_text == str(tmp_path / "teacher")  # EVA-CLIP: text from the teacher
     assert (arm.model, arm.budget, arm.lr, arm.seed) == (control.model, control.budget, control.lr, control.seed) == (
         "tiny-eva02-32", "3e12", 0.001, 1)
+
+
+def test_mim_validation_is_train_runs_plus_its_own():
+    """MimConfig.validate is TrainConfig's checks (none restated) plus the teacher and the mask;
+    what differs comes from the strategy record (MIM contrasts nothing: a batch of one is fine)."""
+    import dataclasses
+
+    from clikit.errors import UserError
+    from train.config import TrainConfig, validate
+    from train.mim import MimConfig
+
+    mim = MimConfig(data="-", out="-", samples="8", teacher="t.pt", batch_size=1)
+    validate(mim)
+    with pytest.raises(UserError, match="at least 2 for a contrastive loss"):
+        validate(TrainConfig(data="-", out="-", samples="8", batch_size=1))
+    cases = [
+        (dict(batch_size=0), "--batch-size must be at least 1"),
+        (dict(teacher=""), "--teacher is required"),
+        (dict(mask_ratio=1.5), "--mask-ratio must be in (0, 1)"),
+        (dict(lock_image_unlocked_groups=-1), "--lock-image-unlocked-groups must be >= 0"),  # TrainConfig's
+        (dict(init_vision="a.pt", init_image="b.pt"), "give only one of them"),  # TrainConfig's
+        (dict(strategy="flip"), "unknown strategy 'flip'; choose one of: mim"),
+    ]
+    for change, needle in cases:
+        with pytest.raises(UserError) as err:
+            validate(dataclasses.replace(mim, **change))
+        assert needle in str(err.value)

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -226,48 +225,27 @@ def test_sigkilled_sweep_resumes_finished_cells_skipped_half_cell_from_checkpoin
     assert steps == sorted(set(steps))  # resumed from its checkpoint: no step logged twice
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ray_cluster_runs_cells_and_a_failing_cell_is_recorded(scored, tmp_path):
+def test_ray_cluster_runs_cells_and_a_failing_cell_is_recorded(scored, tmp_path, monkeypatch):
     pytest.importorskip("ray")
     import ray
 
+    from engines import RAY_ENV, ray_head
     from pipeline.sweep.run import SweepOptions, run_sweep
     from pipeline.sweep.spec import load_sweep
 
     pool, eval_dir = scored
     grid = GRID.replace("[{top: [40%]}]", "[{top: [40%, 100%]}, {subset: [broken]}]")
     path = sweep_file(tmp_path, pool, eval_dir, grid)
-    port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-                             "--include-dashboard=false", "--disable-usage-stats"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        summary = None
-        for _ in range(60):  # the head takes a few seconds to listen
-            try:
-                summary = run_sweep(load_sweep(path), tmp_path / "ray",
-                                    SweepOptions(executor="ray", address=f"127.0.0.1:{port}", say=lambda line: None))
-                break
-            except Exception as exc:  # noqa: BLE001 - not up yet
-                if "cannot reach" not in str(exc):
-                    raise
-                time.sleep(1)
-        assert summary is not None
-        rows = {r["slice"]: r for r in pq.read_table(tmp_path / "ray" / "results.parquet").to_pylist()}
-        assert rows["top 40%"]["status"] == rows["top 100%"]["status"] == "ok"
-        assert rows["subset broken"]["status"] == "failed" and rows["subset broken"]["error"]
-        assert rows["top 100%"]["zeroshot_top1"] is not None and rows["subset broken"]["zeroshot_top1"] is None
-        assert summary["failed"] == 1 and summary["ok"] == 2
-    finally:
-        ray.shutdown()
-        os.killpg(head.pid, signal.SIGTERM)
+    for name, value in RAY_ENV.items():  # the driver (this process) joins without a token too
+        monkeypatch.setenv(name, value)
+    with ray_head() as head:
         try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+            summary = run_sweep(load_sweep(path), tmp_path / "ray",
+                                SweepOptions(executor="ray", address=head.address, say=lambda line: None))
+        finally:
+            ray.shutdown()
+    rows = {r["slice"]: r for r in pq.read_table(tmp_path / "ray" / "results.parquet").to_pylist()}
+    assert rows["top 40%"]["status"] == rows["top 100%"]["status"] == "ok"
+    assert rows["subset broken"]["status"] == "failed" and rows["subset broken"]["error"]
+    assert rows["top 100%"]["zeroshot_top1"] is not None and rows["subset broken"]["zeroshot_top1"] is None
+    assert summary["failed"] == 1 and summary["ok"] == 2

@@ -262,3 +262,126 @@ def test_evaluate_reports_zero_shot_and_retrieval(shapes, tiny):
     assert results["retrieval_pairs"] == 24
     for k in (1, 5, 10):
         assert 0 <= results[f"image_to_text_R@{k}"] <= 1 and 0 <= results[f"text_to_image_R@{k}"] <= 1
+
+
+def test_a_strategy_is_its_record(monkeypatch):
+    """What a strategy does comes from its registry record, never from its name: a new
+    record that drops patches and augments gets FLIP's patch dropout, FLIP's config rule
+    and clip-aug's augmenter without any other code knowing its name."""
+    import dataclasses
+
+    from clikit.errors import UserError
+    from train import strategies as S
+    from train.config import TrainConfig, validate
+    from zoo.towers import build_towers
+
+    with pytest.raises(UserError) as err:
+        S.strategy("mae")
+    assert str(err.value) == "unknown strategy 'mae'; choose one of: clip, flip, clip-aug, slip"
+    monkeypatch.setitem(S.REGISTRY, "flip-aug", S.Strategy("flip-aug", drops_patches=True,
+                                                           augmentation=S.clip_augment))
+    cfg = TrainConfig(data="x", out="y", model="tiny-vit-32", strategy="flip-aug", samples="8", patch_drop=0.4,
+                      unmasked_fraction=0.25)
+    validate(cfg)
+    with pytest.raises(UserError, match="also needs flops_per_step_unmasked"):
+        validate(dataclasses.replace(cfg, flops_per_step=10**6))
+    validate(dataclasses.replace(cfg, strategy="clip-aug", flops_per_step=10**6))  # no masked steps: no tail cost
+    towers = build_towers(**cfg.tower_arguments())
+    assert [m.prob for m in S.patch_dropout_modules(towers.model)] == [0.4]
+    assert S.patch_dropout_modules(build_towers(**dataclasses.replace(cfg, strategy="clip-aug").tower_arguments()).model) == []
+    module = S.StrategyModule(towers.model, "flip-aug", 32, (0.5,) * 3, (0.25,) * 3)
+    assert module.augment is not None and module.slip_head is None
+    assert S.StrategyModule(towers.model, "slip", 32, (0.5,) * 3, (0.25,) * 3).slip_head is not None
+    assert S.strategy("mim").command == "mim"  # train mim's runs name it; train run does not take it
+    with pytest.raises(UserError, match="unknown strategy 'mim'; choose one of: clip, flip, clip-aug, slip"):
+        validate(dataclasses.replace(cfg, strategy="mim"))
+
+
+def test_train_options_are_the_config_fields():
+    """`train run`/`train mim` options are generated from TrainConfig/MimConfig: each field made
+    with `option` is a flag (its own name, or the one it names) that fills that field; fields
+    callers set (world_size, measured FLOPs, keep_checkpoints, slip_scale) are no options."""
+    import dataclasses
+
+    import typer
+    from typer.testing import CliRunner
+
+    from train.commands.options import config_command
+    from train.config import MimConfig, TrainConfig, option
+
+    def parse(cls, *args):
+        seen = []
+        app = typer.Typer(rich_markup_mode=None)  # as clikit.app makes it: plain text
+        app.command()(config_command(cls, seen.append))
+        result = CliRunner().invoke(app, list(args))
+        return seen[0] if seen else result
+
+    cfg = parse(TrainConfig, "--data", "d", "--out", "o", "--wd", "0.1", "--eval", "e", "--no-progress",
+                "--init-vision", "v", "--lock-image", "--unmasked-fraction", "0.25")
+    assert (cfg.data, cfg.out, cfg.weight_decay, cfg.eval_dir, cfg.progress, cfg.init_vision, cfg.lock_image,
+            cfg.unmasked_fraction) == ("d", "o", 0.1, "e", False, "v", True, 0.25)
+    assert dataclasses.replace(cfg, data="-", out="-", weight_decay=0.05, eval_dir=None, progress=True,
+                               init_vision=None, lock_image=False, unmasked_fraction=0.0) == TrainConfig("-", "-")
+    for not_an_option in ("--world-size", "--flops-per-step", "--keep-checkpoints", "--slip-scale", "--weight-decay"):
+        assert "No such option" in parse(TrainConfig, "--data", "d", "--out", "o", not_an_option, "1").output
+    assert "Missing option '--out'" in parse(TrainConfig, "--data", "d").output
+
+    mim = parse(MimConfig, "--data", "d", "--out", "o", "--teacher", "t", "--mask-ratio", "0.3")
+    assert (type(mim), mim.teacher, mim.mask_ratio, mim.model, mim.strategy) == (MimConfig, "t", 0.3, "tiny-eva02-32",
+                                                                                   "mim")
+    assert "Missing option '--teacher'" in parse(MimConfig, "--data", "d", "--out", "o").output
+    assert "No such option" in parse(MimConfig, "--data", "d", "--out", "o", "--teacher", "t", "--strategy",
+                                     "flip").output
+    assert "No such option" in parse(MimConfig, "--data", "d", "--out", "o", "--teacher", "t", "--lock-image").output
+    mim_help = parse(MimConfig, "--help").output  # its own order and wording
+    assert mim_help.index("--teacher") < mim_help.index("--data") and "Global batch size." in mim_help
+
+    @dataclasses.dataclass
+    class Wider(TrainConfig):  # a new field with `option` is a new flag, with its help, and nothing else to write
+        new_knob: int = option(3, help="A knob only this test has.")
+
+    assert parse(Wider, "--data", "d", "--out", "o", "--new-knob", "5").new_knob == 5
+    assert "A knob only this test has." in parse(Wider, "--help").output
+    assert "--init-vision" not in parse(TrainConfig, "--help").output  # the old name works, hidden
+
+
+def test_check_first_shard_reads_a_sample_and_refuses_empty_or_broken_tars(shapes, tmp_path):
+    import tarfile
+
+    from clikit.errors import UserError
+    from train.sources import check_first_shard
+
+    _, tars = shapes
+    check_first_shard(sorted(tars))
+    empty = tmp_path / "empty.tar"
+    tarfile.open(empty, "w").close()
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar at all" * 100)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(open(sorted(tars)[0], "rb").read()[:700])  # the first header and part of its data
+    for path, needle in ((empty, "is empty; check --data"), (junk, "is not a readable tar"),
+                         (cut, "is not a readable tar"), (tmp_path / "missing.tar", "is not a readable tar")):
+        with pytest.raises(UserError, match=needle):
+            check_first_shard([str(path)])
+
+
+def test_position_embeddings_and_class_tokens_get_no_weight_decay():
+    """As timm and open_clip train them: what each tower's no_weight_decay() names (a 2-d or
+    3-d position embedding too) is in a no-decay group; the patch embedding still decays."""
+    from train.optim import param_groups
+    from train.strategies import StrategyModule
+    from zoo.models import create_model
+
+    exempt = {
+        "tiny-vit-32": ["model.visual.positional_embedding", "model.visual.class_embedding", "model.positional_embedding"],
+        "tiny-eva02-32": ["model.visual.trunk.pos_embed", "model.visual.trunk.cls_token",
+                          "model.text.positional_embedding"],
+    }
+    decayed = {"tiny-vit-32": "model.visual.conv1.weight", "tiny-eva02-32": "model.visual.trunk.patch_embed.proj.weight"}
+    for name, names in exempt.items():
+        module = StrategyModule(create_model(name)[0], "clip", 32, (0.5,) * 3, (0.25,) * 3)
+        params = dict(module.named_parameters())
+        decay = {id(p): g["weight_decay"] for g in param_groups(module, lr=1e-3, weight_decay=0.1) for p in g["params"]}
+        assert [decay[id(params[n])] for n in names] == [0.0] * len(names), name
+        assert params[names[0]].ndim >= 2  # the shape rule alone would have decayed it
+        assert decay[id(params[decayed[name]])] == 0.1

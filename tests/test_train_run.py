@@ -77,7 +77,7 @@ def test_run_writes_everything_and_final_loads_in_open_clip(shapes, tmp_path):
     assert "image_to_text_R@1" in evals and "text_to_image_R@10" in evals
 
     # final.pt is an open_clip checkpoint once the project's configs are registered.
-    code = ("import zoo.models as m; m.register_on_import(); import open_clip, torch;"
+    code = ("import zoo.models as m; m.register_model_configs(); import open_clip, torch;"
             f"model = open_clip.create_model('tiny-vit-32', pretrained={str(out / 'final.pt')!r});"
             "print(sum(float(p.double().sum()) for p in model.parameters()))")
     loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from clikit.errors import UserError
+from train.strategies import set_patch_drop
 
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGbBtTpPeE]?)\s*(?:FLOPS?|flops?)?\s*$")
@@ -109,8 +110,6 @@ class StepPlan:
 
 def _global_step_flops(module: torch.nn.Module, drop: float, loss_of_step: Callable[[], torch.Tensor],
                        world_size: int) -> int:
-    from train.strategies import set_patch_drop
-
     set_patch_drop(module, drop)
     return measure_step_flops(loss_of_step, [module]) * world_size  # the budget is counted globally
 

@@ -9,7 +9,10 @@ from typing import Any
 import torch
 
 from clikit.errors import UserError
-from zoo.distributed import DistInfo
+from shards.atomic import write_json_atomic
+from shards.layout import RunDir
+from train.evaluate import evaluate
+from zoo.distributed import DistInfo, barrier
 
 
 def check_eval_dir(eval_dir: str | None) -> None:
@@ -25,7 +28,7 @@ class EvalHook:
                  retrieval_data: str | None, every: int, out: Path, info: DistInfo) -> None:
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
         self.eval_dir, self.retrieval_data, self.every = eval_dir, retrieval_data, every
-        self.out, self.info = out, info
+        self.run, self.info = RunDir(out), info
         self.seconds = 0.0  # spent evaluating, for callers that account for a run's time (train sweep)
 
     def due(self, step: int, last: bool) -> bool:
@@ -37,16 +40,13 @@ class EvalHook:
         {} on the other ranks or without --eval/--retrieval-data."""
         import time
 
-        from train.evaluate import evaluate
-        from zoo.distributed import barrier
-
         started = time.perf_counter()
         results: dict[str, Any] = {}
         if self.info.is_main and (self.eval_dir or self.retrieval_data):
             results = evaluate(self.model, self.preprocess, self.tokenizer, self.eval_dir, device=self.info.device,
                                retrieval_data=self.retrieval_data)
             results.update(step=step, samples=samples, flops=flops)
-            with open(self.out / "evals.jsonl", "a") as handle:
+            with open(self.run.evals_jsonl, "a") as handle:
                 handle.write(json.dumps(results) + "\n")
         barrier(self.info)
         self.seconds += time.perf_counter() - started
@@ -54,9 +54,7 @@ class EvalHook:
 
     def final(self, step: int, samples: int, flops: int) -> dict[str, Any]:
         """The evaluation after the last step, also written to OUT/eval.json."""
-        from shards.atomic import write_json_atomic
-
         results = self(step, samples, flops)
         if self.info.is_main and results:
-            write_json_atomic(self.out / "eval.json", results)
+            write_json_atomic(self.run.eval_json, results)
         return results

@@ -11,6 +11,9 @@ import torch
 from clikit.errors import UserError
 from shards.class_folder import FOLDER_IMAGE_SUFFIXES, class_folders, class_names, folder_images, load_templates
 from shards.images import ImageTooLarge, open_rgb
+from train.data import sample_caption, sample_image_bytes
+from train.sources import resolve_shards
+from zoo.towers import train_mode
 
 Device = Union[str, torch.device]
 
@@ -156,9 +159,6 @@ def retrieval_pairs(eval_dir: Path | None, retrieval_data: str | Path | None, li
     if not pairs and retrieval_data is not None:
         import webdataset as wds
 
-        from train.data import sample_caption, sample_image_bytes
-        from train.sources import resolve_shards
-
         pipeline = wds.DataPipeline(wds.SimpleShardList(resolve_shards(retrieval_data)),
                                     wds.tarfile_to_samples(handler=wds.warn_and_continue))
         for sample in pipeline:
@@ -199,8 +199,6 @@ def evaluate(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, 
 
     Keys: zeroshot_top1, zeroshot_top5 (+ classes, images, chance), and when pairs exist
     image_to_text_R@{1,5,10}, text_to_image_R@{1,5,10}, retrieval_pairs."""
-    from zoo.towers import train_mode
-
     was_training = model.training
     model.eval()
     results: dict[str, Any] = {}

@@ -5,7 +5,7 @@ DDP, eval.
 
 The parts: train.config (TrainConfig, checks, config.yaml), train.sources (--data,
 --subset), train.data (the batch stream), train.budget (FLOPs per step, the step plan),
-train.pretrained (towers from pretrained weights, locks, init.json), train.state
+zoo.towers (towers from pretrained weights, locks, init.json), train.state
 (checkpoints and resume), train.trainer (the step loop),
 train.metrics (metrics.jsonl), train.eval_hook (evals.jsonl, eval.json)."""
 from __future__ import annotations
@@ -13,18 +13,28 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 from clikit.errors import UserError
-from train.config import TrainConfig, validate, write_run_config
-from zoo.distributed import DistInfo
-
-if TYPE_CHECKING:
-    from train.budget import StepPlan
-    from train.pretrained import Towers
-    from train.state import TrainState
+from shards.atomic import write_json_atomic
+from shards.layout import RunDir
+from train import budget as B
+from train.budget import StepPlan
+from train.config import TrainConfig, write_run_config
+from train.data import StreamConfig, make_loader
+from train.eval_hook import EvalHook, check_eval_dir
+from train.metrics import MetricsLog, truncate_metrics
+from train.optim import cosine_with_warmup, make_optimizer
+from train.sources import check_first_shard, load_subset_uids, resolve_shards
+from train.state import TrainState, existing_checkpoints, fresh_counters, restore, save_final, seed_training
+from train.strategies import StrategyModule, patch_dropout_modules, strategy
+from train.trainer import Trainer, autocast_forward
+from zoo.attention import use_flash_attention
+from zoo.distributed import DistInfo, init_distributed, shutdown
+from zoo.models import image_size
+from zoo.towers import Towers, build_towers, report_inits, train_mode
 
 __all__ = ["TrainConfig", "run_training"]
 
@@ -50,9 +60,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     Writes OUT/config.yaml, OUT/metrics.jsonl, OUT/checkpoints/step_*.pt, OUT/final.pt,
     OUT/summary.json and (with eval_dir or retrieval_data) OUT/evals.jsonl and OUT/eval.json.
     Only rank 0 writes."""
-    from zoo.distributed import init_distributed, shutdown
-
-    validate(cfg)
+    cfg.validate()
     info = init_distributed(cfg.device)
     try:
         return _run(cfg, info)
@@ -66,13 +74,6 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     (default: CLIP with cfg.strategy; train.mim passes the MIM student and teacher)."""
     # The order of the checks and of the seeded draws below is part of the run's
     # reproducibility (and of which error a bad invocation sees first): keep it.
-    from train import budget as B
-    from train.eval_hook import EvalHook, check_eval_dir
-    from train.metrics import MetricsLog
-    from train.sources import check_first_shard, load_subset_uids, resolve_shards
-    from train.state import existing_checkpoints, save_final
-    from train.trainer import Trainer
-
     cfg.world_size = info.world_size
     _set_cpu_threads(cfg, info.device)
     if cfg.batch_size % info.world_size:
@@ -93,22 +94,18 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     state = _start_state(cfg, info, built, plan, resume_from, out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        write_run_config(out / "config.yaml", dict(
+        write_run_config(RunDir(out).config_yaml, dict(
             state.config, flops_per_step=plan.cost_main, flops_per_step_unmasked=plan.cost_tail,
             total_steps=plan.total_steps, local_batch=local_batch))
         if resume_from is None:
-            from train.pretrained import report_inits
-
-            report_inits(built.towers, out)
+            report_inits(built.towers, RunDir(out))
 
     net = _wrap_ddp(built.module, info)
     batches = _batches(cfg, info, built, shards, subset, local_batch, state)
     log = MetricsLog(out, info, plan.total_steps, state.counters.step, cfg.progress)
     evals = EvalHook(built.model, built.preprocess, built.tokenizer, eval_dir=cfg.eval_dir,
                      retrieval_data=cfg.retrieval_data, every=cfg.eval_every, out=out, info=info)
-    from zoo.attention import use_flash_attention
-
-    with use_flash_attention(info.device):  # flash-attn on GPU when installed; FLOPs were measured on SDPA
+    with use_flash_attention(built.module, info.device):  # flash-attn on GPU if installed; FLOPs measured on SDPA
         Trainer(cfg, info, state, net, plan, batches, log, evals, out, budget_flops).run()
 
     skipped_total = save_final(state, out, info)
@@ -120,9 +117,7 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
         "out": str(out), "model": cfg.model, "strategy": cfg.strategy, **eval_results,
     }
     if info.is_main:
-        from shards.atomic import write_json_atomic
-
-        write_json_atomic(out / "summary.json", summary)
+        write_json_atomic(RunDir(out).summary_json, summary)
     return dict(summary, eval_s=evals.seconds)  # a timing, so not in summary.json (the same bytes every run)
 
 
@@ -139,16 +134,12 @@ def _set_cpu_threads(cfg: TrainConfig, device: torch.device) -> None:
 def _build_model(cfg: TrainConfig, info: DistInfo, resume_from: Path | None) -> _Model:
     """The model and its strategy module, with the same initial weights on every rank
     (DDP also broadcasts them): pretrained towers loaded (fresh runs) and locked
-    (train.pretrained) before anything measures or optimises it."""
-    from train.pretrained import build_towers
-    from train.strategies import StrategyModule, patch_dropout_modules
-    from zoo.models import image_size
-
+    (zoo.towers) before anything measures or optimises it."""
     torch.manual_seed(cfg.seed)
-    towers = build_towers(cfg, resume_from)
+    towers = build_towers(**cfg.tower_arguments(), resume_from=resume_from)
     model, val_pre, tokenizer = towers.model, towers.val_preprocess, towers.tokenizer
-    if cfg.strategy == "flip" and not patch_dropout_modules(model):
-        raise UserError(f"strategy flip drops image patches; {cfg.model} has no patch tokens (pick a ViT or EVA model)")
+    if strategy(cfg.strategy).drops_patches and not patch_dropout_modules(model):
+        raise UserError(f"strategy {cfg.strategy} drops image patches; {cfg.model} has no patch tokens (pick a ViT or EVA model)")
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     size = image_size(model)
@@ -162,16 +153,13 @@ def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, bud
           budget_samples: int | None) -> StepPlan:
     """Measure one step's FLOPs on the real module and batch shape (unless the caller
     measured them: cfg.flops_per_step), then plan the steps."""
-    from train import budget as B
-    from train.trainer import autocast_forward
-    from zoo.towers import train_mode
-
-    flip = cfg.strategy == "flip"
+    kind = strategy(cfg.strategy)
+    patch_drop, tail_fraction = kind.patch_drop(cfg.patch_drop), kind.unmasked_fraction(cfg.unmasked_fraction)
     if cfg.flops_per_step is not None:
         # No draw from the RNG is skipped that matters: fresh runs reseed after planning, resumed runs restore it.
         return B.plan_steps(cfg.flops_per_step, cfg.flops_per_step_unmasked or cfg.flops_per_step,
                             budget_flops=budget_flops, budget_samples=budget_samples, samples_arg=cfg.samples,
-                            batch_size=cfg.batch_size, tail_fraction=cfg.unmasked_fraction if flip else 0.0)
+                            batch_size=cfg.batch_size, tail_fraction=tail_fraction)
     device = info.device
     # A made-up batch of the real shape: its random pixels come from the seeded global RNG,
     # so this draw is part of the run's bitwise-reproducible sequence.
@@ -181,20 +169,16 @@ def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, bud
     train_mode(built.module)  # after locking: frozen towers count no backward FLOPs
     cost_main, cost_tail = B.measure_step_costs(
         built.module, lambda: autocast_forward(built.module, images, texts, device)[0],
-        cfg.patch_drop if flip else 0.0, flip and cfg.unmasked_fraction > 0, info.world_size)
+        patch_drop, tail_fraction > 0, info.world_size)
     return B.plan_steps(cost_main, cost_tail, budget_flops=budget_flops, budget_samples=budget_samples,
                         samples_arg=cfg.samples, batch_size=cfg.batch_size,
-                        tail_fraction=cfg.unmasked_fraction if flip else 0.0)
+                        tail_fraction=tail_fraction)
 
 
 def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan, resume_from: Path | None,
                  out: Path) -> TrainState:
     """Optimiser, schedule and counters: fresh and seeded, or restored from `resume_from`
     (then metrics.jsonl loses the lines logged after that checkpoint)."""
-    from train.metrics import METRICS_NAME, truncate_metrics
-    from train.optim import cosine_with_warmup, make_optimizer
-    from train.state import TrainState, fresh_counters, restore, seed_training
-
     optimizer = make_optimizer(built.module, cfg.opt, cfg.lr, cfg.weight_decay, cfg.visual_lr, cfg.text_lr,
                                layer_decay=cfg.layer_decay)
     warmup = cfg.warmup if cfg.warmup is not None else max(1, int(0.05 * plan.total_steps))
@@ -209,7 +193,7 @@ def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan
     else:
         seed_training(cfg.seed, info)
     if info.is_main:  # also on a fresh start: a run killed before its first checkpoint logged lines
-        truncate_metrics(out / METRICS_NAME, state.counters.step)
+        truncate_metrics(RunDir(out).metrics_jsonl, state.counters.step)
     return state
 
 
@@ -223,8 +207,6 @@ def _wrap_ddp(module: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 def _batches(cfg: TrainConfig, info: DistInfo, built: _Model, shards: list[str], subset: frozenset[str] | None,
              local_batch: int, state: TrainState) -> Iterator[dict[str, Any]]:
     """This rank's batch iterator, started where the counters say its loader workers were."""
-    from train.data import StreamConfig, make_loader
-
     positions = state.counters.positions[info.rank]
     stream = StreamConfig(
         shards=shards, batch_size=local_batch, image_size=built.image_size,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from zoo.distributed import DistInfo
-
-METRICS_NAME = "metrics.jsonl"
+from shards.atomic import write_text_atomic
+from shards.layout import RunDir
+from zoo.distributed import DistInfo, mean_across
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -26,8 +26,6 @@ def truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError):
             break  # a torn last line from the kill
-    from shards.atomic import write_text_atomic
-
     write_text_atomic(path, "".join(l + "\n" for l in kept))
 
 
@@ -48,7 +46,7 @@ class MetricsLog:
     def __init__(self, out: Path, info: DistInfo, total_steps: int, first_step: int, progress: bool) -> None:
         from tqdm import tqdm
 
-        self.path = out / METRICS_NAME
+        self.path = RunDir(out).metrics_jsonl
         self.info = info
         self.total_steps = total_steps
         self.bar = tqdm(total=total_steps, initial=first_step, disable=not (progress and info.is_main),
@@ -71,8 +69,6 @@ class MetricsLog:
               budget_flops: float | None) -> None:
         """Log the window as one line and start a new one. A collective (the mean loss).
         Without a logit scale (train mim) the line has no temperature."""
-        from zoo.distributed import mean_across
-
         window = self.window
         mean_loss = float(mean_across(window.loss / window.steps, self.info))
         elapsed = max(time.perf_counter() - window.t0, 1e-9)

@@ -11,45 +11,19 @@ model of --model, so final.pt is an ordinary checkpoint and `train run --init-im
 loads its image tower (zoo.towers.init_image_tower)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from clikit.errors import UserError
-from train.config import TrainConfig
-from zoo.distributed import DistInfo
-
-
-@dataclass
-class MimConfig(TrainConfig):
-    """TrainConfig plus the teacher; written to OUT/config.yaml like a `train run`'s."""
-
-    model: str = "tiny-eva02-32"
-    strategy: str = "mim"
-    teacher: str = ""  # a `train run` folder or .pt: the CLIP whose image tower is regressed
-    mask_ratio: float = 0.4  # fraction of patches masked, in blocks (EVA-02: 40%)
-
-
-def validate_mim(cfg: MimConfig) -> None:
-    """UserError for arguments wrong on their face, before data or models are touched."""
-    from train.optim import OPTIMIZERS
-    from zoo.models import check_model_name
-
-    check_model_name(cfg.model)
-    if not cfg.teacher:
-        raise UserError("--teacher is required: a `train run` folder or checkpoint of the CLIP to learn from")
-    if cfg.opt not in OPTIMIZERS:
-        raise UserError(f"unknown optimiser {cfg.opt!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    if (cfg.budget is None) == (cfg.samples is None):
-        raise UserError("give exactly one budget: --budget FLOPS (e.g. 3e14, 300T) or --samples N (e.g. 1M)")
-    if not 0.0 < cfg.mask_ratio < 1.0:
-        raise UserError("--mask-ratio must be in (0, 1), e.g. 0.4")
-    if cfg.layer_decay is not None and not 0.0 < cfg.layer_decay <= 1.0:
-        raise UserError("--layer-decay must be in (0, 1]")
-    if cfg.batch_size < 1 or cfg.workers < 0:
-        raise UserError("--batch-size must be >= 1 and --workers >= 0")
+from train.config import MimConfig, TrainConfig
+from train.loop import _Model, _run
+from train.mim_model import MimModule, NoPatchTokens, grid_of
+from zoo.checkpoint import load_model
+from zoo.distributed import DistInfo, init_distributed, shutdown
+from zoo.models import image_size
+from zoo.towers import build_towers
 
 
 def run_mim(cfg: MimConfig) -> dict[str, Any]:
@@ -57,10 +31,7 @@ def run_mim(cfg: MimConfig) -> dict[str, Any]:
 
     Writes OUT/config.yaml, OUT/metrics.jsonl, OUT/checkpoints/step_*.pt, OUT/final.pt (the
     student open_clip model) and OUT/summary.json. Only rank 0 writes."""
-    from train.loop import _run
-    from zoo.distributed import init_distributed, shutdown
-
-    validate_mim(cfg)
+    cfg.validate()
     info = init_distributed(cfg.device)
     try:
         summary = _run(cfg, info, build=build_mim)
@@ -72,21 +43,13 @@ def run_mim(cfg: MimConfig) -> dict[str, Any]:
 def build_mim(cfg: TrainConfig, info: DistInfo, resume_from: Path | None):
     """train.loop's build step for MIM: the student (--model, --init-image applied on fresh
     runs), the teacher's image tower from its checkpoint, and the MimModule around both."""
-    from train.loop import _Model
-    from train.mim_model import MimModule, NoPatchTokens
-    from train.pretrained import build_towers
-    from zoo.checkpoint import load_model
-    from zoo.models import image_size
-
     assert isinstance(cfg, MimConfig)
     teacher, teacher_pre, _, teacher_name = load_model(cfg.teacher)
     torch.manual_seed(cfg.seed)  # the student's initial weights, as in train run
-    towers = build_towers(cfg, resume_from)
+    towers = build_towers(**cfg.tower_arguments(), resume_from=resume_from)
     model, val_pre = towers.model, towers.val_preprocess
     norm, t_norm = val_pre.transforms[-1], teacher_pre.transforms[-1]
     try:
-        from train.mim_model import grid_of
-
         grid_of(model.visual)
     except NoPatchTokens as exc:
         raise UserError(f"--model {cfg.model}: {exc}; MIM masks patches, so the student must be an EVA or ViT "

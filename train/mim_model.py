@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clikit.errors import UserError
+from zoo.models import image_size
 
 
 class NoPatchTokens(UserError):
@@ -76,13 +77,18 @@ def grid_of(visual: nn.Module) -> tuple[int, int]:
 
 def patch_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The final layer's patch tokens [B, N, width] (class/register tokens removed), before
-    pooling or projection (after timm's final norm; open_clip's ViT has its ln_post later)."""
+    pooling or projection (after timm's final norm; for open_clip's ViT after ln_post, as its
+    pooling takes them, unless final_ln_after_pool or an attention pooler puts ln_post later)."""
     _patch_embed(visual)  # NoPatchTokens first
     trunk = getattr(visual, "trunk", None)
     if trunk is not None:
         return trunk.forward_features(images)[:, getattr(trunk, "num_prefix_tokens", 0):]
-    x = visual.transformer(visual._embeds(images))
-    return visual._pool(x)[1]
+    # open_clip's public features API (3.3.0): the last block's tokens without the class token,
+    # through ln_post where open_clip's own pooling takes its tokens after it.
+    out = visual.forward_intermediates(images, indices=1, output_fmt="NLC", intermediates_only=True,
+                                       normalize_intermediates=not visual.final_ln_after_pool
+                                       and visual.attn_pool is None)
+    return out["image_intermediates"][0]
 
 
 def aligned_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -137,8 +143,6 @@ class MimModule(nn.Module):
     """Student CLIP model (`model`: only its image tower trains), frozen teacher image tower
     and the MIM head. forward(images) -> (1 - cosine at masked patches, logs)."""
 
-    contrastive = False  # no logit scale to log or clamp
-
     def __init__(self, model: nn.Module, teacher: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
                  teacher_mean: tuple[float, ...], teacher_std: tuple[float, ...], teacher_size: int,
                  mask_ratio: float) -> None:
@@ -158,8 +162,6 @@ class MimModule(nn.Module):
     @torch.no_grad()
     def _widths(self) -> tuple[int, int]:
         """(student width, teacher feature size), checking that the patch grids match."""
-        from zoo.models import image_size
-
         size = image_size(self.model)
         x = torch.zeros(1, 3, size, size)
         student = patch_tokens(self.model.visual, x)

@@ -1,5 +1,6 @@
 """Optimiser and schedule: Lamb (EVA-CLIP's default) or AdamW, cosine with linear warmup,
-no weight decay on norms/biases/logit scale, separate vision and text learning rates, and
+no weight decay on norms/biases/logit scale nor on what the towers exempt themselves
+(position embeddings, class tokens), separate vision and text learning rates, and
 layer-wise lr decay over the image tower's blocks (--layer-decay)."""
 from __future__ import annotations
 
@@ -13,9 +14,25 @@ from clikit.errors import UserError
 OPTIMIZERS = ("lamb", "adamw")
 
 
-def _no_decay(name: str, param: nn.Parameter) -> bool:
-    # 1-d tensors are norms, biases, scales; embeddings of positions and the class token too.
-    return param.ndim < 2 or "logit_scale" in name or "bias" in name or name.endswith(("cls_token", "class_embedding", "mask_token"))
+def _no_decay(name: str, param: nn.Parameter, exempt: set[str]) -> bool:
+    # 1-d tensors are norms, biases, scales; `exempt` holds what the towers name (position
+    # embeddings, class tokens, whatever their shape).
+    return (param.ndim < 2 or "logit_scale" in name or "bias" in name or name in exempt
+            or name.endswith(("cls_token", "class_embedding", "mask_token")))
+
+
+def exempt_from_decay(module: nn.Module) -> set[str]:
+    """Full names of the parameters the model's own modules exempt from weight decay: each
+    submodule's `no_weight_decay()` (timm's convention, which open_clip's towers follow too:
+    timm's EVA and ViT {pos_embed, cls_token, ...}, open_clip's VisionTransformer
+    {positional_embedding, class_embedding}, its text tower and CLIP {positional_embedding}).
+    Every submodule is asked, because open_clip's TimmModel does not pass its trunk's on."""
+    names: set[str] = set()
+    for prefix, sub in module.named_modules():
+        own = getattr(sub, "no_weight_decay", None)
+        if callable(own):
+            names.update(f"{prefix}.{name}" if prefix else name for name in own())
+    return names
 
 
 def _tower(name: str) -> str:
@@ -70,19 +87,21 @@ def param_groups(module: nn.Module, lr: float, weight_decay: float,
                  visual_lr: float | None = None, text_lr: float | None = None,
                  layer_decay: float | None = None) -> list[dict]:
     """Parameter groups by tower (visual, text, other) and decay (none on norms, biases,
-    logit scale, class tokens), each with its tower's lr; frozen parameters left out.
+    logit scale, class tokens, position embeddings), each with its tower's lr; frozen
+    parameters left out.
 
     With `layer_decay` (BEiT/EVA's layer-wise lr decay), image-tower layer i of L gets
     visual_lr x layer_decay ** (L - 1 - i): the embeddings learn slowest, the head at full lr."""
     lrs = {"visual": visual_lr or lr, "text": text_lr or lr, "other": lr}
     layer_of, num_layers = visual_layer_ids(module) if layer_decay is not None else ({}, 1)
+    exempt = exempt_from_decay(module)
     groups: dict[tuple[str, bool, int], list[nn.Parameter]] = {}
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
         tower = _tower(name)
         layer = layer_of.get(name, num_layers - 1) if tower == "visual" else num_layers - 1
-        groups.setdefault((tower, _no_decay(name, param), layer), []).append(param)
+        groups.setdefault((tower, _no_decay(name, param, exempt), layer), []).append(param)
     result = []
     for (tower, no_decay, layer), params in sorted(groups.items()):
         scale = layer_decay ** (num_layers - 1 - layer) if layer_decay is not None else 1.0

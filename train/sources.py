@@ -4,11 +4,13 @@ first shard. The pool's layout comes from shards.layout, the manifest from shard
 from __future__ import annotations
 
 from pathlib import Path
+from tarfile import TarError
 from typing import Any
 
 from clikit.errors import UserError
 from shards.layout import Pool
 from shards.manifest import MANIFEST_NAME, read_manifest
+from shards.reader import iter_tar_samples
 
 
 def resolve_shards(data: str | Path) -> list[str]:
@@ -93,12 +95,11 @@ def load_subset_uids(subset: str | Path, data: str | Path | None = None) -> froz
 
 
 def check_first_shard(shards: list[str]) -> None:
-    """Fail fast with a clear error when the first shard is not a readable tar."""
-    import tarfile
-
+    """Fail fast with a clear error when the first shard is not a readable tar: its first
+    sample is read by shards.reader, as the other stages read shards."""
     try:
-        with tarfile.open(shards[0]) as tar:
-            if tar.next() is None:
-                raise UserError(f"shard {shards[0]} is empty; check --data")
-    except (tarfile.TarError, OSError) as exc:
+        first = next(iter_tar_samples(shards[0]), None)
+    except (TarError, EOFError, OSError) as exc:
         raise UserError(f"shard {shards[0]} is not a readable tar ({exc}); check --data") from exc
+    if first is None:
+        raise UserError(f"shard {shards[0]} is empty; check --data")

@@ -15,7 +15,10 @@ from typing import Any
 import torch
 
 from clikit.errors import UserError
-from zoo.distributed import DistInfo
+from shards.layout import RunDir
+from train.config import TrainConfig
+from zoo.checkpoint import list_checkpoints, load_state, prune_checkpoints, read_checkpoint, save_atomic
+from zoo.distributed import DistInfo, all_gather_object, barrier, sum_across
 
 # Arguments that must not change between a run and its --resume (they shape the
 # data order, the model or the schedule).
@@ -59,8 +62,6 @@ class TrainState:
 
     def skipped_total(self, info: DistInfo) -> int:
         """Skipped samples over all ranks and restarts (a collective: every rank calls it)."""
-        from zoo.distributed import sum_across
-
         return self.counters.skipped + sum_across(self.skipped_here, info)
 
 
@@ -73,12 +74,10 @@ def fresh_counters(workers: int, world_size: int) -> Counters:
 def existing_checkpoints(out: Path, resume: bool) -> list[Path]:
     """OUT's checkpoints, oldest first; UserError when OUT holds a run that this one
     would overwrite (checkpoints without --resume, or a finished run to resume)."""
-    from zoo.checkpoint import list_checkpoints
-
     existing = list_checkpoints(out)
     if existing and not resume:
         raise UserError(f"{out} already holds checkpoints; pass --resume to continue it or choose another --out")
-    if resume and not existing and (out / "final.pt").is_file():
+    if resume and not existing and RunDir(out).final_pt.is_file():
         raise UserError(f"{out} is finished (final.pt) and has no checkpoint to resume; choose another --out")
     return existing
 
@@ -108,8 +107,6 @@ def seed_training(seed: int, info: DistInfo) -> None:
 def restore(state: TrainState, path: Path, out: Path, info: DistInfo) -> None:
     """Load the checkpoint at `path` into `state` (weights, SLIP head, optimiser, schedule,
     counters) and this rank's RNG; UserError when it was made with other RESUME_FIXED args."""
-    from zoo.checkpoint import load_state, read_checkpoint
-
     ckpt = read_checkpoint(path)
     _check_same_run(ckpt.get("config", {}), state.config, out)
     load_state(state.model, ckpt["state_dict"], path)
@@ -117,7 +114,12 @@ def restore(state: TrainState, path: Path, out: Path, info: DistInfo) -> None:
         state.module.slip_head.load_state_dict(ckpt["slip_head"])
     if state.head is not None:
         state.head.load_state_dict(ckpt["head"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as exc:  # torch: "loaded state dict contains a parameter group that doesn't match ..."
+        raise UserError(f"cannot resume {out}: the checkpoint's optimiser groups differ from this version's "
+                        "(position embeddings and class tokens are now exempt from weight decay); "
+                        "finish it with the version that started it, or start a new --out") from exc
     state.scheduler.load_state_dict(ckpt["scheduler"])
     state.counters = Counters(step=ckpt["step"], samples=ckpt["samples"], flops=ckpt["flops"],
                               skipped=ckpt["skipped"], positions=ckpt["data"]["positions"])
@@ -125,8 +127,6 @@ def restore(state: TrainState, path: Path, out: Path, info: DistInfo) -> None:
 
 
 def _check_same_run(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
-    from train.config import TrainConfig
-
     # A checkpoint from before an argument existed holds its default.
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     changed = [k for k in RESUME_FIXED if saved.get(k, defaults.get(k)) != current.get(k)]
@@ -141,9 +141,6 @@ def save_checkpoint(state: TrainState, out: Path, keep: int, flops_per_step: int
                     info: DistInfo) -> None:
     """Write OUT/checkpoints/step_NNNNNNNN.pt (rank 0, atomically) and keep the newest
     `keep`. A collective: every rank sends its read positions and RNG state."""
-    from zoo.checkpoint import prune_checkpoints, save_atomic
-    from zoo.distributed import all_gather_object, barrier
-
     all_positions = all_gather_object(state.positions, info)
     all_rng = all_gather_object(rng_state(info.device), info)
     skipped_total = state.skipped_total(info)
@@ -160,21 +157,18 @@ def save_checkpoint(state: TrainState, out: Path, keep: int, flops_per_step: int
             "skipped": skipped_total, "data": {"positions": all_positions, "batches_taken": c.step},
             "rng": all_rng, "flops_per_step": flops_per_step, "total_steps": total_steps,
         }
-        save_atomic(ckpt, out / "checkpoints" / f"step_{c.step:08d}.pt")
+        save_atomic(ckpt, RunDir(out).checkpoint(c.step))
         prune_checkpoints(out, keep)
     barrier(info)
 
 
 def save_final(state: TrainState, out: Path, info: DistInfo) -> int:
     """Write OUT/final.pt (weights and counters, no resume state); returns the skipped total."""
-    from zoo.checkpoint import save_atomic
-    from zoo.distributed import barrier
-
     skipped_total = state.skipped_total(info)
     if info.is_main:
         c = state.counters
         final = {"model_name": state.model_name, "config": state.config, "state_dict": state.model.state_dict(),
                  "hf_text": state.hf_text, "step": c.step, "samples": c.samples, "flops": c.flops}
-        save_atomic(final, out / "final.pt")
+        save_atomic(final, RunDir(out).final_pt)
     barrier(info)
     return skipped_total

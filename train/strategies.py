@@ -1,24 +1,18 @@
-"""Training strategies: clip, flip, clip-aug, slip. One module runs a strategy's whole
-forward (augmentation, towers, losses) so DDP, FLOP counting and the loop treat every
-strategy alike, and each strategy's real extra cost lands in the measured FLOPs."""
+"""Training strategies: clip, flip, clip-aug, slip. A `Strategy` record, looked up by name
+(`strategy(name)`), carries what each one does; callers ask its fields, never its name.
+One module runs a strategy's whole forward (augmentation, towers, losses) so DDP, FLOP
+counting and the loop treat every strategy alike, and each strategy's real extra cost lands
+in the measured FLOPs."""
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from clikit.errors import UserError
-
-STRATEGIES = ("clip", "flip", "clip-aug", "slip")
-
-
-def check_strategy(name: str) -> None:
-    """UserError unless name is one of STRATEGIES."""
-    if name not in STRATEGIES:
-        raise UserError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
-
 
 def patch_dropout_modules(model: nn.Module) -> list[nn.Module]:
     """open_clip's and timm's PatchDropout modules inside a model (FLIP's token drop).
@@ -74,13 +68,67 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
     return F.cross_entropy(logits, targets)
 
 
+@dataclass(frozen=True)
+class Strategy:
+    """What a strategy changes in a CLIP step. Stored by `name` (config.yaml, --strategy)."""
+
+    name: str
+    # The command that trains it: `train run --strategy NAME`, or `train mim` (whose
+    # config.yaml says strategy: mim; its MimModule masks patches itself).
+    command: str = "run"
+    # A CLIP loss, contrasting the samples of a batch (so 2 at least) at a learned temperature.
+    contrastive: bool = True
+    # FLIP: the image tower drops `patch_drop` of its patches, and the last `unmasked_fraction`
+    # of the steps run unmasked (a step of each kind has its own measured cost).
+    drops_patches: bool = False
+    # Augmentation of the batch before the CLIP loss (image size -> module), or None.
+    augmentation: Callable[[int], nn.Module] | None = None
+    # SLIP: a SimCLR loss on two views made by this (image size -> module), through a
+    # projector head trained beside the model (saved in checkpoints as "slip_head").
+    ssl_views: Callable[[int], nn.Module] | None = None
+
+    def patch_drop(self, requested: float) -> float:
+        """The fraction of patches dropped in a masked step: the requested one, or none."""
+        return requested if self.drops_patches else 0.0
+
+    def unmasked_fraction(self, requested: float) -> float:
+        """The fraction of steps that run unmasked at the end (0 for a strategy that never masks)."""
+        return requested if self.drops_patches else 0.0
+
+
+# Every strategy there is, by name (a new one is a record here; nothing else names strategies).
+REGISTRY: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("clip"),
+    Strategy("flip", drops_patches=True),
+    Strategy("clip-aug", augmentation=clip_augment),
+    Strategy("slip", ssl_views=simclr_augment),
+    Strategy("mim", command="mim", contrastive=False),
+)}
+STRATEGIES = tuple(name for name, s in REGISTRY.items() if s.command == "run")  # `train run --strategy`
+
+
+def strategy(name: str, command: str | None = None) -> Strategy:
+    """The record named `name`, among those `command` trains when given; UserError (naming
+    that command's strategies) for any other name."""
+    found = REGISTRY.get(name)
+    if found is None or command not in (None, found.command):
+        choices = [s.name for s in REGISTRY.values() if s.command == (command or "run")]
+        raise UserError(f"unknown strategy {name!r}; choose one of: {', '.join(choices)}")
+    return found
+
+
+def check_strategy(name: str) -> None:
+    """UserError unless name is one of STRATEGIES (what `train run --strategy` takes)."""
+    strategy(name, "run")
+
+
 class StrategyModule(nn.Module):
     """The CLIP model plus whatever a strategy adds (augmenters, SLIP's SimCLR head)."""
 
     def __init__(
         self,
         model: nn.Module,
-        strategy: str,
+        name: str,
         image_size: int,
         mean: tuple[float, ...],
         std: tuple[float, ...],
@@ -91,19 +139,19 @@ class StrategyModule(nn.Module):
         super().__init__()
         from open_clip.loss import ClipLoss
 
-        check_strategy(strategy)
+        self.strategy = strategy(name)
         self.model = model
-        self.strategy = strategy
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         # Global-batch contrastive loss: gather features with gradient, each rank scores its rows.
         self.clip_loss = ClipLoss(local_loss=world_size > 1, gather_with_grad=world_size > 1,
                                   cache_labels=True, rank=rank, world_size=world_size)
-        self.augment = clip_augment(image_size) if strategy == "clip-aug" else None
+        augmentation, ssl_views = self.strategy.augmentation, self.strategy.ssl_views
+        self.augment = augmentation(image_size) if augmentation is not None else None
         self.slip_scale = slip_scale
-        if strategy == "slip":
+        if ssl_views is not None:
             dim = _embed_dim(model)
-            self.views = simclr_augment(image_size)
+            self.views = ssl_views(image_size)
             self.slip_head = nn.Sequential(  # SLIP's 3-layer MLP projector, smaller
                 nn.Linear(dim, 4 * dim), nn.BatchNorm1d(4 * dim), nn.ReLU(inplace=True),
                 nn.Linear(4 * dim, 4 * dim), nn.BatchNorm1d(4 * dim), nn.ReLU(inplace=True),

@@ -15,7 +15,9 @@ from train.config import TrainConfig
 from train.eval_hook import EvalHook
 from train.metrics import MetricsLog
 from train.state import TrainState, save_checkpoint
+from train.strategies import set_patch_drop, strategy
 from zoo.distributed import DistInfo
+from zoo.towers import train_mode
 
 
 def autocast_forward(net: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor,
@@ -34,13 +36,12 @@ class Trainer:
         self.cfg, self.info, self.state, self.net, self.plan = cfg, info, state, net, plan
         self.batches, self.log, self.evals, self.out = batches, log, evals, out
         self.budget_flops = budget_flops
-        self.flip = cfg.strategy == "flip"
+        kind = strategy(cfg.strategy)
+        self.drops_patches, self.contrastive = kind.drops_patches, kind.contrastive
 
     def run(self) -> None:
         """Step until plan.total_steps; checkpoints (always after the last step) and
         mid-run evaluations as configured."""
-        from zoo.towers import train_mode
-
         c = self.state.counters
         train_mode(self.state.module)  # locked towers stay in eval mode (no dropout, frozen BN)
         while c.step < self.plan.total_steps:
@@ -62,7 +63,7 @@ class Trainer:
 
     def _logit_scale(self) -> torch.Tensor | None:
         """What metrics.jsonl turns into the temperature; None for a loss without one (MIM)."""
-        return self.state.model.logit_scale if getattr(self.state.module, "contrastive", True) else None
+        return self.state.model.logit_scale if self.contrastive else None
 
     def _next_batch(self) -> dict[str, Any]:
         """The next batch; records the loader position it reached and what it skipped."""
@@ -77,12 +78,10 @@ class Trainer:
 
     def step(self, batch: dict[str, Any]) -> None:
         """One optimiser step on one batch, then the counters."""
-        from train.strategies import set_patch_drop
-
         state, cfg, c, device = self.state, self.cfg, self.state.counters, self.info.device
         images = batch["images"].to(device, non_blocking=True)
         texts = batch["texts"].to(device, non_blocking=True) if batch["texts"] is not None else None
-        if self.flip:
+        if self.drops_patches:
             set_patch_drop(state.module, 0.0 if self.plan.in_tail(c.step) else cfg.patch_drop)
         loss, _ = autocast_forward(self.net, images, texts, device)
         loss.backward()

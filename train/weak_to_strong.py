@@ -21,12 +21,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from clikit.errors import UserError
+from shards.atomic import write_json_atomic
+from shards.layout import RunDir
+from train.budget import format_flops
+from train.config import TrainConfig
+from train.loop import run_training
+from train.mim import MimConfig, run_mim
 
-KINDS = ("clip", "mim")
+
+@dataclass(frozen=True)
+class StageKind:
+    """What a stage's `kind:` stands for."""
+
+    config: type[TrainConfig]  # the stage's options
+    run: Callable[[Any], dict[str, Any]]  # trains it; returns its summary
+    evaluates: bool  # the plan's `eval:` folder is its eval_dir (a MIM stage has no zero-shot eval)
+
+
+STAGE_KINDS = {
+    "clip": StageKind(TrainConfig, run_training, evaluates=True),
+    "mim": StageKind(MimConfig, run_mim, evaluates=False),
+}
+KINDS = tuple(STAGE_KINDS)
 _STAGE_REFS = ("teacher", "init_image", "init_text")
 
 
@@ -55,10 +76,7 @@ def read_plan(path: str | Path) -> dict[str, Any]:
 
 def stage_config(plan: dict[str, Any], stage: dict[str, Any], out: Path, seed: int | None):
     """The TrainConfig (clip) or MimConfig (mim) of one stage, earlier stages' names resolved."""
-    from train.config import TrainConfig
-    from train.mim import MimConfig
-
-    cls = MimConfig if stage["kind"] == "mim" else TrainConfig
+    kind = STAGE_KINDS[stage["kind"]]
     names = {s["name"] for s in plan["stages"]}
     opts = dict(plan.get("defaults") or {})
     opts.update({k: v for k, v in stage.items() if k not in ("name", "kind")})
@@ -69,27 +87,22 @@ def stage_config(plan: dict[str, Any], stage: dict[str, Any], out: Path, seed: i
     opts.setdefault("seed", plan.get("seed", 0))
     if seed is not None:
         opts["seed"] = seed
-    if stage["kind"] == "clip" and plan.get("eval"):
+    if kind.evaluates and plan.get("eval"):
         opts.setdefault("eval_dir", plan["eval"])
     for key in ("budget", "samples"):
         if opts.get(key) is not None:
             opts[key] = str(opts[key])
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name for f in dataclasses.fields(kind.config)}
     unknown = sorted(set(opts) - fields)
     if unknown:
         raise UserError(f"stage {stage['name']!r}: unknown option(s) {', '.join(unknown)} for a {stage['kind']} stage")
     if not opts.get("data"):
         raise UserError(f"stage {stage['name']!r} has no data; give `data:` in the plan or the stage")
-    return cls(out=str(out / stage["name"]), **opts)
+    return kind.config(out=str(out / stage["name"]), **opts)
 
 
 def run_plan(plan_path: str | Path, out: str | Path, seed: int | None = None, progress: bool = True) -> list[dict]:
     """Run (or resume, or reuse) every stage in order; returns and writes the table rows."""
-    from shards.atomic import write_json_atomic
-    from train.loop import run_training
-    from train.mim import run_mim
-    from zoo.checkpoint import list_checkpoints
-
     plan = read_plan(plan_path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,12 +110,12 @@ def run_plan(plan_path: str | Path, out: str | Path, seed: int | None = None, pr
     for stage in plan["stages"]:
         cfg = stage_config(plan, stage, out, seed)
         cfg.progress = progress
-        folder = Path(cfg.out)
-        if (folder / "summary.json").is_file():
-            summary = json.loads((folder / "summary.json").read_text())
+        run = RunDir(cfg.out)
+        if run.summary_json.is_file():
+            summary = json.loads(run.summary_json.read_text())
         else:
-            cfg.resume = bool(list_checkpoints(folder))
-            summary = run_mim(cfg) if stage["kind"] == "mim" else run_training(cfg)
+            cfg.resume = bool(run.checkpoints())
+            summary = STAGE_KINDS[stage["kind"]].run(cfg)
         rows.append(_row(stage, cfg, summary))
         write_json_atomic(out / "table.json", rows)
     return rows
@@ -121,8 +134,6 @@ def _row(stage: dict[str, Any], cfg: Any, summary: dict[str, Any]) -> dict[str, 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (FLOPs in short form, accuracies to 3 places)."""
-    from train.budget import format_flops
-
     def cell(key: str, value: Any) -> str:
         if value is None or value == "":
             return "-"

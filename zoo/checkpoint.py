@@ -8,7 +8,6 @@ a Hugging Face text tower, when the run used one), so both
 from __future__ import annotations
 
 import pickle
-import re
 import struct
 import sys
 import zipfile
@@ -19,14 +18,13 @@ from typing import Any
 import torch
 
 from clikit.errors import UserError
-
-CHECKPOINT_RE = re.compile(r"^step_(\d+)\.pt$")
+from shards.atomic import replacing
+from shards.layout import RunDir
+from zoo.models import create_model
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary name in the same folder, fsync, then rename over `path`."""
-    from shards.atomic import replacing
-
     with replacing(path) as tmp, open(tmp, "wb") as handle:
         torch.save(_canonical(obj), handle)
 
@@ -73,9 +71,7 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Step checkpoints of a run, oldest first."""
-    folder = Path(run_dir) / "checkpoints"
-    found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := CHECKPOINT_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return RunDir(run_dir).checkpoints()
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
@@ -87,9 +83,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory -> its final.pt (else its newest step checkpoint); a file -> itself."""
     path = Path(path)
     if path.is_dir():
-        if (path / "final.pt").is_file():
-            return path / "final.pt"
-        steps = list_checkpoints(path)
+        run = RunDir(path)
+        if run.final_pt.is_file():
+            return run.final_pt
+        steps = run.checkpoints()
         if steps:
             return steps[-1]
         raise UserError(f"{path} holds neither final.pt nor checkpoints/step_*.pt; is it a `train run` output?")
@@ -100,8 +97,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Load a model trained by `train run`: (model in eval mode, val preprocess, tokenizer, model_name).
 
     `path` is a run directory (runs/NAME), its final.pt, or one of its step checkpoints."""
-    from zoo.models import create_model
-
     file = resolve_checkpoint(path)
     ckpt = read_checkpoint(file, device="cpu")
     name = ckpt.get("model_name")

@@ -6,19 +6,22 @@ and referenced by the JSON configs in zoo/model_configs/.
 """
 from __future__ import annotations
 
-import importlib.abc
 import importlib.util
+import json
 import logging
-import sys
+import re
 from pathlib import Path
 from typing import Any
+
+from clikit.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False
 
 
 def _strip_timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    # timm.create_model passes these to every entry point; our builders resolve their own cfg.
+    # timm.create_model passes these to every entry point; the inner create_model resolves
+    # the base architecture's own.
     kwargs.pop("pretrained_cfg", None)
     kwargs.pop("pretrained_cfg_overlay", None)
     kwargs.pop("cache_dir", None)
@@ -27,20 +30,19 @@ def _strip_timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _eva02_32(width: int, depth: int, heads: int, kwargs: dict[str, Any]):
     """An EVA02 tower at 32 px with patch 4 (an 8x8 grid): rope, SwiGLU, scaled MLP."""
-    from timm.models.eva import _create_eva
+    import timm
 
     args = dict(
         img_size=32, patch_size=4, embed_dim=width, depth=depth, num_heads=heads,
         mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True,
         use_rot_pos_emb=True, ref_feat_shape=(8, 8),
     )
-    # Borrow eva02_tiny's pretrained_cfg only for metadata; weights are never loaded.
-    return _create_eva("eva02_tiny_patch14_224", pretrained=False, **dict(args, **_strip_timm_kwargs(kwargs)))
+    # eva02_tiny's architecture with our sizes; its pretrained_cfg is metadata only, never loaded.
+    return timm.create_model("eva02_tiny_patch14_224", pretrained=False, **dict(args, **_strip_timm_kwargs(kwargs)))
 
 
 def _register_timm_towers() -> None:
-    from timm.models import register_model
-    from timm.models._registry import is_model
+    from timm.models import is_model, register_model
 
     if is_model("clipcurate_eva02_small_32"):
         return
@@ -57,57 +59,56 @@ def _register_timm_towers() -> None:
 
     @register_model
     def clipcurate_convnext_tiny_32(pretrained: bool = False, **kwargs: Any):
-        """ConvNeXt tower for 32 px: dims 32-256, depths 1-1-2-1."""
-        from timm.models.convnext import _create_convnext
+        """ConvNeXt tower for 32 px: dims 32-256, depths 1-1-2-1, Linear MLPs (convnext_atto's 1x1 convs off)."""
+        import timm
 
-        args = dict(depths=(1, 1, 2, 1), dims=(32, 64, 128, 256))
-        return _create_convnext("convnext_atto", pretrained=False, **dict(args, **_strip_timm_kwargs(kwargs)))
+        args = dict(depths=(1, 1, 2, 1), dims=(32, 64, 128, 256), conv_mlp=False)
+        return timm.create_model("convnext_atto", pretrained=False, **dict(args, **_strip_timm_kwargs(kwargs)))
 
 
 def register_model_configs() -> None:
-    """Register the project's model configs with open_clip (idempotent)."""
+    """Register the project's model configs with open_clip and its timm towers with timm.
+
+    Idempotent. Every zoo function that looks a name up calls it; code that calls open_clip
+    directly with a project name (`open_clip.create_model("tiny-vit-32", ...)`) calls it first."""
     global _registered
     if _registered:
         return
     import open_clip
 
     _register_timm_towers()
-    if CONFIG_DIR not in [Path(p) for p in open_clip.factory._MODEL_CONFIG_PATHS]:
+    if project_model_names()[0] not in open_clip.list_models():  # e.g. a reloaded zoo.models
         open_clip.add_model_config(CONFIG_DIR)
     _registered = True
-
-
-class _RegisterWhenOpenClipLoads(importlib.abc.MetaPathFinder):
-    """Registers our configs right after `import open_clip`, so `import train` stays cheap."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != "open_clip":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("open_clip")
-        if spec is None or spec.loader is None:
-            return spec
-        original = spec.loader.exec_module
-
-        def exec_module(module):
-            original(module)
-            register_model_configs()
-
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
-
-
-def register_on_import() -> None:
-    """Register now if open_clip is loaded, else as soon as it is imported (cheap, idempotent)."""
-    if "open_clip" in sys.modules:
-        register_model_configs()
-    elif not any(isinstance(f, _RegisterWhenOpenClipLoads) for f in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterWhenOpenClipLoads())
 
 
 def project_model_names() -> list[str]:
     """Names of the configs shipped in zoo/model_configs/."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def _natural_key(name: str) -> list[int | str]:
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name.lower())]
+
+
+def model_configs() -> dict[str, dict[str, Any]]:
+    """Every model config by name, as open_clip.get_model_config gives it once the project's are
+    registered, in open_clip.list_models()'s order, read straight from the JSON files.
+
+    Importing open_clip loads torch and transformers (about 5 CPU s), and open_clip 3.3.0 has no
+    public API listing its configs without that import, so this reads its model_configs/ folder
+    (found without importing it) by open_clip's rule: a file with embed_dim, vision_cfg and
+    text_cfg, the project's folder last, names in natural order. tests/test_train_models_quick.py
+    checks the result against open_clip's own."""
+    spec = importlib.util.find_spec("open_clip")
+    folders = [Path(p) / "model_configs" for p in (spec.submodule_search_locations or [])] if spec else []
+    configs: dict[str, dict[str, Any]] = {}
+    for folder in [*folders, CONFIG_DIR]:
+        for file in sorted(folder.glob("*.json")):
+            config = json.loads(file.read_text(encoding="utf-8"))
+            if all(key in config for key in ("embed_dim", "vision_cfg", "text_cfg")):
+                configs[file.stem] = config
+    return {name: configs[name] for name in sorted(configs, key=_natural_key)}
 
 
 def all_model_names() -> list[str]:
@@ -120,8 +121,6 @@ def all_model_names() -> list[str]:
 
 def check_model_name(name: str) -> None:
     """Raise UserError for a model open_clip does not know."""
-    from clikit.errors import UserError
-
     names = all_model_names()
     if name not in names:
         import difflib
@@ -140,9 +139,7 @@ def hf_text_cfg(folder: str | Path, context_length: int, pretrained: bool) -> di
     projection into the joint space; `pretrained` loads the folder's weights."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        from clikit.errors import UserError
-
-        raise UserError(f"--init-text {folder}: no config.json there; give a Hugging Face model folder "
+            raise UserError(f"--init-text {folder}: no config.json there; give a Hugging Face model folder "
                         "(config.json, tokenizer and weights) or a `train run` checkpoint")
     return {"hf_model_name": str(folder.resolve()), "hf_tokenizer_name": str(folder.resolve()),
             "hf_model_pretrained": pretrained, "hf_proj_type": "linear", "hf_pooler_type": "mean_pooler",

@@ -1,4 +1,6 @@
-"""Towers from pretrained weights (LiT, EVA-CLIP init): load, resample, lock, and say what happened.
+"""Towers from pretrained weights (LiT, EVA-CLIP init): build, load, resample, lock, and say
+what happened. The one module that owns it: `train run`, `train mim` and the sweep's cost
+measurement call `build_towers` with their config's arguments (TrainConfig.tower_arguments).
 
 Sources for the image tower (`init_image_tower`):
   - a `train run` folder or one of its .pt files, or an open_clip checkpoint: its `visual.*`;
@@ -13,18 +15,30 @@ Every load returns a LoadReport: each tensor of the tower is loaded, resampled (
 and patch embeddings when the grid or patch differs, with timm's functions) or new; a
 tensor whose shape fits neither way stops the load with the first mismatches named, so a
 partial load is never silent.
+
+`build_towers` makes the model (with a Hugging Face text tower when --init-text names one),
+loads the inits into a fresh run and locks towers; a resumed run rebuilds the same
+architecture (its Hugging Face text tower from the folder the checkpoint names, without
+that folder's weights) and locks the same towers, but the inits are not applied again:
+the checkpoint holds the weights. `report_inits` prints each LoadReport and writes
+RUN/init.json.
 """
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from clikit.errors import UserError
+from shards.atomic import write_json_atomic
+from shards.layout import RunDir
+from zoo.checkpoint import load_torch_file, read_checkpoint, resolve_checkpoint
+from zoo.models import create_model
 
 # State dict keys of the resizable embeddings: timm ViT/EVA and open_clip's own ViT.
 POS_EMBED_NAMES = ("pos_embed", "positional_embedding")
@@ -81,8 +95,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise UserError(f"weights file {path} does not exist")
         obj = load_file(str(path))
     else:
-        from zoo.checkpoint import load_torch_file
-
         obj = load_torch_file(path)
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -197,8 +209,6 @@ def load_matching(
 # --- the two towers ------------------------------------------------------------------------
 
 def _checkpoint_state(src: str) -> dict[str, torch.Tensor]:
-    from zoo.checkpoint import resolve_checkpoint
-
     return read_state_dict(resolve_checkpoint(src))
 
 
@@ -231,7 +241,7 @@ def _is_text_key(name: str) -> bool:
 
 def init_text_tower(model: torch.nn.Module, src: str) -> LoadReport:
     """Load the text tower (everything but visual.* and the logit scale) from a checkpoint."""
-    if Path(src).is_dir() and not (Path(src) / "final.pt").exists() and not (Path(src) / "checkpoints").is_dir():
+    if Path(src).is_dir() and not RunDir(src).is_run():
         raise UserError(f"--init-text {src} is a folder but neither a `train run` folder nor (config.json) a "
                         "Hugging Face model folder")
     state = {k: v for k, v in _checkpoint_state(src).items() if _is_text_key(k)}
@@ -300,3 +310,90 @@ def train_mode(model: torch.nn.Module) -> None:
         params = list(module.parameters())
         if params and not any(p.requires_grad for p in params):
             module.eval()
+
+
+# --- the model with its towers: built, initialised, locked, reported ---------------------------
+
+@dataclass
+class Towers:
+    """The built model and what came with it."""
+
+    model: torch.nn.Module
+    val_preprocess: Any
+    tokenizer: Any
+    hf_text: str | None  # the Hugging Face text tower's folder, saved in every checkpoint
+    reports: list[LoadReport] = field(default_factory=list)  # one per initialised tower
+
+
+def hf_text_folder(init_text: str | None, resume_from: Path | None) -> tuple[str | None, bool]:
+    """(the Hugging Face text tower's folder or None, whether to load that folder's weights).
+
+    A resumed run takes the folder its checkpoint names. A fresh run's --init-text is one
+    when it is a folder that is not a `train run` folder (create_model then insists on its
+    config.json); a checkpoint passes on the folder it was trained with, weights from it."""
+    if resume_from is not None:
+        return read_checkpoint(resume_from).get("hf_text"), False
+    if not init_text:
+        return None, False
+    path = Path(init_text)
+    if path.is_dir() and not RunDir(path).is_run():
+        return str(path.resolve()), True
+    return read_checkpoint(resolve_checkpoint(path)).get("hf_text"), False
+
+
+def build_towers(model_name: str, *, patch_dropout: float = 0.0, init_image: str | None = None,
+                 init_text: str | None = None, lock_image_tower: bool = False, unlocked_groups: int = 0,
+                 lock_text_tower: bool = False, resume_from: Path | None = None) -> Towers:
+    """The model `model_name` (with `patch_dropout`, a Hugging Face text tower), its towers
+    loaded from `init_image`/`init_text` (fresh runs only: `resume_from` None) and locked."""
+    hf_text, hf_pretrained = hf_text_folder(init_text, resume_from)
+    if hf_text:
+        _quiet_transformers()
+    model, _, val_pre, tokenizer = create_model(model_name, patch_dropout=patch_dropout, hf_text=hf_text,
+                                                hf_text_pretrained=hf_pretrained)
+    towers = Towers(model, val_pre, tokenizer, hf_text)
+    if resume_from is None:
+        if init_image:
+            towers.reports.append(init_image_tower(model, init_image))
+        if hf_pretrained:
+            towers.reports.append(hf_text_report(model, hf_text))
+        elif init_text:
+            towers.reports.append(init_text_tower(model, init_text))
+    if lock_image_tower:
+        try:
+            lock_image(model, unlocked_groups)
+        except (AssertionError, NotImplementedError) as exc:  # open_clip's ModifiedResNet: whole or nothing
+            raise UserError(f"--lock-image-unlocked-groups {unlocked_groups}: the image tower of "
+                            f"{model_name} ({type(model.visual).__name__}) can only be locked whole; drop "
+                            "--lock-image-unlocked-groups") from exc
+    if lock_text_tower:
+        lock_text(model)
+    return towers
+
+
+def _quiet_transformers() -> None:
+    # Its per-tensor "Loading weights" bar would bury the run's own output and one-line errors.
+    from transformers.utils import logging as hf_logging  # transformers: only with a Hugging Face text tower
+
+    hf_logging.disable_progress_bar()
+
+
+def init_summary(towers: Towers) -> dict[str, Any]:
+    """RUN/init.json: each tower's LoadReport and the parameters left to train."""
+    by_tower = {r.tower: r.to_dict() for r in towers.reports}
+    model = towers.model
+    return {"image": by_tower.get("image"), "text": by_tower.get("text"), "hf_text": towers.hf_text,
+            "trainable_params": trainable(model), "params": sum(p.numel() for p in model.parameters()),
+            "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad)[:50]}
+
+
+def report_inits(towers: Towers, run: RunDir) -> None:
+    """Print each tower's LoadReport (stderr, so stdout keeps the run's JSON summary) and write
+    RUN/init.json. Rank 0, fresh runs."""
+    summary = init_summary(towers)
+    for report in towers.reports:
+        print(report.format(), file=sys.stderr, flush=True)
+    if summary["trainable_params"] < summary["params"]:
+        print(f"training {summary['trainable_params']:,} of {summary['params']:,} parameters "
+              "(the rest is frozen: locked towers, or a MIM student's text tower)", file=sys.stderr, flush=True)
+    write_json_atomic(run.init_json, summary)

@@ -10,7 +10,7 @@ from clikit.errors import UserError
 from shards.layout import Pool
 
 
-def _image_embedder(pool: Path, scores: str):
+def _image_embedder(pool: str, scores: str):
     """embed_images(paths) with the scores tag's model, when the scorer provides one."""
     try:
         from curate.score.embed import image_embedder  # the scorer's hook (scores/TAG/model.json); torch, open_clip
@@ -22,7 +22,7 @@ def _image_embedder(pool: Path, scores: str):
 def register(app: typer.Typer) -> None:
     @app.command("dedup")
     def dedup(
-        pool: Path = typer.Argument(..., help="Pool folder (the one `curate download` wrote)."),
+        pool: str = typer.Argument(..., help="Pool folder (the one `curate download` wrote), or its URL (s3://BUCKET/POOL)."),
         scores: str = typer.Option(..., "--scores", help="Scoring tag to read: scores/TAG and embeddings/TAG."),
         method: str = typer.Option(
             "exact,phash-pixels", "--method",
@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(format_threshold_table(threshold_table(pool, settings, truth)))
 
 
-def _report(out: Path, summary: dict) -> None:
+def _report(out: str, summary: dict) -> None:
     """One line: samples, groups and pairs per method, kept and removed."""
     methods = ", ".join(f"{m} {v['pairs']} pairs" for m, v in summary["per_method"].items())
     typer.echo(

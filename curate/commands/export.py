@@ -1,7 +1,6 @@
 """`curate export`: write a subset as an open_clip-readable webdataset shard set."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import typer
 
@@ -9,8 +8,8 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
-        pool: Path = typer.Argument(..., help="Pool folder holding the subset."),
-        out: Path = typer.Argument(..., help="New folder for the shard set (rerun with the same options to finish a killed export)."),
+        pool: str = typer.Argument(..., help="Pool folder holding the subset, or its URL (s3://BUCKET/POOL)."),
+        out: str = typer.Argument(..., help="New folder or URL (s3://BUCKET/SET) for the shard set (rerun with the same options to finish a killed export)."),
         subset: str = typer.Option(..., "--subset", help="Subset name (subsets/NAME.parquet, from `curate filter`)."),
         samples_per_shard: int = typer.Option(10000, "--samples-per-shard", help="Samples in each output shard (the last may have fewer)."),
         shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle samples across shards (default: pool order)."),

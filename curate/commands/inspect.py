@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 
 def inspect(
-    pool: Annotated[Path, typer.Argument(help="A pool folder written by `curate download`.")],
+    pool: Annotated[str, typer.Argument(help="A pool folder written by `curate download`, or its URL (s3://BUCKET/POOL).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")] = False,
     placeholder_min_urls: Annotated[int, typer.Option(help="Flag image bytes served for at least this many URLs.")] = 5,
 ) -> None:

@@ -1,14 +1,13 @@
 """`curate score POOL`."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 
 def score(
-    pool: Annotated[Path, typer.Argument(help="A pool folder written by `curate download`.")],
+    pool: Annotated[str, typer.Argument(help="A pool folder written by `curate download`, or its URL (s3://BUCKET/POOL).")],
     model: Annotated[Optional[str], typer.Option(help="open_clip model name (with --pretrained); `train models` lists the project's.")] = None,
     pretrained: Annotated[Optional[str], typer.Option(help="Weights for --model: a local file, or an open_clip pretrained tag.")] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="A `train run` output: runs/NAME, its final.pt or a step checkpoint.")] = None,

@@ -22,7 +22,7 @@ class Format(str, Enum):
 def register(app: typer.Typer) -> None:
     @app.command("sql")
     def sql(
-        pool: Path = typer.Argument(..., help="Pool folder (written by `curate download`)."),
+        pool: str = typer.Argument(..., help="Pool folder (written by `curate download`), or its URL (s3://BUCKET/POOL)."),
         query: str = typer.Argument(..., help="A SELECT over the views samples, scores, scores_all, scored, dedup, dedup_all."),
         format: Format = typer.Option(Format.table, "--format", help="Output format; parquet needs --out."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the result to this file instead of stdout."),

@@ -1,7 +1,6 @@
 """`curate verify OUT`: check a shard set against its manifest."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import typer
 
@@ -9,7 +8,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify(
-        out: Path = typer.Argument(..., help="Shard-set folder written by `curate export`."),
+        out: str = typer.Argument(..., help="Shard-set folder written by `curate export`, or its URL."),
     ) -> None:
         """Check a shard set against its manifest.
 

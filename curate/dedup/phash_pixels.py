@@ -32,6 +32,7 @@ import numpy as np
 
 from curate.dedup.phash_knn import confirmed_candidates, cosine_bar
 from curate.dedup.scored_pool import ScoredPool
+from shards.storage import read_parquet
 
 PIXEL_COLUMNS = ("pixels", "colours")
 COLOUR_MAX = 12.0  # mean CIELAB delta E per cell of the 4x4 colour grid
@@ -44,14 +45,12 @@ RELIEF = 0.02
 
 
 def _read_pixel_columns(scored: ScoredPool, positions: np.ndarray) -> tuple[list[bytes], list[bytes]]:
-    import pyarrow.parquet as pq
-
     pixels, colours = [], []
     bounds = np.asarray(scored.offsets + (scored.size,))
     for k, shard in enumerate(scored.shards):
         lo, hi = np.searchsorted(positions, [bounds[k], bounds[k + 1]])
         if hi > lo:
-            table = pq.read_table(scored.scores_path(shard), columns=list(PIXEL_COLUMNS))
+            table = read_parquet(scored.scores_path(shard), columns=list(PIXEL_COLUMNS))
             take = (positions[lo:hi] - bounds[k]).tolist()
             pixels += table.column("pixels").take(take).to_pylist()
             colours += table.column("colours").take(take).to_pylist()

@@ -23,6 +23,7 @@ from curate.dedup.vectors import gpu_available
 from clikit.errors import UserError
 from shards.atomic import replacing_dir
 from shards.layout import Pool
+from shards.storage import open_root
 
 __all__ = ["DedupSettings", "run_dedup"]
 
@@ -50,7 +51,7 @@ def _log(settings: DedupSettings, text: str) -> None:
 def run_dedup(pool: str | Path, settings: DedupSettings, embed_images: ImageEmbedder | None = None) -> dict[str, Any]:
     """Run one dedup; returns the summary (with "skipped": True when already complete)."""
     validate(settings)
-    pool = Path(pool)
+    pool = open_root(pool)
     scored = open_scored_pool(pool, settings.scores)
     if any(m.needs_pixels for m in settings.chosen):
         check_pixel_columns(scored)
@@ -160,6 +161,7 @@ def _write_outputs(layout: Pool, name: str, uid, gid, gsize, keep, method_of, co
         "method": method,
         "contaminated": pa.array(contaminated, pa.bool_()),
     })
-    with replacing_dir(layout.dedup_dir(name)) as tmp:  # the file names Pool gives inside dedup/NAME
+    # the file names Pool gives inside dedup/NAME; groups.parquet marks the run finished (Pool.dedup_names)
+    with replacing_dir(layout.dedup_dir(name), marker=layout.dedup_groups(name).name) as tmp:
         pq.write_table(table, tmp / layout.dedup_groups(name).name)
         (tmp / layout.dedup_summary(name).name).write_text(json.dumps(summary, indent=2))

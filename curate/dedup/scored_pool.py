@@ -7,13 +7,13 @@ just to find a row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from clikit.errors import UserError
 from shards.layout import Pool
+from shards.storage import StoragePath, load_npy, open_root, parquet_metadata, parquet_schema, read_parquet
 
 SCORE_COLUMNS = ("uid", "clip_score", "image_sha256", "phash")
 
@@ -22,7 +22,7 @@ SCORE_COLUMNS = ("uid", "clip_score", "image_sha256", "phash")
 class ScoredPool:
     """The scored shards of one pool and tag: names, row counts and global offsets."""
 
-    pool: Path
+    pool: StoragePath
     tag: str
     shards: tuple[str, ...]  # "00000", ...
     rows: tuple[int, ...]
@@ -32,18 +32,16 @@ class ScoredPool:
     def size(self) -> int:
         return self.offsets[-1] + self.rows[-1] if self.shards else 0
 
-    def scores_path(self, shard: str) -> Path:
+    def scores_path(self, shard: str) -> StoragePath:
         return Pool(self.pool).scores_parquet(self.tag, shard)
 
-    def embeddings_path(self, shard: str) -> Path:
+    def embeddings_path(self, shard: str) -> StoragePath:
         return Pool(self.pool).image_embeddings(self.tag, shard)
 
 
-def open_scored_pool(pool: str | Path, tag: str) -> ScoredPool:
+def open_scored_pool(pool: str | StoragePath, tag: str) -> ScoredPool:
     """The shards of scores/TAG; a UserError naming the available tags when it is missing."""
-    import pyarrow.parquet as pq
-
-    pool = Path(pool)
+    pool = open_root(pool)
     if not pool.is_dir():
         raise UserError(f"pool folder {pool} does not exist; pass the folder `curate download` wrote")
     layout = Pool(pool)
@@ -56,7 +54,7 @@ def open_scored_pool(pool: str | Path, tag: str) -> ScoredPool:
     for shard in shards:
         path = layout.scores_parquet(tag, shard)
         try:
-            meta = pq.read_metadata(path)
+            meta = parquet_metadata(path)
         except Exception as exc:  # a truncated or foreign file
             raise UserError(f"{path} is not a readable parquet file ({exc}); rerun `curate score`") from exc
         missing = [c for c in SCORE_COLUMNS if c not in meta.schema.names]
@@ -69,11 +67,9 @@ def open_scored_pool(pool: str | Path, tag: str) -> ScoredPool:
 
 def check_pixel_columns(scored: ScoredPool) -> None:
     """phash-pixels reads the thumbnails `curate score` stores since they were added."""
-    import pyarrow.parquet as pq
-
     for shard in scored.shards:
         path = scored.scores_path(shard)
-        if "pixels" not in pq.read_schema(path).names:
+        if "pixels" not in parquet_schema(path).names:
             raise UserError(f"{path} has no pixel thumbnails (scored by an older clipcurate); rerun `curate score` "
                             f"with the same --tag (it rescores such shards), or use --method exact,phash-knn")
 
@@ -93,9 +89,8 @@ def read_score_columns(scored: ScoredPool) -> ScoreColumns:
     """uid, clip_score, image_sha256 and phash of every scored row."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    tables = [pq.read_table(scored.scores_path(s), columns=list(SCORE_COLUMNS)) for s in scored.shards]
+    tables = [read_parquet(scored.scores_path(s), columns=list(SCORE_COLUMNS)) for s in scored.shards]
     table = pa.concat_tables(tables, promote_options="permissive") if tables else None
     if table is None or table.num_rows == 0:
         raise UserError(f"scores tag {scored.tag!r} in {scored.pool} has no rows; nothing to deduplicate")
@@ -114,13 +109,13 @@ def read_score_columns(scored: ScoredPool) -> ScoreColumns:
     )
 
 
-def open_embedding_matrix(path: Path, label: str, fix: str, rows: int | None = None, dim: int | None = None) -> np.ndarray:
+def open_embedding_matrix(path: StoragePath, label: str, fix: str, rows: int | None = None, dim: int | None = None) -> np.ndarray:
     """A float (rows, dim) .npy, memory-mapped; a UserError naming `label` and `fix` otherwise.
 
     One check for every embeddings file dedup reads: the pool's own and --against's.
     """
     try:
-        arr = np.load(path, mmap_mode="r")
+        arr = load_npy(path)
     except Exception as exc:  # noqa: BLE001 - numpy raises several types for a bad file
         raise UserError(f"{label} {path} is not a readable .npy file ({exc}); {fix}") from None
     want_rows = rows if rows is not None else "n"
@@ -162,7 +157,7 @@ def normalized(block: np.ndarray) -> np.ndarray:
 def iter_embedding_batches(scored: ScoredPool, batch: int = 32768) -> Iterator[tuple[int, np.ndarray]]:
     """(global start, float32 unit rows) over all shards, each shard memory-mapped in turn."""
     for shard, start in zip(scored.shards, scored.offsets):
-        arr = np.load(scored.embeddings_path(shard), mmap_mode="r")
+        arr = load_npy(scored.embeddings_path(shard))
         for i in range(0, arr.shape[0], batch):
             yield start + i, normalized(arr[i : i + batch])
         del arr  # unmap, so resident pages stay bounded by one shard
@@ -176,7 +171,7 @@ def gather_rows(scored: ScoredPool, positions: np.ndarray) -> np.ndarray:
     for k, shard in enumerate(scored.shards):
         lo, hi = np.searchsorted(positions, [bounds[k], bounds[k + 1]])
         if hi > lo:
-            arr = np.load(scored.embeddings_path(shard), mmap_mode="r")
+            arr = load_npy(scored.embeddings_path(shard))
             if out is None:
                 out = np.empty((len(positions), arr.shape[1]), dtype=np.float32)
             out[lo:hi] = normalized(arr[positions[lo:hi] - bounds[k]])

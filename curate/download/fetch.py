@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from curate.download.distributors import get_distributor
+
 DEFAULT_MAX_PIXELS = 50_000_000  # larger images are refused from their header, never decoded
 RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
 
@@ -28,6 +30,10 @@ class DownloadSettings:
     allow_private: bool = False
     # Honour X-Robots-Tag noai and friends for real downloads (img2dataset's default).
     disallowed_header_directives: list[str] | None = None
+    # Where img2dataset runs (curate/download/distributors.py): its engine and how to reach a cluster.
+    distributor: str = "multiprocessing"
+    spark_master: str | None = None
+    ray_address: str | None = None
 
     def img2dataset_kwargs(self) -> dict:
         kwargs = dict(
@@ -41,6 +47,7 @@ class DownloadSettings:
             timeout=self.timeout,
             retries=self.retries,
             encode_format=self.encode_format,
+            distributor=self.distributor,
         )
         if self.disallowed_header_directives is not None:
             kwargs["disallowed_header_directives"] = self.disallowed_header_directives
@@ -69,7 +76,8 @@ def _guarded_img2dataset(allow_private: bool):
 
 def run_img2dataset(input_parquet: Path, output: Path, extra_columns: list[str], settings: DownloadSettings) -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    with _guarded_img2dataset(settings.allow_private) as download:
+    distributor = get_distributor(settings.distributor)
+    with distributor.session(settings), _guarded_img2dataset(settings.allow_private) as download:
         download(
             url_list=str(input_parquet),
             input_format="parquet",

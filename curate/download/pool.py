@@ -1,14 +1,12 @@
 """Reading and repairing a pool's shard folder (POOL/shards) as img2dataset leaves it."""
 from __future__ import annotations
 
-import shutil
-
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from clikit.errors import UserError
 from shards.atomic import leftovers
 from shards.layout import SHARD_STATS_RE, Pool
+from shards.storage import read_parquet, remove_tree
 
 IMG2DATASET_TMP = "_tmp"  # img2dataset's own scratch folder inside its output folder
 
@@ -25,7 +23,7 @@ def repair_unfinished(pool: Pool) -> list[str]:
         return removed
     for leftover in leftovers(shards_dir) + [shards_dir / IMG2DATASET_TMP]:
         if leftover.is_dir():
-            shutil.rmtree(leftover)
+            remove_tree(leftover)
             removed.append(leftover.name)
         elif leftover.exists():
             leftover.unlink()
@@ -55,7 +53,7 @@ def read_shard_tables(pool: Pool, columns: list[str] | None = None) -> pa.Table:
     """All finished shards' metadata rows, with a `shard` column (the shard's 5-digit name)."""
     tables = []
     for shard in pool.finished_shards():
-        table = pq.read_table(pool.shard_parquet(shard), columns=columns)
+        table = read_parquet(pool.shard_parquet(shard), columns=columns)
         tables.append(table.append_column("shard", pa.array([shard] * table.num_rows, pa.string())))
     if not tables:
         return pa.table({})

@@ -8,7 +8,6 @@ members being replaced are dropped before the new ones are added, never duplicat
 from __future__ import annotations
 
 import json
-import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,11 +18,12 @@ from shards.atomic import replacing
 from shards.layout import Pool
 from shards.reader import iter_tar_samples
 from shards.reorder import merge_tar
+from shards.storage import read_parquet, remove_tree
 
 
 def _merge_shard(pool: Pool, shard: str, retried: dict[str, dict], retry_tar_members: dict[str, list]) -> None:
     """Rewrite shard `shard` with the retried rows (by key) replacing the old ones."""
-    table = pq.read_table(pool.shard_parquet(shard))
+    table = read_parquet(pool.shard_parquet(shard))
     rows = table.to_pylist()
     for i, row in enumerate(rows):
         if row["key"] in retried:
@@ -51,11 +51,11 @@ def retry_failed_samples(pool: Pool, extra_columns: list[str], settings: Downloa
     if failed.num_rows == 0:
         return 0
     retry_root = pool.retry_dir
-    shutil.rmtree(retry_root, ignore_errors=True)
-    retry_root.mkdir()
+    remove_tree(retry_root)
     keep = ["uid", "url", "caption", *[c for c in extra_columns if c in failed.column_names]]
     retry_input = failed.select(keep).append_column("orig_key", failed["key"]).append_column("orig_shard", failed["shard"])
-    pq.write_table(retry_input, pool.input_parquet(retry=True))
+    with replacing(pool.input_parquet(retry=True)) as tmp:
+        pq.write_table(retry_input, tmp)
     retry_pool = pool.retry_pool
     run_img2dataset(pool.input_parquet(retry=True), retry_pool.shards_dir, [*keep[3:], "orig_key", "orig_shard"], settings)
     results = read_shard_tables(retry_pool)
@@ -86,5 +86,5 @@ def retry_failed_samples(pool: Pool, extra_columns: list[str], settings: Downloa
                 recovered += 1
                 tar_members[orig_key] = fixed
         _merge_shard(pool, shard, rows, tar_members)
-    shutil.rmtree(retry_root, ignore_errors=True)
+    remove_tree(retry_root)
     return recovered

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.download.distributors import get_distributor
 from curate.download.fetch import RESIZE_MODES, DownloadSettings, run_img2dataset
 from curate.download.inputs import normalise_input, read_input_table, resolve_mapping
 from curate.download.pool import read_shard_tables, repair_unfinished
@@ -20,6 +20,7 @@ from clikit.errors import UserError
 from clikit.versions import installed_versions
 from shards.atomic import replacing, write_json_atomic
 from shards.layout import Pool
+from shards.storage import StoragePath, open_root, remove_tree
 
 __all__ = ["DownloadResult", "DownloadSettings", "download_pool", "summarise"]
 
@@ -29,7 +30,7 @@ RECORDED_PACKAGES = ("clipcurate", "img2dataset", "webdataset", "pyarrow", "pill
 
 @dataclass
 class DownloadResult:
-    pool: Path
+    pool: StoragePath
     input_rows: int
     success: int
     failed: int
@@ -39,7 +40,7 @@ class DownloadResult:
     fetched_shards: int = 0
 
 
-def _check_pool_dir(pool: Path) -> None:
+def _check_pool_dir(pool: StoragePath) -> None:
     if pool.exists() and not pool.is_dir():
         raise UserError(f"POOL {pool} is a file; give a folder (new or an earlier pool to resume)")
 
@@ -66,7 +67,7 @@ def summarise(pool: Pool) -> tuple[int, int, dict[str, int]]:
 
 def download_pool(
     input_path: Path,
-    pool: Path,
+    pool: str | StoragePath,
     *,
     preset: str | None = None,
     url_col: str | None = None,
@@ -74,13 +75,15 @@ def download_pool(
     settings: DownloadSettings | None = None,
     retry_failed: bool = False,
 ) -> DownloadResult:
-    """Download INPUT's images into POOL (see docs/design.md, The pool). Resumes a killed run."""
+    """Download INPUT's images into POOL, a folder or an fsspec URL (see docs/design.md, The pool).
+    Resumes a killed run."""
     settings = settings or DownloadSettings()
     if settings.resize_mode not in RESIZE_MODES:
         raise UserError(f"unknown --resize-mode {settings.resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}")
     if settings.samples_per_shard < 1 or settings.processes < 1 or settings.threads < 1:
         raise UserError("--samples-per-shard, --processes and --threads must be at least 1")
-    input_path, pool = Path(input_path), Path(pool)
+    get_distributor(settings.distributor)  # an unknown name or a missing engine, before anything is written
+    input_path, pool = Path(input_path), open_root(pool)
     _check_pool_dir(pool)
     url_name, caption_name = resolve_mapping(preset, url_col, caption_col)
     table, mapping = normalise_input(read_input_table(input_path), url_name, caption_name, str(input_path))
@@ -96,7 +99,7 @@ def download_pool(
             f"({previous.get('source')}); use a new POOL folder"
         )
     input_parquet = layout.input_parquet()
-    input_parquet.parent.mkdir(exist_ok=True)
+    input_parquet.parent.mkdir(parents=True, exist_ok=True)
     if not input_parquet.exists():
         with replacing(input_parquet) as tmp:
             pq.write_table(table, tmp)
@@ -119,7 +122,7 @@ def download_pool(
     success, failed, reasons = summarise(layout)
     if success + failed != table.num_rows:
         raise UserError(f"pool {pool} accounts for {success + failed} rows but the input has {table.num_rows}; rerun to repair")
-    shutil.rmtree(layout.retry_dir, ignore_errors=True)
+    remove_tree(layout.retry_dir)
     result = DownloadResult(
         pool=pool, input_rows=table.num_rows, success=success, failed=failed, failures_by_reason=reasons,
         shards=len(finished), seconds=time.time() - started, fetched_shards=len(set(finished) - finished_before),

@@ -8,18 +8,25 @@ SQL over the catalog with clear errors.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from clikit.errors import UserError
 from curate.catalog import Catalog
-from curate.filter.recipes import shared_sql
+from curate.filter.recipes import Need, Recipe, shared_sql
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
 
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _failed(catalog: Catalog, exc: Exception) -> UserError:
+    """A DuckDB error as one line naming the catalog's views."""
+    first = str(exc).strip().splitlines()[0]
+    return UserError(f"query failed: {first} ({catalog.describe()})")
 
 
 def run_query(catalog: Catalog, sql: str, params: dict[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
@@ -29,8 +36,32 @@ def run_query(catalog: Catalog, sql: str, params: dict[str, Any] | None = None) 
     try:
         return catalog.con.sql(sql, params=params or None)
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"query failed: {first} ({catalog.describe()})") from None
+        raise _failed(catalog, exc) from None
+
+
+def query_table(catalog: Catalog, sql: str, params: dict[str, Any] | None = None):
+    """`sql`'s whole result as an arrow table; a DuckDB error while it runs (a recipe's own
+    `error(...)` too) becomes the same one-line UserError as run_query's."""
+    import duckdb
+
+    relation = run_query(catalog, sql, params)
+    try:
+        return relation.to_arrow_table()
+    except duckdb.Error as exc:
+        raise _failed(catalog, exc) from None
+
+
+def query_batches(catalog: Catalog, sql: str, params: dict[str, Any] | None = None,
+                  rows: int = 1 << 20) -> Iterator[pa.RecordBatch]:
+    """`sql`'s result as Arrow batches of `rows`, streamed (never the whole result at once);
+    a DuckDB error while it runs becomes the same one-line UserError as run_query's."""
+    import duckdb
+
+    relation = run_query(catalog, sql, params)
+    try:
+        yield from relation.to_arrow_reader(rows)
+    except duckdb.Error as exc:
+        raise _failed(catalog, exc) from None
 
 
 def build_candidates(catalog: Catalog, by: str, dedup: bool, where: str | None) -> str:
@@ -59,3 +90,21 @@ def build_candidates(catalog: Catalog, by: str, dedup: bool, where: str | None) 
     # bind the view now so a bad --where fails here with a clear message
     run_query(catalog, "SELECT * FROM candidates LIMIT 0").fetchall()
     return sql
+
+
+def missing_needs(catalog: Catalog, recipe: Recipe) -> list[tuple[Need, str]]:
+    """The recipe's `@needs` the catalog lacks, each with the line to print."""
+    missing = []
+    for need in recipe.needs:
+        if need.view in catalog.views and (need.column is None or need.column in catalog.columns(need.view)):
+            continue
+        several = catalog.unselected(need.view)  # made by a stage, but which run is meant?
+        missing.append((need, several or f"recipe {recipe.name} needs {need.name}: run `{need.stage}`"))
+    return missing
+
+
+def check_needs(catalog: Catalog, recipe: Recipe) -> None:
+    """A UserError naming the first missing view or column and the stage that makes it."""
+    missing = missing_needs(catalog, recipe)
+    if missing:
+        raise UserError(missing[0][1])

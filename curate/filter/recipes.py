@@ -5,8 +5,13 @@ A recipe is a .sql file in queries/ (or any path): one SELECT returning `uid`, r
 header declares the parameters and their defaults:
 
     -- @param min_score = 0.28  lowest score kept
+    -- @needs annotations.caption_language  curate annotate POOL
 
 `--param k=v` overrides a default; `--top` fills the $fraction/$count of top_fraction.
+An `@needs VIEW[.COLUMN]  STAGE` line names a catalog view (and column) the recipe reads
+beyond `candidates`, and the stage that makes it: `curate filter` checks them before it runs
+the SQL, so a missing one fails in one line naming the stage, and `--list` shows them. The
+comment lines before the first header line describe the recipe.
 
 A rule several recipes share is a DuckDB macro in queries/shared/*.sql (the top-k cut:
 `top_k(rows, fraction, count)`), created next to `candidates`, so any recipe, a user's too,
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,6 +30,7 @@ from typing import Any
 from clikit.errors import UserError
 
 _PARAM_LINE = re.compile(r"^--\s*@param\s+([A-Za-z_]\w*)\s*=\s*(\S+)\s*(.*)$")
+_NEEDS_LINE = re.compile(r"^--\s*@needs\s+([A-Za-z_]\w*)(?:\.([A-Za-z_]\w*))?\s+(.+)$")
 _PARAM_USE = re.compile(r"\$([A-Za-z_]\w*)")
 _MACRO_NAME = re.compile(r"\bCREATE\s+OR\s+REPLACE\s+TEMP\s+MACRO\s+([A-Za-z_]\w*)", re.IGNORECASE)
 SHARED_DIR = "shared"  # queries/shared/: macros the recipes call, not recipes themselves
@@ -87,16 +94,32 @@ def parse_top(text: str) -> TopSpec:
     return TopSpec(raw, fraction=fraction)
 
 
+@dataclass(frozen=True)
+class Need:
+    """A view (and column) a recipe reads, and the stage to run when the pool lacks it."""
+
+    view: str
+    column: str | None
+    stage: str  # e.g. "curate annotate POOL"
+
+    @property
+    def name(self) -> str:
+        return f"{self.view}.{self.column}" if self.column else self.view
+
+
 @dataclass
 class Recipe:
     """A loaded recipe: its SQL (comments kept, trailing ';' dropped), `defaults` for the
-    parameters the SQL uses and `help`, each declared parameter's help text."""
+    parameters the SQL uses and `help`, each declared parameter's help text, `needs` (its
+    `@needs` lines) and `description` (its leading comment)."""
 
     name: str
     path: str
     sql: str
     defaults: dict[str, Any] = field(default_factory=dict)
     help: dict[str, str] = field(default_factory=dict)
+    needs: list[Need] = field(default_factory=list)
+    description: str = ""
 
     def recorded_sql(self) -> str:
         """What a subset's metadata records as its `sql`: the shared definitions the recipe
@@ -166,14 +189,47 @@ def load_recipe(name_or_path: str) -> Recipe:
     sql = path.read_text(encoding="utf-8")
     defaults: dict[str, Any] = {}
     helps: dict[str, str] = {}
+    needs: list[Need] = []
+    description: list[str] = []
     for line in sql.splitlines():
-        match = _PARAM_LINE.match(line.strip())
+        line = line.strip()
+        match = _PARAM_LINE.match(line)
         if match:
             defaults[match.group(1)] = _parse_value(match.group(2))
             helps[match.group(1)] = match.group(3).strip()
+        elif (need := _NEEDS_LINE.match(line)):
+            needs.append(Need(need.group(1), need.group(2), need.group(3).strip().strip("`")))
+        elif line.startswith("--") and not defaults and not needs:
+            description.append(line[2:].strip())
+        elif line.startswith("-- @"):
+            raise UserError(f"recipe {path}: cannot read {line!r}; write `-- @param NAME = DEFAULT  help` "
+                            "or `-- @needs VIEW[.COLUMN]  STAGE`")
     used = set(_PARAM_USE.findall(_without_comments(sql)))
     undeclared = sorted(used - set(defaults))
     if undeclared:
         raise UserError(f"recipe {path} uses ${', $'.join(undeclared)} without a `-- @param NAME = DEFAULT` line")
     sql = sql.strip().rstrip(";")
-    return Recipe(path.stem, str(path), sql, {k: v for k, v in defaults.items() if k in used}, helps)
+    return Recipe(path.stem, str(path), sql, {k: v for k, v in defaults.items() if k in used}, helps, needs,
+                  " ".join(description).strip())
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def describe_recipe(recipe: Recipe, missing: dict[str, str] | None = None) -> str:
+    """`curate filter --list`'s text for one recipe: name, description, parameters (default and
+    help) and needs (view.column and the stage that makes it); `missing` marks the needs a
+    pool lacks ({need name: "missing", or why the view was not made})."""
+    lines = [f"{recipe.name}  ({recipe.path})"]
+    if recipe.description:
+        lines.append(textwrap.fill(recipe.description, 100, initial_indent="  ", subsequent_indent="  "))
+    if recipe.defaults:
+        lines.append("  parameters:")
+        for key, value in recipe.defaults.items():
+            lines.append(f"    {key} = {_shown(value)}  {recipe.help.get(key, '')}".rstrip())
+    lines.append("  needs: candidates (curate score POOL)")
+    for need in recipe.needs:
+        mark = f"  [{missing[need.name]}]" if missing and need.name in missing else ""
+        lines.append(f"    {need.name}  ({need.stage}){mark}")
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ from typing import Any
 from clikit.errors import UserError
 from clikit.versions import tool_version
 from curate.catalog import Catalog, open_catalog
-from curate.filter.candidates import build_candidates, run_query
+from curate.filter.candidates import build_candidates, check_needs, query_batches, run_query
 from curate.filter.datacomp_uids import UidBlock, UidFormatError, pairs_to_uids
 from curate.filter.recipes import Recipe, is_builtin, load_recipe, parse_top
 from curate.filter.subsets import (
@@ -19,6 +19,7 @@ from curate.filter.subsets import (
 )
 from curate.filter.top_fraction import TopCut, top_fraction
 from shards.layout import Pool
+from shards.storage import StoragePath, open_root
 
 UID_BATCH_ROWS = 1 << 20  # uids per Arrow batch read from a recipe's result
 
@@ -29,8 +30,8 @@ class FilterResult:
 
     name: str
     count: int
-    parquet: Path
-    npy: Path
+    parquet: StoragePath
+    npy: StoragePath
     metadata: dict[str, Any]
 
 
@@ -38,7 +39,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _seed_model(pool: Path, tag: str | None) -> dict[str, Any] | None:
+def _seed_model(pool: StoragePath, tag: str | None) -> dict[str, Any] | None:
     if tag is None:
         return None
     path = Pool(pool).model_json(tag)
@@ -48,14 +49,14 @@ def _seed_model(pool: Path, tag: str | None) -> dict[str, Any] | None:
         return {"tag": tag}
 
 
-def _result(pool: Path, name: str, count: int, metadata: dict[str, Any]) -> FilterResult:
+def _result(pool: StoragePath, name: str, count: int, metadata: dict[str, Any]) -> FilterResult:
     metadata["count"] = count
     layout = Pool(pool)
     return FilterResult(name, count, layout.subset_parquet(name), layout.subset_npy(name), metadata)
 
 
 def run_filter(
-    pool: str | Path,
+    pool: str | StoragePath,
     name: str,
     top: str | None = None,
     by: str = "clip_score",
@@ -66,14 +67,16 @@ def run_filter(
     recipe: str | None = None,
     params: dict[str, Any] | None = None,
     overwrite: bool = False,
+    clusters: str | None = None,
 ) -> FilterResult:
     """Select a subset of `pool` with a recipe and write subsets/NAME.{parquet,npy}.
 
     `top` ("40%", "0.4", "5000") fills the recipe's $fraction/$count (the recipe defaults
     to top_fraction when `top` is given); `use_dedup` (or naming `dedup`) keeps only the
-    dedup run's kept samples; `where` is an SQL condition over the candidates.
+    dedup run's kept samples; `where` is an SQL condition over the candidates; `clusters`
+    picks the cluster run behind the `clusters` view.
     """
-    pool = Path(pool)
+    pool = open_root(pool)
     check_subset_name(name)
     check_subset_free(pool, name, overwrite)
     top_spec = parse_top(top) if top is not None else None
@@ -91,8 +94,9 @@ def run_filter(
     if {"fraction", "count"} <= set(bound) and bound["fraction"] is None and bound["count"] is None:
         raise UserError(f"recipe {chosen.name} needs a share or a count: pass --top 40%")
 
-    with open_catalog(pool, scores=scores, dedup=dedup) as catalog:
+    with open_catalog(pool, scores=scores, dedup=dedup, clusters=clusters) as catalog:
         candidates_sql = build_candidates(catalog, by, use_dedup or dedup is not None, where)
+        check_needs(catalog, chosen)
         fast = _top_fraction_fast(catalog, chosen, bound)
         if fast is not None:
             scored, selected = fast.scored, fast.selected
@@ -118,6 +122,7 @@ def run_filter(
             "where": where,
             "scores_tag": catalog.scores_tag,
             "dedup_name": catalog.dedup_name if (use_dedup or dedup is not None) else None,
+            "clusters_name": catalog.cluster_name,
             "seed_model": _seed_model(pool, catalog.scores_tag),
             "counts": {"pool_samples": pool_samples, "candidates_scored": int(scored), "selected": int(selected)},
             "pool": str(pool.resolve()),
@@ -134,15 +139,10 @@ def run_filter(
 def _selected_uids(catalog: Catalog, sql: str, params: dict[str, Any]) -> UidBlock:
     """The recipe's uids, streamed from DuckDB and decoded batch by batch: 16 bytes a uid,
     never the whole result as strings (78M uids: 1.3 GB, not 2.5 GB of text and more)."""
-    import duckdb
-
     try:
-        return UidBlock.from_batches(run_query(catalog, sql, params).to_arrow_reader(UID_BATCH_ROWS))
+        return UidBlock.from_batches(query_batches(catalog, sql, params, UID_BATCH_ROWS))
     except UidFormatError as exc:
         raise UserError(str(exc)) from None
-    except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"query failed: {first} ({catalog.describe()})") from None
 
 
 def _top_fraction_fast(catalog: Catalog, chosen: Recipe, bound: dict[str, Any]) -> TopCut | None:
@@ -158,11 +158,11 @@ def _top_fraction_fast(catalog: Catalog, chosen: Recipe, bound: dict[str, Any]) 
         return None  # the SQL path reports the problem in its own words
 
 
-def import_npy(pool: str | Path, npy: str | Path, name: str, overwrite: bool = False) -> FilterResult:
+def import_npy(pool: str | StoragePath, npy: str | Path, name: str, overwrite: bool = False) -> FilterResult:
     """Import a DataComp/DFN subset .npy as subsets/NAME (all its uids, sorted, unique)."""
     import pyarrow as pa
 
-    pool = Path(pool)
+    pool = open_root(pool)
     if not pool.is_dir():
         raise UserError(f"pool {pool} is not a directory")
     check_subset_name(name)

@@ -21,6 +21,7 @@ from curate.filter.datacomp_uids import (
 )
 from shards.atomic import replacing
 from shards.layout import Pool
+from shards.storage import StoragePath, parquet_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,7 +38,7 @@ def check_subset_name(name: str) -> str:
     return name
 
 
-def check_subset_free(pool: str | Path, name: str, overwrite: bool) -> None:
+def check_subset_free(pool: str | StoragePath, name: str, overwrite: bool) -> None:
     """Refuse to replace an existing subsets/NAME.parquet unless `overwrite`."""
     parquet_path = Pool(pool).subset_parquet(name)
     if parquet_path.exists() and not overwrite:
@@ -60,7 +61,7 @@ def uids_to_pairs(uids: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
 
 
 def write_subset(
-    pool: str | Path, name: str, uids: pa.Array | pa.ChunkedArray | list[str], metadata: dict[str, Any],
+    pool: str | StoragePath, name: str, uids: pa.Array | pa.ChunkedArray | list[str], metadata: dict[str, Any],
     overwrite: bool = False,
 ) -> int:
     """Write subsets/NAME.parquet and .npy (both sorted by uid); returns the uid count.
@@ -75,7 +76,7 @@ def write_subset(
 
 
 def write_uid_block(
-    pool: str | Path,
+    pool: str | StoragePath,
     name: str,
     block: UidBlock,
     rows: np.ndarray | None,
@@ -114,10 +115,8 @@ def write_uid_block(
     return int(len(pairs))
 
 
-def read_subset_metadata(pool: str | Path, name: str) -> dict[str, Any]:
+def read_subset_metadata(pool: str | StoragePath, name: str) -> dict[str, Any]:
     """The `clipcurate` JSON of subsets/NAME.parquet."""
-    import pyarrow.parquet as pq
-
     parquet_path = Pool(pool).subset_parquet(name)
     if not parquet_path.is_file():
         have = sorted(p.stem for p in parquet_path.parent.glob("*.parquet")) if parquet_path.parent.is_dir() else []
@@ -126,7 +125,7 @@ def read_subset_metadata(pool: str | Path, name: str) -> dict[str, Any]:
             "make it with `curate filter --name`"
         )
     try:
-        schema = pq.read_schema(parquet_path)
+        schema = parquet_schema(parquet_path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"subset file {parquet_path} is not a readable parquet file ({first}); "

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -24,13 +23,14 @@ from curate.score.batched import (SplitPreprocess, colour_grid, phash_batch, pha
                                    tokenize_batch)
 from shards.images import ImageTooLarge, open_rgb
 from shards.reader import IMAGE_EXTENSIONS, iter_tar_samples
+from shards.storage import as_path
 
 
 
 @dataclass(frozen=True)
 class ShardJob:
     shard: str  # 5-digit name
-    tar: Path
+    tar: str  # a path or URL, opened in the worker: an fsspec client made before a fork must not be used after it
 
 
 def caption_token_count(tokenizer: Any, caption: str) -> int:
@@ -132,7 +132,7 @@ class ChunkedShards(torch.utils.data.IterableDataset):
         """(index of the chunk's first sample, its samples) for consecutive batch_size samples."""
         chunk: list[tuple[str, dict]] = []
         first = 0
-        for index, sample in enumerate(iter_tar_samples(job.tar)):
+        for index, sample in enumerate(iter_tar_samples(as_path(job.tar))):
             if not chunk:
                 first = index
             chunk.append(sample)

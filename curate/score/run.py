@@ -6,7 +6,6 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +20,7 @@ from zoo.distributed import barrier, init_distributed
 from shards.atomic import replacing, write_json_atomic
 from shards.layout import Pool
 from shards.reader import scan_tar
+from shards.storage import StoragePath, open_root, parquet_schema, read_parquet
 
 SCORE_SCHEMA = pa.schema([
     ("uid", pa.string()), ("key", pa.string()), ("clip_score", pa.float32()), ("error", pa.string()),
@@ -68,13 +68,13 @@ def shard_done(pool: Pool, tag: str, shard: str, text: bool) -> bool:
     if not all(p.exists() for p in needed):
         return False
     try:
-        names = set(pq.read_schema(pool.scores_parquet(tag, shard)).names)
+        names = set(parquet_schema(pool.scores_parquet(tag, shard)).names)
     except (OSError, pa.ArrowInvalid):
         return False  # unreadable: score it again (written atomically, so this is rare)
     return names >= set(SCORE_SCHEMA.names)
 
 
-def _write_model_json(path: Path, seed: SeedModel, dim: int, tag: str) -> None:
+def _write_model_json(path: StoragePath, seed: SeedModel, dim: int, tag: str) -> None:
     info = {**seed.describe(), "dim": dim, "tag": tag}
     if path.exists():
         old = json.loads(path.read_text())
@@ -121,7 +121,7 @@ def _encode_chunk(seed: SeedModel, item: dict, device: torch.device, dim: int, t
             text_norm.cpu().numpy(), text_emb.cpu().numpy().astype(np.float16) if text_embeddings else None)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def _save_npy(path: StoragePath, array: np.ndarray) -> None:
     with replacing(path) as tmp, open(tmp, "wb") as f:  # np.save(tmp) would append ".npy" to the name
         np.save(f, array)
 
@@ -157,13 +157,13 @@ def _write_shard(buffer: _ShardBuffer, shard: str, pool: Pool, tag: str, dim: in
 def _success_rows(pool: Pool, shards: list[str]) -> int:
     total = 0
     for shard in shards:
-        status = pq.read_table(pool.shard_parquet(shard), columns=["status"])["status"].to_pylist()
+        status = read_parquet(pool.shard_parquet(shard), columns=["status"])["status"].to_pylist()
         total += sum(s == "success" for s in status)
     return total
 
 
 def score_pool(
-    pool: Path,
+    pool: str | StoragePath,
     *,
     model: str | None = None,
     pretrained: str | None = None,
@@ -173,7 +173,7 @@ def score_pool(
 ) -> ScoreResult:
     """Score every finished shard of POOL that TAG has not scored yet (see docs/design.md)."""
     settings = settings or ScoreSettings()
-    pool = Path(pool)
+    pool = open_root(pool)
     layout = Pool(pool)
     if not layout.is_pool():
         raise UserError(f"{pool} is not a pool folder with shards/ (run `curate download INPUT {pool}` first)")
@@ -204,7 +204,7 @@ def score_pool(
     return result
 
 
-def _checked_tar(path: Path) -> Path:
+def _checked_tar(path: StoragePath) -> StoragePath:
     """A shard's tar, refused before any worker reads it if a member name is unsafe or it is cut short."""
     _, problems = scan_tar(path)
     if problems:
@@ -230,7 +230,7 @@ def _score_shards(pool: Pool, seed, pending, device, dim, settings, result) -> N
     if settings.threads is not None:
         # With a model cheaper than decoding on a small CPU, fewer model threads leave cores to the workers.
         torch.set_num_threads(settings.threads)
-    jobs = [ShardJob(s, _checked_tar(pool.shard_tar(s))) for s in pending]
+    jobs = [ShardJob(s, str(_checked_tar(pool.shard_tar(s)))) for s in pending]
     dataset = ChunkedShards(jobs, settings.batch_size, seed.preprocess, seed.tokenizer)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from clikit.errors import UserError
+from shards.layout import RunDir
 
 
 @dataclass
@@ -53,7 +54,7 @@ def load_seed_model(model: str | None, pretrained: str | None, checkpoint: str |
                             "use another checkpoint") from None
         if model and model != name:
             raise UserError(f"--model {model} does not match the checkpoint's model {name}; drop --model")
-        run_name = path.name if path.is_dir() else (path.parent.name if path.name == "final.pt" else path.stem)
+        run_name = path.name if path.is_dir() else (path.parent.name if path == RunDir(path.parent).final_pt else path.stem)
         return SeedModel(net, preprocess, tokenizer, name, str(path.resolve()), _slug(f"{name}-{run_name}"), "checkpoint")
     if not model:
         raise UserError("give --model NAME with --pretrained PATH_OR_TAG, or --checkpoint RUN_OR_PATH")

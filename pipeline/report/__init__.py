@@ -14,6 +14,9 @@ from typing import Any
 from pipeline.report.data import Experiment, fmt_budget, group, pp
 from pipeline.report.findings import best_at, best_sentence, crossings, paper_claims, seeds_text
 from pipeline.report.fit import Fit, c0_of, fit_line
+from pipeline.report.plots import plot_flops, plot_fraction, plot_samples
+from pipeline.sweep.results import read_results
+from shards.atomic import write_text_atomic
 
 
 def _best_table(exp: Experiment) -> list[list[str]]:
@@ -36,9 +39,6 @@ def _chance(rows: list[dict[str, Any]]) -> float | None:
 
 def build(out: Path) -> dict[str, Any]:
     """Everything the report says, computed from DIR/results.parquet; plots written to DIR/plots."""
-    from pipeline.report.plots import plot_flops, plot_fraction, plot_samples
-    from pipeline.sweep.results import read_results
-
     rows, meta = read_results(out)
     experiments = group(rows, meta)
     chance = _chance(rows)
@@ -148,8 +148,6 @@ def _tables(body: list[str]) -> list[str]:
 
 def write_report(out: str | Path) -> dict[str, Any]:
     """Write DIR/report.md, DIR/report.html and DIR/plots/*.png; returns their paths."""
-    from shards.atomic import write_text_atomic
-
     out = Path(out)
     report = build(out)
     write_text_atomic(out / "report.md", render_md(report))

@@ -11,6 +11,8 @@ from pipeline.report.fit import Fit, crossing
 
 CNN_WORDS = ("resnet", "convnext", "lite0")
 VIT_WORDS = ("vit", "eva")
+# The two arms the paper's half-data claim compares, as the sweep names their strategies.
+AUGMENTED_ARM, PLAIN_ARM = "clip-aug", "clip"
 
 
 @dataclass
@@ -199,11 +201,11 @@ def half_data_claim(rows: list[dict[str, Any]], chance: float | None = None) -> 
     from statistics import fmean
 
     ok = [r for r in rows if r["status"] == "ok" and r.get("zeroshot_top1") is not None]
-    half = [r for r in ok if r["cfg_strategy"] == "clip-aug" and r["slice_kind"] == "random" and r["sample_size"] == 0.5]
+    half = [r for r in ok if r["cfg_strategy"] == AUGMENTED_ARM and r["slice_kind"] == "random" and r["sample_size"] == 0.5]
     parts, verdicts, seeds = [], [], 2
     for budget in sorted({r["budget_value"] for r in half}):
         h = [r for r in half if r["budget_value"] == budget]
-        full = [r for r in ok if r["cfg_strategy"] == "clip" and r["slice_kind"] == "top" and r["budget_value"] == budget
+        full = [r for r in ok if r["cfg_strategy"] == PLAIN_ARM and r["slice_kind"] == "top" and r["budget_value"] == budget
                 and r["slice_fraction"] == h[0]["slice_fraction"] and r["cfg_model"] == h[0]["cfg_model"]]
         if not full:
             continue

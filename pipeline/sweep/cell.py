@@ -11,13 +11,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from shards.layout import RunDir
+from train.config import TrainConfig
+from train.loop import run_training
+
 
 def cell_config(cell, run_dir: Path, pool: Path, eval_dir: Path | None, retrieval: str | None,
                 steps: int, threads: int | None, cost: tuple[int, int] | None = None):
     """The TrainConfig of `cell` (resume on; a checkpoint about every quarter of the run);
     `cost`: its step FLOPs as the sweep measured them once for all cells like it."""
-    from train.config import TrainConfig
-
     fields: dict[str, Any] = {"progress": False, **cell.train}
     fields.setdefault("checkpoint_every", max(1, steps // 4))  # a killed cell loses at most a quarter
     if threads and "threads" not in cell.train:
@@ -50,24 +52,21 @@ def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str
     """Train and evaluate `cell` in RUN_DIR; {status, error, summary, config, timings (wall_s,
     run_s: inside run_training, eval_s: evaluating, train_s: training steps)}. Never raises
     for the cell's own failure: a sweep goes on past a failed cell."""
-    from zoo.checkpoint import list_checkpoints
-
     started = time.perf_counter()
     out = Path(run_dir)
+    run = RunDir(out)
     result: dict[str, Any] = {"status": "ok", "error": None, "resumed": False}
     try:
-        if (out / "final.pt").is_file() and (out / "summary.json").is_file():
-            summary = json.loads((out / "summary.json").read_text())  # finished; only its record was lost
-            result["config"] = _saved_config(out)
+        if run.finished:
+            summary = json.loads(run.summary_json.read_text())  # finished; only its record was lost
+            result["config"] = _saved_config(run)
         else:
-            if out.exists() and not list_checkpoints(out):
+            if out.exists() and not run.checkpoints():
                 shutil.rmtree(out)  # killed before its first checkpoint: start clean, not appended to
             result["resumed"] = out.exists()
             cfg = cell_config(cell, out, Path(pool), Path(eval_dir) if eval_dir else None, retrieval, steps, threads,
                               cost)
             result["config"] = cfg.to_dict()
-            from train.loop import run_training
-
             run_started = time.perf_counter()
             summary = run_training(cfg)
             result["run_s"] = time.perf_counter() - run_started
@@ -79,12 +78,12 @@ def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str
         result.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                       traceback=traceback.format_exc(limit=8), summary={})
     result["wall_s"] = time.perf_counter() - started
-    result["train_s"] = step_seconds(out / "metrics.jsonl")
+    result["train_s"] = step_seconds(run.metrics_jsonl)
     return result
 
 
-def _saved_config(out: Path) -> dict[str, Any]:
+def _saved_config(run: RunDir) -> dict[str, Any]:
     import yaml
 
-    path = out / "config.yaml"
+    path = run.config_yaml
     return yaml.safe_load(path.read_text()) if path.is_file() else {}

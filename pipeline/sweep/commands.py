@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipeline.sweep.spec import load_sweep
+
 
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML: pool, scores/dedup tags, eval folder and a grid of "
@@ -25,14 +27,13 @@ def sweep(
     report: Annotated[bool, typer.Option(help="Write the report (report.md, report.html, PNGs) at the end.")] = True,
 ) -> None:
     """Run a grid of train runs (one per cell) with eval; results in OUT/results.parquet."""
-    from pipeline.sweep.run import SweepOptions, run_sweep
-    from pipeline.sweep.spec import load_sweep
+    from pipeline.sweep.run import SweepOptions, run_sweep  # torch, through train: not for `train --help`
 
     spec = load_sweep(sweep_file, quick=quick, pool=str(pool) if pool else None,
                       eval_dir=str(eval_dir) if eval_dir else None)
     summary = run_sweep(spec, out, SweepOptions(jobs=jobs, executor=executor, address=address, say=typer.echo))
     if report and summary["ok"]:
-        from pipeline.report import write_report
+        from pipeline.report import write_report  # numpy, pyarrow, matplotlib: not for `train --help`
 
         written = write_report(out)
         typer.echo(f"   report: {written['html']} ({len(written['pngs'])} plots)")
@@ -42,7 +43,7 @@ def report(
     out: Annotated[Path, typer.Argument(help="A sweep's output folder (with results.parquet).")],
 ) -> None:
     """Plot, fit and summarise a sweep: OUT/report.md, OUT/report.html (self-contained) and OUT/plots/*.png."""
-    from pipeline.report import write_report
+    from pipeline.report import write_report  # numpy, pyarrow, matplotlib: not for `train --help`
 
     written = write_report(out)
     typer.echo(f"{written['md']}\n{written['html']}\n" + "\n".join(str(p) for p in written["pngs"]))

@@ -8,6 +8,7 @@ import signal
 from typing import Any, Iterator
 
 from clikit.errors import UserError
+from pipeline.sweep.cell import run_cell
 
 EXECUTORS = ("local", "ray")
 
@@ -25,8 +26,6 @@ def _die_with_parent() -> None:
 def run_cells(jobs: list[tuple[Any, dict[str, Any]]], *, workers: int = 1, executor: str = "local",
               address: str | None = None, resources: dict[str, float] | None = None) -> Iterator[tuple[Any, dict]]:
     """Run `run_cell(cell, **kwargs)` for each (cell, kwargs); yield (cell, result) in finishing order."""
-    from pipeline.sweep.cell import run_cell
-
     if executor not in EXECUTORS:
         raise UserError(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}")
     if executor == "ray":
@@ -41,8 +40,6 @@ def run_cells(jobs: list[tuple[Any, dict[str, Any]]], *, workers: int = 1, execu
 def _local_pool(jobs: list[tuple[Any, dict[str, Any]]], workers: int) -> Iterator[tuple[Any, dict]]:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    from pipeline.sweep.cell import run_cell
 
     # spawn, not fork: the parent holds torch threads and DuckDB state that fork would copy half-made.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
@@ -61,8 +58,6 @@ def _ray(jobs: list[tuple[Any, dict[str, Any]]], address: str | None,
         import ray
     except ImportError:
         raise UserError("--executor ray needs Ray: pip install -e '.[sweep]'") from None
-    from pipeline.sweep.cell import run_cell
-
     if not ray.is_initialized():
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")

@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clikit.errors import UserError
+from shards.atomic import replacing
+from train.config import TrainConfig
+
 # Eval figures always present as columns (NaN when a cell has no such eval), in this order.
 EVAL_KEYS = ("zeroshot_top1", "zeroshot_top5", "zeroshot_chance_top1", "zeroshot_classes", "zeroshot_images",
              "image_to_text_R@1", "image_to_text_R@5", "image_to_text_R@10",
@@ -20,8 +24,6 @@ TIMING_COLUMNS = ("wall_s", "run_s", "train_s", "eval_s", "overhead_s", "overhea
 def cell_row(cell, result: dict[str, Any], experiments: list[str], slice_size: int, config: dict[str, Any],
              flops_per_step: int, planned_steps: int) -> dict[str, Any]:
     """The results row of one finished (or failed) cell."""
-    from train.config import TrainConfig
-
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     summary = result.get("summary") or {}
     sl = cell.slice
@@ -62,8 +64,6 @@ def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from shards.atomic import replacing
-
     rows = sorted(rows, key=lambda r: r["cell"])
     columns: dict[str, list] = {}
     for row in rows:
@@ -81,8 +81,6 @@ def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
 def read_results(out: str | Path) -> tuple[Any, dict[str, Any]]:
     """(rows as dicts, sweep metadata) of DIR/results.parquet."""
     import pyarrow.parquet as pq
-
-    from clikit.errors import UserError
 
     path = Path(out) / "results.parquet"
     if not path.is_file():

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline.sweep.cell import cell_config
+from pipeline.sweep.cost import measure_all, planned_steps, step_key
+from pipeline.sweep.executors import cpu_count, run_cells
+from pipeline.sweep.results import cell_row, write_results
 from pipeline.sweep.spec import Sweep
+from pipeline.sweep.subsets import make_subsets
+from shards.atomic import write_json_atomic
 
 
 @dataclass
@@ -59,13 +65,6 @@ def _clock(seconds: float) -> str:
 
 def run_sweep(sweep: Sweep, out: str | Path, options: SweepOptions | None = None) -> dict[str, Any]:
     """Run every unfinished cell of `sweep` into OUT; returns {cells, ok, failed, skipped, timings}."""
-    from pipeline.sweep.cell import cell_config
-    from pipeline.sweep.cost import measure_all, planned_steps, step_key
-    from pipeline.sweep.executors import cpu_count, run_cells
-    from pipeline.sweep.results import cell_row, write_results
-    from pipeline.sweep.subsets import make_subsets
-    from shards.atomic import write_json_atomic
-
     options = options or SweepOptions()
     say = options.say
     out = Path(out).resolve()
@@ -126,8 +125,6 @@ def run_sweep(sweep: Sweep, out: str | Path, options: SweepOptions | None = None
 
 def _threads(sweep: Sweep, options: SweepOptions) -> int | None:
     """CPU threads per cell: the cores split over the cells side by side (Ray: what a cell asks for)."""
-    from pipeline.sweep.executors import cpu_count
-
     if options.executor == "ray":
         return max(1, int(sweep.resources.get("cpus", 1)))
     if options.jobs <= 1:
@@ -142,8 +139,6 @@ def _planned_flops(cell, plan: dict) -> float:
 
 
 def _row(cell, result: dict[str, Any], member: dict, sizes: dict, plan: dict) -> dict[str, Any]:
-    from pipeline.sweep.results import cell_row
-
     cost, steps, config = plan[cell.id]
     return cell_row(cell, result, member[cell.id], sizes.get(cell.slice.subset, 0), config, cost[0], steps)
 

@@ -1,9 +1,15 @@
 """`train eval`: zero-shot and retrieval metrics of a trained checkpoint."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Optional
 
 import typer
+
+from clikit.errors import UserError
+from shards.atomic import write_text_atomic
+from shards.layout import RunDir
 
 
 def register(app: typer.Typer) -> None:
@@ -24,14 +30,11 @@ def register(app: typer.Typer) -> None:
         Zero-shot top-1/top-5 on --eval and image<->text retrieval R@1/5/10; writes eval.json.
         With --suite or --task: clip_benchmark's metrics per task with bootstrap 95% intervals
         and DataComp's headline metric (docs/design.md, "Evaluation")."""
-        import json
-        from pathlib import Path
-
+        # torch, open_clip (and clip_benchmark for --suite): loaded when the command runs, not for `train --help`.
         import torch
 
-        from clikit.errors import UserError
-        from zoo.checkpoint import load_model, resolve_checkpoint
         from train.evaluate import evaluate
+        from zoo.checkpoint import load_model, resolve_checkpoint
 
         if suite is not None or task is not None:
             if eval_dir is not None or retrieval_data is not None:
@@ -48,13 +51,6 @@ def register(app: typer.Typer) -> None:
         results = evaluate(model, preprocess, tokenizer, eval_dir, device=dev, retrieval_data=retrieval_data,
                            retrieval_limit=retrieval_limit)
         results = {"checkpoint": str(resolve_checkpoint(checkpoint)), "model": name, **results}
-        if out is None:
-            ckpt = resolve_checkpoint(checkpoint)
-            run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-            out_path = run_dir / "eval.json"
-        else:
-            out_path = Path(out)
-        tmp = out_path.with_name(f".{out_path.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(out_path)
+        out_path = RunDir.of_checkpoint(resolve_checkpoint(checkpoint)).eval_json if out is None else Path(out)
+        write_text_atomic(out_path, json.dumps(results, indent=2))
         typer.echo(json.dumps(results))

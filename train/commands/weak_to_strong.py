@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         model: tiny-vit-32, budget: 2e13}, {name: mim, kind: mim, teacher: small,
         model: small-eva02-32, budget: 1e13}, {name: big, kind: clip, model: small-eva02-32,
         init_image: mim, budget: 2e13}]"""
-        from train.weak_to_strong import format_table, run_plan
+        from train.weak_to_strong import format_table, run_plan  # torch: loaded when the command runs, not for --help
 
         rows = run_plan(plan, out, seed=seed, progress=progress)
         typer.echo(format_table(rows))

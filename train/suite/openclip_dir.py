@@ -13,7 +13,7 @@ from open_clip.push_to_hf_hub import save_config_for_hf
 
 from clikit.errors import UserError
 from zoo.checkpoint import read_checkpoint, resolve_checkpoint
-from zoo.models import create_model
+from zoo.models import create_model, register_model_configs
 
 WEIGHTS = "open_clip_pytorch_model.bin"  # a name open_clip's local-dir loader looks for
 
@@ -26,6 +26,7 @@ def write_open_clip_dir(checkpoint: str | Path, out: Path) -> Path:
     if not isinstance(name, str) or ckpt.get("hf_text"):
         raise UserError(f"{file}: only a `train run` model without a Hugging Face text tower can be written "
                         "as an open_clip folder")
+    register_model_configs()
     config = open_clip.get_model_config(name)
     if str(config.get("vision_cfg", {}).get("timm_model_name", "")).startswith("clipcurate_"):
         raise UserError(f"{name}'s image tower is a timm model this project registers; a plain open_clip "

@@ -13,6 +13,7 @@ import torch
 
 from clikit.errors import UserError
 from shards.atomic import write_json_atomic
+from shards.layout import RunDir
 from shards.task_folder import RETRIEVAL, TEST, TRAIN
 from train.suite import bootstrap
 from train.suite.features import split_batches
@@ -27,9 +28,7 @@ def suite_json_path(checkpoint: str | Path, suite: str) -> Path:
     """RUN/evals/SUITE.json of the run a checkpoint belongs to (the run folder, its final.pt
     or one of its checkpoints/step_*.pt). Never eval.json or evals.jsonl: the training
     eval's files stay as the run wrote them."""
-    ckpt = resolve_checkpoint(checkpoint)
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run_dir / "evals" / f"{suite}.json"
+    return RunDir.of_checkpoint(resolve_checkpoint(checkpoint)).suite_eval(suite)
 
 
 def evaluate_task(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, task: SuiteTask, device: str,

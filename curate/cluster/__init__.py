@@ -1,0 +1,12 @@
+"""`curate cluster`: k-means clusters of a scores tag's image embeddings, and what the
+recipes that read them need per sample (image_based: the clusters nearest a target image
+set; semdedup: each sample's similarity to a better-ranked member of its cluster).
+
+Modules, one job each:
+
+- assign    spherical k-means (curate.dedup.vectors' train_centroids) and every row's cluster
+- semdedup  SemDeDup's per-sample similarity to an earlier-ranked member of its cluster
+- target    the --near images' embeddings (a suite's train splits, an image folder...) and
+            each cluster's hits and similarity to them
+- run       the stage: clusters/NAME/assignments.parquet + summary.json, skipped when unchanged
+"""

@@ -1,0 +1,114 @@
+"""Real engines started and stopped by the tests: a Ray head and an S3-compatible server.
+
+Both listen on 127.0.0.1 only and are torn down by the test that started them (never
+`ray stop`: it would stop every Ray process on the machine, other users' too).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+# Ray 2.60 turns on token authentication by default; a test cluster on loopback runs without.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RayHead:
+    address: str  # HOST:PORT, for ray.init / --ray-address
+    process: subprocess.Popen  # `ray start --head --block`, leader of its own process group
+    temp_dir: str  # the cluster's logs and sockets
+
+    def task_names(self) -> list[str]:
+        """The task names the cluster's workers ran (Ray logs `:task_name:NAME` as a task starts)."""
+        marker = ":task_name:"
+        return [line.strip()[len(marker):] for log in Path(self.temp_dir).glob("session_*/logs/worker-*.out")
+                for line in log.read_text(errors="replace").splitlines() if line.startswith(marker)]
+
+
+@contextlib.contextmanager
+def ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
+    """A Ray head in its own session, so one killpg ends it and all its workers.
+
+    Its tasks see the head's environment, not the driver's: this one's (PYTHONPATH, AWS_*)
+    is passed on. The temp dir is short (/tmp/rayXXXX): Ray's unix socket paths have a length limit.
+    """
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
+         f"--num-cpus={num_cpus}", "--include-dashboard=false", "--node-ip-address=127.0.0.1",
+         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        start_new_session=True, env={**os.environ, **RAY_ENV, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        seen = []
+        for line in head.stdout:  # --block prints this once the node is up
+            seen.append(line)
+            if "Ray runtime started" in line:
+                break
+        else:
+            raise RuntimeError("ray start --head ended before the node was up:\n" + "".join(seen[-30:]))
+        yield RayHead(f"127.0.0.1:{port}", head, temp_dir)
+    finally:
+        kill_group(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a process started with start_new_session=True and everything in its group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that contain `text` (a leftover check)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if text in args:
+                found.append(args)
+    return found
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[dict[str, str]]:
+    """moto's S3 server on 127.0.0.1; yields the environment that points s3fs, boto3, the aws
+    CLI and spawned workers at it (dummy credentials: moto takes any)."""
+    from moto.server import ThreadedMotoServer  # test-only dependency (the s3 extra)
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        yield {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    finally:
+        # moto keeps its buckets in this process across servers: empty them for the next test
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+        server.stop()

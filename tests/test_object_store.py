@@ -1,0 +1,165 @@
+"""Pools and shard sets on object storage: the whole curate pipeline against a real
+S3-compatible server (moto's, on 127.0.0.1, started and stopped here) gives the bytes the
+same pipeline gives in a local folder, and writes nothing locally."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("s3fs", reason="s3fs is not installed (pip install -e '.[s3]')")
+pytest.importorskip("moto", reason="moto is not installed (pip install -e '.[s3]')")
+
+from curate.dedup.run import run_dedup  # noqa: E402 - after the skips
+from curate.dedup.settings import DedupSettings  # noqa: E402
+from curate.download.run import DownloadSettings, download_pool  # noqa: E402
+from curate.export import export_subset  # noqa: E402
+from curate.filter.run import run_filter  # noqa: E402
+from curate.score.run import ScoreSettings, score_pool  # noqa: E402
+from engines import s3_server  # noqa: E402
+from test_score import MODEL, weights  # noqa: E402,F401 - weights is the tiny model's fixture
+
+DOWNLOAD = ["--preset", "laion", "--allow-private", "--samples-per-shard", "20", "--threads", "4",
+            "--image-size", "32", "--timeout", "5"]
+DEDUP = "exact+phash-pixels"  # the default methods' run name
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """The server's environment set for this test (and its subprocesses); a bucket `bkt`; the s3fs filesystem."""
+    import s3fs
+
+    with s3_server() as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        s3fs.S3FileSystem.clear_instance_cache()  # an instance made for another server keeps its endpoint
+        fs = s3fs.S3FileSystem(use_listings_cache=False)
+        fs.mkdir("bkt")
+        yield fs
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+def curate(*args: str, cwd: Path) -> str:
+    result = subprocess.run([sys.executable, "-m", "curate", *map(str, args)], cwd=cwd, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, f"curate {' '.join(map(str, args))}:\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def local_files(root: Path, *patterns: str) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for pattern in patterns for p in sorted(root.glob(pattern))}
+
+
+def remote_files(fs, root: str, *patterns: str) -> dict[str, bytes]:
+    return {path[len(root) + 1:]: fs.cat_file(path) for pattern in patterns for path in sorted(fs.glob(f"{root}/{pattern}"))}
+
+
+def subset_uids(data: bytes) -> list[str]:
+    import io
+
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(data))["uid"].to_pylist()
+
+
+def test_pipeline_on_s3_gives_the_local_bytes_and_writes_nothing_locally(s3, small_demo, weights, tmp_path, monkeypatch):
+    # The same pipeline in a local folder, in this process: the bytes the store must hold.
+    local = tmp_path / "local"
+    download_pool(small_demo, local / "pool", preset="laion", settings=DownloadSettings(
+        image_size=32, threads=4, samples_per_shard=20, timeout=5, allow_private=True))
+    score_pool(local / "pool", model=MODEL, pretrained=str(weights), tag="t",
+               settings=ScoreSettings(batch_size=16, workers=1, progress=False))
+    run_dedup(local / "pool", DedupSettings(scores="t", progress=False))
+    run_filter(local / "pool", "half", top="50%", dedup=DEDUP)
+    export_subset(local / "pool", "half", local / "set", samples_per_shard=10)
+
+    # Every stage through the CLI on s3://, from an empty folder, staging in a temp dir of its own.
+    work, staging = tmp_path / "work", tmp_path / "staging"
+    work.mkdir(), staging.mkdir()
+    monkeypatch.setenv("TMPDIR", str(staging))
+    curate("download", small_demo, "s3://bkt/pool", *DOWNLOAD, cwd=work)
+    curate("score", "s3://bkt/pool", "--model", MODEL, "--pretrained", weights, "--tag", "t", "--batch-size", "16",
+           "--workers", "1", cwd=work)
+    curate("dedup", "s3://bkt/pool", "--scores", "t", cwd=work)
+    curate("filter", "s3://bkt/pool", "--top", "50%", "--name", "half", "--dedup", DEDUP, cwd=work)
+    curate("export", "s3://bkt/pool", "s3://bkt/set", "--subset", "half", "--samples-per-shard", "10", cwd=work)
+    assert ": ok (" in curate("verify", "s3://bkt/set", cwd=work)
+    # TODO(issue 24, train side, after the train/ refactor lands): append
+    #   train run --data s3://bkt/set --model MODEL --samples N --out <work>/runs/s3
+    # here, and allow that run folder in the check of `work` below.
+
+    shards = ("shards/*.tar", "shards/*.parquet")
+    assert remote_files(s3, "bkt/pool", *shards) == local_files(local / "pool", *shards) != {}
+    scored = ("scores/t/*.parquet", "embeddings/t/*.npy")
+    assert remote_files(s3, "bkt/pool", *scored) == local_files(local / "pool", *scored) != {}
+    groups = f"dedup/{DEDUP}/groups.parquet"
+    assert remote_files(s3, "bkt/pool", groups) == local_files(local / "pool", groups) != {}
+    [remote_subset], [local_subset] = (remote_files(s3, "bkt/pool", "subsets/half.parquet").values(),
+                                       local_files(local / "pool", "subsets/half.parquet").values())
+    assert subset_uids(remote_subset) == subset_uids(local_subset) != []
+    assert remote_files(s3, "bkt/set", "*.tar", "sizes.json") == local_files(local / "set", "*.tar", "sizes.json")
+    manifest = json.loads(s3.cat_file("bkt/set/manifest.json"))
+    assert manifest["train_data"] == "s3://bkt/set/{000000..%06d}.tar" % (len(manifest["shards"]) - 1)
+    assert [s["sha256"] for s in manifest["shards"]] == [
+        hashlib.sha256(data).hexdigest() for data in local_files(local / "set", "*.tar").values()]
+    assert not s3.glob("bkt/**/.*partial*") and not s3.exists("bkt/set/.export-parts")
+
+    assert sorted(work.iterdir()) == [], "a stage wrote into the working folder"
+    assert [p.name for p in staging.iterdir() if p.name.startswith("clipcurate-")] == [], "staging files were left"
+
+
+@pytest.mark.parametrize("case, env, url, says", [
+    ("missing bucket", {}, "s3://nobucket/pool", "bucket does not exist"),
+    ("no credentials", {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}, "s3://bkt/pool",
+     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+])
+def test_store_problems_are_one_line_errors_naming_the_url_and_the_fix(s3, tmp_path, monkeypatch, case, env, url, says):
+    # Hermetic: no credentials from files or an instance-metadata endpoint.
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for key, value in env.items():
+        monkeypatch.delenv(key) if value is None else monkeypatch.setenv(key, value)
+    result = subprocess.run([sys.executable, "-m", "curate", "inspect", url], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and url in lines[0] and says in lines[0], result.stderr
+
+
+def _half_killed_shards(write) -> None:
+    """What a killed download leaves: 00000 finished, 00001 without its stats json, 00002 with
+    a stats json cut short, a temporary name and img2dataset's scratch folder."""
+    for stem in ("00000", "00001", "00002"):
+        write(f"shards/{stem}.tar", b"tar")
+        write(f"shards/{stem}.parquet", b"parquet")
+    write("shards/00000_stats.json", b'{"successes": 1}')
+    write("shards/00002_stats.json", b'{"succ')
+    write("shards/.00003.tar.partial", b"half")
+    write("shards/_tmp/0.feather", b"input")
+
+
+def test_finished_shards_and_repair_read_the_store_as_a_folder(s3, tmp_path):
+    from curate.download.pool import repair_unfinished
+    from shards.layout import Pool
+
+    local = tmp_path / "pool"
+
+    def write_local(name: str, data: bytes) -> None:
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(data)
+
+    _half_killed_shards(write_local)
+    _half_killed_shards(lambda name, data: s3.pipe_file(f"bkt/pool/{name}", data))
+    remote = Pool("s3://bkt/pool")
+    assert remote.finished_shards() == Pool(local).finished_shards() == ["00000"]
+    assert sorted(repair_unfinished(remote)) == sorted(repair_unfinished(Pool(local)))
+    left = sorted(p[len("bkt/pool/"):] for p in s3.find("bkt/pool"))
+    # 00001's files stay: no stats json, so img2dataset fetches it again over them
+    assert left == sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()) == [
+        "shards/00000.parquet", "shards/00000.tar", "shards/00000_stats.json",
+        "shards/00001.parquet", "shards/00001.tar"]
