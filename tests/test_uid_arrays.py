@@ -33,14 +33,17 @@ def test_only_canonical_uids_decode():
 
 def test_membership_by_sorted_pairs(tmp_path):
     rng = np.random.default_rng(0)
-    members = [f"{int(x):032x}" for x in rng.integers(0, 2**62, 2000)]
+    # random 128-bit uids (high halves distinct: placed by the high half alone), and uids
+    # below 2^62 (high half zero: all share it)
+    members = [rng.bytes(16).hex() for _ in range(2000)] + [f"{int(x):032x}" for x in rng.integers(0, 2**62, 200)]
     # several members share a high half: the high half alone cannot place them
     members += ["00000000000000aa" + f"{i:016x}" for i in (9, 3, 7)]
     path = tmp_path / "subset.parquet"
     pq.write_table(pa.table({"uid": sorted(members)}), path)
     subset = SortedUids.from_parquet(path, batch_rows=500)
     assert len(subset) == len(set(members))
-    others = [f"{int(x):032x}" for x in rng.integers(0, 2**62, 500)] + ["00000000000000aa" + f"{5:016x}"]
+    others = ([rng.bytes(16).hex() for _ in range(500)] + [f"{int(x):032x}" for x in rng.integers(0, 2**62, 100)]
+              + ["00000000000000aa" + f"{5:016x}"])
     queries = members[::3] + others + [members[1].upper()]
     pairs, valid = canonical_pairs(pa.array(queries))
     got = subset.positions(pairs, valid)
