@@ -17,6 +17,15 @@ What it makes (once, under --dir; a rerun with the same sizes reuses it):
   (~35 characters; 1 in 41 a camera file name such as IMG_4821.jpg, 1 in 53 null), since
   the recipes read the caption only through length, word count and two regexes. 1 in 13
   rows failed to download. Scores take 10,000 distinct values, so the top-k cut has ties.
+  What the curation-lab recipes read (their `-- @needs` headers), in the stages' column
+  contracts (docs/design.md): `original_width`/`original_height` on the samples; a second
+  scores tag `dfn` (another score per row: the dfn recipe's ranker); annotations/NNNNN.parquet
+  (`curate annotate`: caption_language, 8 in 10 'en'; entry_ids LIST<INT32>, 0-3 of 50,000
+  entries drawn head-heavy, so metaclip's cap binds on the common ones; class_ids, 1 in 20 rows
+  one of 1,000 classes) with entries.parquet; clusters/synth/assignments.parquet (`curate
+  cluster`: one of rows/1000 clusters, centroid_similarity, semdedup_similarity null for 1 in
+  50 (a cluster's first) else uniform in [0, 1), target_hits >= 1 for 1 cluster in 5,
+  target_similarity).
 - pool/: --pool-rows scored rows (the first rows of the catalog, same uids) with what
   dedup reads: scores/synth/NNNNN.parquet (100k rows each: uid, key, clip_score,
   image_sha256, phash, 16x16 grey thumbnail `pixels`, 4x4 colour grid `colours`) and
@@ -37,8 +46,9 @@ child's own process tree), each next to a baseline from the same run:
   n^2 x dim (~10^17 flops at 10M): the sample is what is affordable.
 - filter: `curate filter` with every recipe of `curate.filter.recipes.list_recipes()`
   (a recipe with $fraction/$count gets --top 40%; one that reads a column the catalog
-  lacks is reported as skipped, with the binder's reason), against a scan floor: DuckDB
-  reading the columns the recipes read (score, caption) once.
+  lacks is reported as skipped, with the binder's reason; `--scores synth`, the dfn recipe
+  ranking by tag dfn), against a scan floor: DuckDB reading the columns the recipes read
+  (score, caption) once.
 - sql: `curate sql` printing the first 50 rows of a large result and counting the rest,
   at the full catalog and at a slice of --baseline-rows rows, against the pre-streaming
   way (the whole result as one Arrow table) on that slice.
@@ -48,6 +58,9 @@ child's own process tree), each next to a baseline from the same run:
   Both baselines run with DuckDB's own memory default (80% of the machine), as before the
   catalog capped it; the pre-streaming plan runs out of memory under the 4GB cap.
 
+Each line prints wall time, samples/s (the rows the step reads over its wall time), peak RSS
+and, next to a baseline, the ratios of time and peak to it (the baselines load what the
+streamed side loads, e.g. curate.export's webdataset and torch, so the ratio is the work's).
 Peak RSS must stay under --limit-gb (8) for every stage; the knn recall must reach 0.99.
 Data takes ~25 GB at the default sizes (check `df -h`); --clean deletes it at the end.
 """
@@ -96,17 +109,26 @@ def _sql_list(words: list[str]) -> str:
     return "[" + ", ".join(f"'{w}'" for w in words) + "]"
 
 
+CATALOG_VERSION = 2  # 2: the curation-lab recipes' inputs (annotations, clusters, tag dfn, original sizes)
+RANKER_TAG = "dfn"  # queries/dfn.sql's default $ranker
+ENTRIES, CLASSES = 50_000, 1_000
+
+
 def generate_catalog(root: Path, rows: int) -> None:
     """The 100M-row catalog, written shard by shard by DuckDB (see the module docstring)."""
     import duckdb
 
+    from shards.layout import Pool
+
     marker = root / "made.json"
-    if marker.is_file() and json.loads(marker.read_text()) == {"rows": rows}:
+    made = {"rows": rows, "version": CATALOG_VERSION}
+    if marker.is_file() and json.loads(marker.read_text()) == made:
         return
     shutil.rmtree(root, ignore_errors=True)
-    shards, scores = root / "shards", root / "scores" / TAG
-    shards.mkdir(parents=True)
-    scores.mkdir(parents=True)
+    layout = Pool(root)
+    shards, scores, ranker = root / "shards", root / "scores" / TAG, root / "scores" / RANKER_TAG
+    for folder in (shards, scores, ranker, layout.annotations_dir):
+        folder.mkdir(parents=True)
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = true")
     words = _sql_list(_words())
@@ -125,13 +147,28 @@ def generate_catalog(root: Path, rows: int) -> None:
                    CASE WHEN failed THEN 'failed_to_download' ELSE 'success' END AS status,
                    CASE WHEN failed THEN 'timeout' END AS error_message,
                    CASE WHEN NOT failed THEN (24 + (h >> 16) % 1000)::INTEGER END AS width,
-                   CASE WHEN NOT failed THEN (24 + (h >> 26) % 1000)::INTEGER END AS height
+                   CASE WHEN NOT failed THEN (24 + (h >> 26) % 1000)::INTEGER END AS height,
+                   CASE WHEN NOT failed THEN (24 + (h >> 16) % 1000)::INTEGER END AS original_width,
+                   CASE WHEN NOT failed THEN (24 + (h >> 26) % 1000)::INTEGER END AS original_height
             FROM ({base})) TO '{shards / f"{k:05d}.parquet"}' (FORMAT parquet, ROW_GROUP_SIZE 122880)""")
         con.execute(f"""COPY (
             SELECT uid, key, (((h >> 36) % 10000) / 25000.0)::FLOAT AS clip_score,
                    (24 + (h >> 16) % 1000)::INTEGER AS width, (24 + (h >> 26) % 1000)::INTEGER AS height,
                    hash(i * 7 + 3)::UBIGINT AS phash
             FROM ({base}) WHERE NOT failed) TO '{scores / f"{k:05d}.parquet"}' (FORMAT parquet, ROW_GROUP_SIZE 122880)""")
+        con.execute(f"""COPY (
+            SELECT uid, key, ((hash(i * 11 + 5) % 10000) / 25000.0)::FLOAT AS clip_score
+            FROM ({base}) WHERE NOT failed) TO '{ranker / f"{k:05d}.parquet"}' (FORMAT parquet, ROW_GROUP_SIZE 122880)""")
+        # curate annotate's columns: a row per shard row; entries head-heavy (u^3), so a few are common
+        con.execute(f"""COPY (
+            SELECT uid,
+                   CASE hash(i * 11 + 6) % 10 WHEN 8 THEN 'de' WHEN 9 THEN NULL ELSE 'en' END AS caption_language,
+                   list_transform(range((hash(i * 11 + 7) % 4)::BIGINT),
+                       lambda j: ({ENTRIES} * pow((hash(i * 16 + j + 8) % 1000000) / 1000000.0, 3))::INTEGER
+                   )::INTEGER[] AS entry_ids,
+                   CASE WHEN hash(i * 11 + 9) % 20 = 0 THEN [(hash(i * 11 + 10) % {CLASSES})::INTEGER]
+                        ELSE []::INTEGER[] END AS class_ids
+            FROM ({base})) TO '{layout.annotations_parquet(k)}' (FORMAT parquet, ROW_GROUP_SIZE 122880)""")
         (shards / f"{k:05d}.tar").write_bytes(b"")  # export planning reads the parquet only
         (shards / f"{k:05d}_stats.json").write_text(json.dumps({"count": b - a}))
         print(f"\r  catalog shard {k + 1}/{-(-rows // CATALOG_SHARD_ROWS)} ({time.perf_counter() - t0:.0f} s)",
@@ -144,8 +181,26 @@ def generate_catalog(root: Path, rows: int) -> None:
                (CASE WHEN h % 10 = 0 THEN 2 ELSE 1 END)::BIGINT AS group_size, h % 10 <> 0 AS keep,
                CASE WHEN h % 10 = 0 THEN 'phash-pixels' END AS method, false AS contaminated
         FROM ({rows_sql.format(a=0, b=rows)}) WHERE NOT failed) TO '{groups}' (FORMAT parquet, ROW_GROUP_SIZE 122880)""")
+    (ranker / "model.json").write_text(json.dumps({"model": "synthetic", "dim": 0, "tag": RANKER_TAG}))
+    con.execute(f"""COPY (
+        SELECT * FROM (SELECT 'metadata' AS list, range::INTEGER AS id, 'entry' || range AS entry FROM range({ENTRIES}))
+        UNION ALL
+        SELECT * FROM (SELECT 'classes', range::INTEGER, 'class' || range FROM range({CLASSES}))
+    ) TO '{layout.annotation_entries}' (FORMAT parquet)""")
+    layout.annotations_json.write_text(json.dumps({"synthetic": True, "entries": ENTRIES, "classes": CLASSES}))
+    clusters = max(1, rows // 1000)
+    assignments = layout.cluster_assignments(TAG)
+    assignments.parent.mkdir(parents=True)
+    con.execute(f"""COPY (
+        SELECT uid, cluster_id, (0.5 + (hash(i * 11 + 2) % 1000) / 2000.0)::FLOAT AS centroid_similarity,
+               CASE WHEN hash(i * 11 + 3) % 50 = 0 THEN NULL
+                    ELSE ((hash(i * 11 + 4) % 1000) / 1000.0)::FLOAT END AS semdedup_similarity,
+               CASE WHEN cluster_id % 5 = 0 THEN (1 + cluster_id % 3)::INTEGER ELSE 0 END AS target_hits,
+               (0.2 + (cluster_id % 100) / 200.0)::FLOAT AS target_similarity
+        FROM (SELECT *, (hash(i * 11 + 1) % {clusters})::INTEGER AS cluster_id FROM ({rows_sql.format(a=0, b=rows)}))
+        WHERE NOT failed) TO '{assignments}' (FORMAT parquet, ROW_GROUP_SIZE 122880)""")
     print(f"\r  catalog: {rows} rows in {time.perf_counter() - t0:.0f} s" + " " * 20)
-    marker.write_text(json.dumps({"rows": rows}))
+    marker.write_text(json.dumps(made))
 
 
 def make_slice(catalog: Path, root: Path, rows: int) -> None:
@@ -153,12 +208,14 @@ def make_slice(catalog: Path, root: Path, rows: int) -> None:
     the catalog's export subset: the baselines run here."""
     shutil.rmtree(root, ignore_errors=True)
     (root / "shards").mkdir(parents=True)
-    (root / "scores" / TAG).mkdir(parents=True)
+    for tag in (TAG, RANKER_TAG):
+        (root / "scores" / tag).mkdir(parents=True)
     (root / "subsets").mkdir(parents=True)
     for k in range(max(1, rows // CATALOG_SHARD_ROWS)):
         for name in (f"{k:05d}.parquet", f"{k:05d}.tar", f"{k:05d}_stats.json"):
             (root / "shards" / name).symlink_to(catalog / "shards" / name)
-        (root / "scores" / TAG / f"{k:05d}.parquet").symlink_to(catalog / "scores" / TAG / f"{k:05d}.parquet")
+        for tag in (TAG, RANKER_TAG):  # export plans a score per tag
+            (root / "scores" / tag / f"{k:05d}.parquet").symlink_to(catalog / "scores" / tag / f"{k:05d}.parquet")
     for suffix in (".parquet", ".npy"):
         (root / "subsets" / (EXPORT_SUBSET + suffix)).symlink_to(catalog / "subsets" / (EXPORT_SUBSET + suffix))
 
@@ -322,14 +379,14 @@ np.save(out, np.stack([q[keep], ids[keep].astype(np.int64)], 1))
 SCAN_FLOOR = r"""
 import sys
 from curate.catalog import open_catalog
-with open_catalog(sys.argv[1]) as c:
+with open_catalog(sys.argv[1], scores="synth") as c:
     print(c.con.sql("SELECT count(*), sum(clip_score), sum(width) FROM scores").fetchall())
     print(c.con.sql("SELECT sum(length(caption)) FROM samples").fetchall())
 """
 SQL_MATERIALISED = r"""
 import sys
 from curate.catalog import open_catalog
-with open_catalog(sys.argv[1]) as c:
+with open_catalog(sys.argv[1], scores="synth") as c:
     table = c.con.sql(sys.argv[2]).to_arrow_table()  # what `curate sql` did before it streamed
 print(table.slice(0, 50).to_pylist()[:1], table.num_rows)
 """
@@ -342,6 +399,7 @@ print(len(plan), plan.missing, tags)
 """
 PLAN_SQL_ROWS = r"""
 import sys
+import curate.export  # noqa: F401 - what `curate export` loads (webdataset, torch: ~0.5 GB), as the streamed side does
 from curate.catalog import open_catalog
 from shards.layout import Pool
 # export's plan before it read subsets as sorted uid arrays: a semi-join fetched as Python rows
@@ -362,27 +420,35 @@ print(len(records))
 
 
 class Report:
-    """Figures as they come: one line each, and the table at the end."""
+    """Figures as they come: one line each, and the table at the end. samples/s is the rows
+    the step reads (pool or catalog rows) over its wall time."""
 
     def __init__(self, limit_gb: float):
         self.limit_mb = limit_gb * 1024
-        self.lines: list[tuple[str, str, Child | None, str]] = []
+        self.lines: list[tuple[str, str, Child | None, int | None, str]] = []
 
-    def add(self, stage: str, what: str, child: Child | None, note: str = "") -> None:
-        self.lines.append((stage, what, child, note))
-        print(self._line(stage, what, child, note), flush=True)
+    def add(self, stage: str, what: str, child: Child | None, rows: int | None = None, note: str = "") -> None:
+        self.lines.append((stage, what, child, rows, note))
+        print(self._line(stage, what, child, rows, note), flush=True)
 
-    def _line(self, stage, what, child, note) -> str:
+    def _line(self, stage, what, child, rows, note) -> str:
         if child is None:
-            return f"{stage:<8} {what:<58} {'':>9} {'':>9}       {note}"
+            return f"{stage:<8} {what:<58} {'':>9} {'':>11} {'':>9}       {note}"
         ok = "ok" if child.peak_mb < self.limit_mb else "OVER"
-        return f"{stage:<8} {what:<58} {child.wall_s:>9.1f} {child.peak_mb / 1024:>9.2f} {ok:>5}  {note}"
+        rate = f"{rows / child.wall_s:>11,.0f}" if rows else f"{'':>11}"
+        return f"{stage:<8} {what:<58} {child.wall_s:>9.1f} {rate} {child.peak_mb / 1024:>9.2f} {ok:>5}  {note}"
 
     def table(self) -> None:
         print()
-        print(f"{'stage':<8} {'what':<58} {'wall s':>9} {'peak GiB':>9} {'<' + str(self.limit_mb / 1024):>5}  note")
+        print(f"{'stage':<8} {'what':<58} {'wall s':>9} {'samples/s':>11} {'peak GiB':>9} "
+              f"{'<' + str(self.limit_mb / 1024):>5}  note")
         for line in self.lines:
             print(self._line(*line))
+
+
+def _versus(child: Child, baseline: Child) -> str:
+    """The streamed side against the baseline on the same rows: time and peak memory ratios."""
+    return f"{child.wall_s / baseline.wall_s:.2f}x the baseline's time, {child.peak_mb / baseline.peak_mb:.2f}x its peak"
 
 
 def _child(args: list, **extra_env: str) -> Child:
@@ -417,14 +483,14 @@ def measure_dedup(pool: Path, work: Path, args, report: Report) -> None:
                         "--name", name, "--overwrite", "--quiet"])
         summary = json.loads((pool / "dedup" / name / "summary.json").read_text())
         steps = ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items() if k != "total")
-        report.add("dedup", f"curate dedup --method {method} ({args.pool_rows:,} rows)", child,
+        report.add("dedup", f"curate dedup --method {method} ({args.pool_rows:,} rows)", child, args.pool_rows,
                    f"{summary['groups']} groups; {steps}; search {json.dumps(summary['search'])[:300]}")
     default, knn = _groups(pool, "default"), _groups(pool, "knn")
     flood_together = float((default[planted["flood"]] == default[planted["flood"][0]]).mean())
     oversized = json.loads((pool / "dedup" / "default" / "summary.json").read_text())["oversized_groups"]
     report.add("dedup", "  default: planted byte copies / phash copies / flood rows grouped", None,
-               f"{_together(default, planted['exact']):.4f} / {_together(default, planted['phash']):.4f} / "
-               f"{flood_together:.4f} (groups over --max-group, split: {len(oversized)})")
+               note=f"{_together(default, planted['exact']):.4f} / {_together(default, planted['phash']):.4f} / "
+                    f"{flood_together:.4f} (groups over --max-group, split: {len(oversized)})")
     # knn truth: the planted pairs whose exact cosine (from the stored float16 rows) meets the bar
     pairs = np.concatenate([planted["knn"], planted["exact"], planted["phash"]])
     scored = open_scored_pool(pool, TAG)
@@ -436,73 +502,78 @@ def measure_dedup(pool: Path, work: Path, args, report: Report) -> None:
     truth = pairs[(rows[:, 0] * rows[:, 1]).sum(1) >= THRESHOLD]
     recall = _together(knn, truth)
     report.add("dedup", f"  knn: recall of {len(truth):,} planted pairs at cosine >= {THRESHOLD}", None,
-               f"{recall:.4f} ({'met' if recall >= 0.99 else 'MISSED'}: >= 0.99)")
+               note=f"{recall:.4f} ({'met' if recall >= 0.99 else 'MISSED'}: >= 0.99)")
     out = work / "exact-sample.npy"
     child = _child([sys.executable, "-c", EXACT_SAMPLE, pool, args.sample_rows, THRESHOLD - SLACK, out])
     exact = np.load(out)
     recall = _together(knn, exact)
-    report.add("dedup", f"  baseline: exact flat range search, first {args.sample_rows:,} rows", child,
+    report.add("dedup", f"  baseline: exact flat range search, first {args.sample_rows:,} rows", child, args.sample_rows,
                f"{len(exact):,} pairs; knn found {recall:.4f} of them ({'met' if recall >= 0.99 else 'MISSED'}: >= 0.99)")
 
 
 def _recipe_args(name: str, catalog: Path) -> tuple[list[str] | None, str]:
-    """The filter arguments for one recipe, or None and why it is skipped: its SQL is bound
-    (LIMIT 0, no work) against the catalog to find a column the catalog lacks."""
+    """The filter arguments for one recipe, or None and why it is skipped: a need of its
+    `-- @needs` header the catalog lacks, or a column its SQL reads (bound with LIMIT 0, no work)."""
     from clikit.errors import UserError
     from curate.catalog import open_catalog
-    from curate.filter.candidates import build_candidates, run_query
+    from curate.filter.candidates import build_candidates, check_needs, run_query
     from curate.filter.recipes import load_recipe
 
     recipe = load_recipe(name)
     extra = ["--top", "40%"] if {"fraction", "count"} <= set(recipe.defaults) else []
     params = {**recipe.defaults, **({"fraction": 0.4} if extra else {})}
     try:
-        with open_catalog(catalog) as c:
+        with open_catalog(catalog, scores=TAG) as c:
             build_candidates(c, "clip_score", False, None)
+            check_needs(c, recipe)
             run_query(c, f"SELECT uid FROM (\n{recipe.sql}\n) AS recipe LIMIT 0", params).fetchall()
     except UserError as exc:
         return None, str(exc)
-    return ["--recipe", name, *extra], " ".join(extra)
+    return ["--recipe", name, "--scores", TAG, *extra], " ".join(extra)
 
 
-def measure_filter(catalog: Path, report: Report) -> None:
+def measure_filter(catalog: Path, args, report: Report) -> None:
+    import pyarrow.parquet as pq
+
     from curate.filter.recipes import list_recipes
 
     floor = _child([sys.executable, "-c", SCAN_FLOOR, catalog])
-    report.add("filter", "baseline: DuckDB scans score/width and caption once", floor)
+    report.add("filter", "baseline: DuckDB scans score/width and caption once", floor, args.catalog_rows)
     for name in list_recipes():
         extra, note = _recipe_args(name, catalog)
         if extra is None:
-            report.add("filter", f"--recipe {name}: skipped", None, note)
+            report.add("filter", f"--recipe {name}: skipped", None, note=note)
             continue
         child = _child([sys.executable, "-m", "curate", "filter", catalog, "--name", name, *extra, "--overwrite"])
-        meta = json.loads(__import__("pyarrow.parquet", fromlist=["x"]).read_schema(
-            catalog / "subsets" / f"{name}.parquet").metadata[b"clipcurate"])
-        report.add("filter", f"curate filter --recipe {name} {note}".rstrip(), child,
-                   f"{meta['count']:,} kept; {child.wall_s / floor.wall_s:.1f}x the scan floor")
+        meta = json.loads(pq.read_schema(catalog / "subsets" / f"{name}.parquet").metadata[b"clipcurate"])
+        report.add("filter", f"curate filter --recipe {name} {note}".rstrip(), child, args.catalog_rows,
+                   f"{meta['count']:,} kept; {child.wall_s / floor.wall_s:.1f}x the scan floor's time")
 
 
 def measure_sql(catalog: Path, piece: Path, args, report: Report) -> None:
+    baseline = _child([sys.executable, "-c", SQL_MATERIALISED, piece, SQL_QUERY], **_duckdb_default())
+    report.add("sql", f"baseline: whole result as one table ({args.baseline_rows:,} rows)", baseline,
+               args.baseline_rows, f"{baseline.stdout.split()[-1]} rows")
     for where, rows in ((piece, args.baseline_rows), (catalog, args.catalog_rows)):
-        child = _child([sys.executable, "-m", "curate", "sql", where, SQL_QUERY])
-        report.add("sql", f"curate sql (streams; {rows:,}-row catalog)", child, child.stdout.strip().splitlines()[-1][:80])
-    child = _child([sys.executable, "-c", SQL_MATERIALISED, piece, SQL_QUERY], **_duckdb_default())
-    report.add("sql", f"  baseline: whole result as one table ({args.baseline_rows:,} rows)", child,
-               f"{child.stdout.split()[-1]} rows")
+        child = _child([sys.executable, "-m", "curate", "sql", where, SQL_QUERY, "--scores", TAG])
+        versus = f"; {_versus(child, baseline)}" if where == piece else ""
+        report.add("sql", f"curate sql (streams; {rows:,}-row catalog)", child, rows,
+                   child.stdout.strip().splitlines()[-1][:60] + versus)
 
 
 def measure_export(catalog: Path, piece: Path, args, report: Report) -> None:
     if not (catalog / "subsets" / f"{EXPORT_SUBSET}.parquet").is_file():
-        report.add("export", "planning: skipped", None, f"no subset {EXPORT_SUBSET} (run the filter step first)")
+        report.add("export", "planning: skipped", None, note=f"no subset {EXPORT_SUBSET} (run the filter step first)")
         return
+    baseline = _child([sys.executable, "-c", PLAN_SQL_ROWS, piece, EXPORT_SUBSET], **_duckdb_default())
+    report.add("export", f"baseline: SQL plan as Python rows ({args.baseline_rows:,} rows)", baseline,
+               args.baseline_rows, f"{int(baseline.stdout.split()[-1]):,} samples planned")
     for where, rows in ((piece, args.baseline_rows), (catalog, args.catalog_rows)):
         child = _child([sys.executable, "-c", PLAN, where, EXPORT_SUBSET])
         planned, missing = child.stdout.split()[:2]
-        report.add("export", f"plan_export, subset {EXPORT_SUBSET} ({rows:,}-row catalog)", child,
-                   f"{int(planned):,} samples planned, {int(missing):,} not in the pool")
-    child = _child([sys.executable, "-c", PLAN_SQL_ROWS, piece, EXPORT_SUBSET], **_duckdb_default())
-    report.add("export", f"  baseline: SQL plan as Python rows ({args.baseline_rows:,} rows)", child,
-               f"{int(child.stdout.split()[-1]):,} samples planned")
+        versus = f"; {_versus(child, baseline)}" if where == piece else ""
+        report.add("export", f"plan_export, subset {EXPORT_SUBSET} ({rows:,}-row catalog)", child, rows,
+                   f"{int(planned):,} samples planned, {int(missing):,} not in the pool{versus}")
 
 
 def main() -> None:
@@ -536,7 +607,7 @@ def main() -> None:
     if "dedup" in steps:
         measure_dedup(pool, work, args, report)
     if "filter" in steps:
-        measure_filter(catalog, report)
+        measure_filter(catalog, args, report)
     if "sql" in steps or "export" in steps:
         make_slice(catalog, piece, args.baseline_rows)
     if "sql" in steps:
