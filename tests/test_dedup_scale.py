@@ -129,24 +129,3 @@ def test_a_flood_of_near_identical_embeddings_is_grouped_by_stars(tmp_path):
     assert ivf["search"]["knn"]["dense_tiles"] >= 1 and ivf["pair_counts_exact"] is False
     assert (groups["ivf"] == groups["flat"]).all() and (groups["flat"][flood] == flood[0]).all()
     assert flat["per_method"]["knn"]["pairs"] == 600 * 599 // 2 and ivf["per_method"]["knn"]["pairs"] < 3000
-
-
-def test_block_sorted_hash_search_finds_every_pair_within_the_bound():
-    """The Hamming search used past MULTIHASH_MAX hashes (sorting on block sets) against brute
-    force, with the planned number of blocks and with others forced."""
-    from curate.dedup.hashes import block_sorted_pairs
-    from curate.dedup.phash_knn import hamming
-
-    rng = np.random.default_rng(12)
-    base = rng.integers(0, 2**63, size=500, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 500, dtype=np.uint64)
-    near = [h ^ np.uint64(sum(1 << int(b) for b in rng.choice(64, size=d, replace=False)))
-            for d in range(1, 14) for h in base[:25]]
-    values = np.unique(np.concatenate([base, np.array(near, dtype=np.uint64)]))
-    i, j = np.triu_indices(values.size, 1)
-    d = hamming(values[i], values[j])
-    for max_bits in (1, 4, 6, 12):
-        truth = set(zip(i[d <= max_bits].tolist(), j[d <= max_bits].tolist()))
-        assert len(truth) >= 25 * max_bits
-        for blocks in (None, max_bits + 1, max_bits + 3):
-            a, b = block_sorted_pairs(values, max_bits, blocks)
-            assert set(zip(a.tolist(), b.tolist())) == truth and a.size == len(truth), (max_bits, blocks)
