@@ -62,7 +62,7 @@ Each line prints wall time, samples/s (the rows the step reads over its wall tim
 and, next to a baseline, the ratios of time and peak to it (the baselines load what the
 streamed side loads, e.g. curate.export's webdataset and torch, so the ratio is the work's).
 Peak RSS must stay under --limit-gb (8) for every stage; the knn recall must reach 0.99.
-Data takes ~50 GB at the default sizes (45 GB before the curation-lab inputs; 2.6 GB at a 2M-row
+Data took 45 GB at the default sizes before the curation-lab inputs were added (more now; 2.6 GB at a 2M-row
 catalog and 1M-row pool; check `df -h`); --clean deletes it at the end.
 """
 from __future__ import annotations
