@@ -26,7 +26,10 @@ the connection, so the views are the same SQL over the same file names.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from clikit.errors import UserError
@@ -146,6 +149,27 @@ class Catalog:
         self.close()
 
 
+# DuckDB's own default is 80% of the machine's memory: a recipe joining 100M captions to
+# their scores took 10.4 GB. Capped, DuckDB spills joins and sorts to disk instead
+# (docs/design.md, Scale); CLIPCURATE_DUCKDB_MEMORY sets another cap, e.g. 32GB on a big node.
+DUCKDB_MEMORY = "4GB"
+MEMORY_ENV = "CLIPCURATE_DUCKDB_MEMORY"
+
+
+def _bound_memory(con) -> None:
+    """Cap DuckDB's memory and spill to a folder of this process's own under the system temp
+    folder (DuckDB's default, .tmp in the working directory, would litter it)."""
+    import duckdb
+
+    limit = os.environ.get(MEMORY_ENV, DUCKDB_MEMORY)
+    try:
+        con.execute(f"SET memory_limit = {_sql_string(limit)}")
+    except duckdb.Error:
+        raise UserError(f"{MEMORY_ENV}={limit!r} is not a memory size; write e.g. 4GB or 500MB") from None
+    spill = Path(tempfile.gettempdir()) / f"clipcurate-duckdb-{os.getpid()}"
+    con.execute(f"SET temp_directory = {_sql_string(str(spill))}")
+
+
 def open_catalog(
     pool: str | StoragePath,
     scores: str | None = None,
@@ -174,6 +198,7 @@ def open_catalog(
 
     con = duckdb.connect(":memory:")
     con.execute("SET enable_progress_bar = false")  # the commands draw their own progress
+    _bound_memory(con)
     register_with_duckdb(con, pool)
     # A view the pool lacks must be an error, not a Python object of that name in a caller's
     # frame (DuckDB's replacement scans: `from __future__ import annotations` is one)

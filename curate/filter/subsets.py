@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 METADATA_KEY = b"clipcurate"
+ROW_GROUP_ROWS = 1 << 20  # pyarrow's default row group: the file is what one write_table wrote
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -97,17 +98,20 @@ def write_uid_block(
             metadata = {**metadata, "duplicates_dropped": int((~fresh).sum())}
             pairs, order = pairs[fresh], order[fresh]
     del order
-    # spelt again from the sorted pairs: always the canonical lowercase spelling
-    table = pa.table({"uid": text_to_arrow(pairs_to_text(pairs))})
     metadata = {**metadata, "name": name, "count": int(len(pairs))}
-    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, default=str).encode()})
+    schema = pa.schema([("uid", pa.string())], metadata={METADATA_KEY: json.dumps(metadata, default=str).encode()})
     layout = Pool(pool)
     # both written before either is renamed; the inner (.npy) is renamed first
     with replacing(layout.subset_parquet(name)) as tmp_parquet, replacing(layout.subset_npy(name)) as tmp_npy:
         with open(tmp_npy, "wb") as handle:  # np.save given a path would append ".npy"
             np.save(handle, pairs)
         # uids are unique random hex: a dictionary or compression costs time and saves little
-        pq.write_table(table, tmp_parquet, use_dictionary=False, compression="none")
+        with pq.ParquetWriter(tmp_parquet, schema, use_dictionary=False, compression="none") as writer:
+            for start in range(0, max(1, len(pairs)), ROW_GROUP_ROWS):
+                # spelt again from the sorted pairs (always the canonical lowercase spelling),
+                # a row group at a time: the text of 100M uids would be 3.2 GB
+                text = text_to_arrow(pairs_to_text(pairs[start : start + ROW_GROUP_ROWS]))
+                writer.write_table(pa.table({"uid": text}, schema=schema))
     return int(len(pairs))
 
 
