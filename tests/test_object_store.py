@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 pytest.importorskip("s3fs", reason="s3fs is not installed (pip install -e '.[s3]')")
 pytest.importorskip("moto", reason="moto is not installed (pip install -e '.[s3]')")
@@ -107,6 +108,14 @@ def test_pipeline_on_s3_gives_the_local_bytes_and_writes_nothing_locally(s3, sma
     run = work / "runs" / "s3"
     trained = cli("train", "run", "--data", "s3://bkt/set", "--out", run, "--samples", count, "--batch-size", batch,
                   *TRAIN, cwd=work)
+    # A sweep over the pool in the store: its cell trains on the pool's subset there (--data POOL --subset half).
+    sweep_file = tmp_path / "s3.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "pool": "s3://bkt/pool", "scores": "t", "dedup": DEDUP,
+        "train": {"batch_size": batch, "workers": 0, "threads": 1, "shuffle_buffer": 8},
+        "experiments": {"s3": {"data": {"subset": ["half"]}, "models": [MODEL], "strategies": ["clip"],
+                               "budgets": {"samples": [count]}, "seeds": [0]}}}))
+    cli("train", "sweep", sweep_file, "--out", work / "runs" / "sweep", "--no-report", cwd=work)
 
     shards = ("shards/*.tar", "shards/*.parquet")
     assert remote_files(s3, "bkt/pool", *shards) == local_files(local / "pool", *shards) != {}
@@ -133,6 +142,9 @@ def test_pipeline_on_s3_gives_the_local_bytes_and_writes_nothing_locally(s3, sma
     [last] = sorted((run / "checkpoints").glob("step_*.pt"))
     assert torch.load(last, weights_only=True)["data"]["positions"] == [[count]]  # every sample of the set read once
     assert torch.load(run / "final.pt", weights_only=True)["samples"] == count
+    [cell] = [json.loads(p.read_text()) for p in (work / "runs" / "sweep" / "cells").glob("*.json")]
+    assert cell["status"] == "ok" and cell["summary"]["samples"] == count, cell
+    assert (cell["config"]["data"], cell["config"]["subset"]) == ("s3://bkt/pool", "half")
     assert sorted(p.name for p in work.iterdir()) == ["runs"], "a stage wrote into the working folder"
     assert [p.name for p in staging.iterdir() if p.name.startswith("clipcurate-")] == [], "staging files were left"
 
