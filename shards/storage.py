@@ -10,6 +10,8 @@ is the old call unchanged:
 - reading parquet and .npy (pyarrow and numpy want an OS path or a filesystem; a remote
   .npy is read whole instead of memory-mapped: one shard's embeddings at a time),
 - removing a folder (shutil.rmtree locally, fs.rm(recursive) remotely),
+- reading a shard as a stream (`open_stream`: also `pipe:COMMAND`, open_clip's shard URLs),
+  and telling which of many shards are missing with one listing per remote folder,
 - writing: shards/atomic.py stages a remote file locally and uploads it in one PUT.
 
 Remote listings are never cached (use_listings_cache=False): img2dataset's workers and
@@ -22,7 +24,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
 from urllib.parse import unquote, urlparse
 
 from clikit.errors import UserError
@@ -37,6 +39,11 @@ if TYPE_CHECKING:
 StoragePath = Union[Path, "UPath"]
 
 URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# A shard given as a command whose stdout is the tar (webdataset's and open_clip's `pipe:aws s3 cp URL -`).
+PIPE_PREFIX = "pipe:"
+# Plain HTTP(S): no bucket to ask first, and no folder listing (a folder's page is whatever
+# the server makes of it), so each file is asked for itself.
+PLAIN_HTTP = frozenset({"http", "https"})
 
 
 def is_url(location: str) -> bool:
@@ -91,9 +98,10 @@ def _store_problem(exc: BaseException) -> str:
 
 
 def open_root(location: str | Path | "UPath", what: str = "pool") -> StoragePath:
-    """as_path, and for a URL one request to its bucket: a UserError naming the URL and what to set if it fails."""
+    """as_path, and for a URL one request to its bucket: a UserError naming the URL and what to set if it fails.
+    An http(s) URL has no bucket: its files are asked for when they are read."""
     path = as_path(location)
-    if is_remote(path):
+    if is_remote(path) and path.protocol not in PLAIN_HTTP:
         try:
             path.fs.info(path.anchor.rstrip("/") or path.path)
         except Exception as exc:  # noqa: BLE001 - every store client raises its own types
@@ -165,3 +173,43 @@ def remove_tree(path: StoragePath) -> None:
 def upload(local: Path, path: StoragePath) -> None:
     """Put a finished local file at a remote path: one PUT, all or nothing (shards/atomic.py)."""
     path.fs.put_file(str(local), path.path)
+
+
+def open_stream(location: str | StoragePath) -> BinaryIO:
+    """A binary stream reading LOCATION from its start: `pipe:COMMAND` runs the command through
+    webdataset's gopen (as open_clip's --train-data does), a path or URL opens through as_path."""
+    if isinstance(location, str) and location.startswith(PIPE_PREFIX):
+        import webdataset as wds  # heavy: only for pipe: shards
+
+        return wds.gopen(location)
+    return as_path(location).open("rb")
+
+
+def missing_files(locations: list[str]) -> list[str]:
+    """The LOCATIONS (paths or URLs, in their order) that are not files. A remote folder is
+    listed once rather than asked once per file (a shard set can hold thousands of shards)."""
+    listings: dict[str, set[str] | None] = {}
+    missing = []
+    for location in locations:
+        path = as_path(location)
+        if is_remote(path) and path.protocol not in PLAIN_HTTP:
+            folder = str(path.parent)
+            if folder not in listings:
+                listings[folder] = _file_names(path.parent)
+            found = path.name in listings[folder] if listings[folder] is not None else path.is_file()
+        else:
+            found = path.is_file()
+        if not found:
+            missing.append(location)
+    return missing
+
+
+def _file_names(folder: StoragePath) -> set[str] | None:
+    """Names of the files in a remote folder; empty when it does not exist, None when it cannot be listed."""
+    try:
+        entries = folder.fs.ls(folder.path, detail=True)
+    except FileNotFoundError:
+        return set()
+    except (OSError, NotImplementedError):
+        return None
+    return {entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in entries if entry.get("type") == "file"}

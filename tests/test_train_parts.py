@@ -385,3 +385,22 @@ def test_position_embeddings_and_class_tokens_get_no_weight_decay():
         assert [decay[id(params[n])] for n in names] == [0.0] * len(names), name
         assert params[names[0]].ndim >= 2  # the shape rule alone would have decayed it
         assert decay[id(params[decayed[name]])] == 0.1
+
+
+def test_shards_over_http_and_pipe_give_the_local_samples(shapes):
+    """open_clip's shard URLs (an http brace pattern, `pipe:COMMAND`) read through train.data's
+    opener give the local shards' samples in order; a missing http shard is named up front."""
+    from clikit.errors import UserError
+    from curate.serve import start_server
+    from train.data import shard_samples, uid_of_sample
+    from train.sources import resolve_shards
+
+    root, tars = shapes
+    local = [uid_of_sample(s) for s in shard_samples(resolve_shards(root / "data"))]
+    assert len(local) == 90
+    pattern = "{00000..%05d}.tar" % (len(tars) - 1)
+    with start_server(root / "data", port=0) as server:
+        assert [uid_of_sample(s) for s in shard_samples(resolve_shards(f"{server.url}/{pattern}"))] == local
+        with pytest.raises(UserError, match=rf"1 of {len(tars) + 1} shards are missing \(first: {server.url}/00003.tar\)"):
+            resolve_shards("%s/{00000..%05d}.tar" % (server.url, len(tars)))
+    assert [uid_of_sample(s) for s in shard_samples(resolve_shards(f"pipe:cat {root / 'data'}/{pattern}"))] == local

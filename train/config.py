@@ -30,7 +30,8 @@ class TrainConfig:
     options: ClassVar[tuple[str, ...] | None] = None  # the command's options; None: every `option` field, in order
     option_help: ClassVar[dict[str, str]] = {}  # a subclass's own wording of an option's help
 
-    data: str = option(help="Shard set dir (manifest.json), pool dir (shards/*.tar), or a tar brace pattern.")
+    data: str = option(help="Shard set dir (manifest.json), pool dir (shards/*.tar), or a tar brace pattern; "
+                            "local, or a URL (s3://, gs://, http(s)://, pipe:COMMAND).")
     out: str = option(help="Run directory, e.g. runs/NAME (config.yaml, metrics.jsonl, checkpoints/, final.pt).")
     model: str = option("tiny-vit-32", help="open_clip model name or a project config; see `train models`.")
     budget: str | None = option(None, help="Training FLOPs to spend: 3e14, 300T, 2.5P (measured per step).")

@@ -8,18 +8,25 @@ shards and keeps every n-th sample), samples are shuffled in a buffer with a see
 and each batch reports how far its slot's stream has been read. Resume skips that many
 raw samples (no decoding) and rotates the workers so the DataLoader's round-robin starts
 at the slot that was next.
+
+Shards are opened by `shard_samples`: webdataset's tar expansion behind an opener of our
+own (shards.storage.open_stream), so a shard may be a path, any fsspec URL (s3://, gs://,
+http(s)://) or `pipe:COMMAND`. webdataset's own opener knows no s3:// and, under the
+skip-and-warn handler, would train on nothing; ours ends the run in one line naming the
+shard it cannot open. Only the opening differs: the samples and their order are the same.
 """
 from __future__ import annotations
 
 import json
 import random
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 
 from shards.images import open_rgb
 from shards.reader import IMAGE_EXTENSIONS
+from shards.storage import open_stream
 
 
 def uid_of_sample(sample: dict[str, Any]) -> str:
@@ -84,6 +91,46 @@ class StreamConfig:
     batches_taken: int = 0
 
 
+def _opened(shards: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """webdataset's url_opener stage with open_stream. A shard that cannot be opened (missing,
+    access refused) or whose pipe: command fails raises UnreadableShard: a skipped shard
+    would silently change what the run trains on."""
+    for shard in shards:
+        url = shard["url"]
+        try:
+            stream = open_stream(url)
+        except Exception as exc:  # noqa: BLE001 - every store client raises its own types
+            raise _unreadable(url, exc) from None
+        yield dict(shard, stream=stream)
+        # Its tar was read to the end. (One abandoned mid-tar, as the run ends, is left to the
+        # garbage collector, as webdataset leaves it: closing a pipe early reports SIGPIPE.)
+        try:
+            stream.close()
+        except OSError as exc:  # a pipe: command's exit status
+            raise _unreadable(url, exc) from None
+
+
+def _unreadable(url: str, exc: BaseException) -> UnreadableShard:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return UnreadableShard(f"shard {url} cannot be read ({type(exc).__name__}: {first}); "
+                           "check --data and the store's credentials")
+
+
+def shard_samples(shards: list[str]) -> Iterable[dict[str, Any]]:
+    """The undecoded samples of SHARDS in order (webdataset's tarfile_to_samples, opened by `_opened`);
+    a broken tar's members are skipped with a warning, as before."""
+    import webdataset as wds
+    from webdataset import tariterators
+
+    handler = wds.warn_and_continue
+    return wds.DataPipeline(
+        wds.SimpleShardList(shards),
+        _opened,
+        wds.filters.pipelinefilter(tariterators.tar_file_expander)(handler=handler),
+        wds.filters.pipelinefilter(tariterators.group_by_keys)(handler=handler),
+    )
+
+
 def _slot_items(cfg: StreamConfig, slot: int, n_slots: int) -> Iterator[tuple[int, dict[str, Any]]]:
     """The infinite, seeded, undecoded sample stream of one slot: yields (epoch, sample)."""
     import webdataset as wds
@@ -94,11 +141,7 @@ def _slot_items(cfg: StreamConfig, slot: int, n_slots: int) -> Iterator[tuple[in
         random.Random(f"shards-{cfg.seed}-{epoch}").shuffle(order)
         by_shard = len(order) >= n_slots
         mine = order[slot::n_slots] if by_shard else order
-        pipeline = wds.DataPipeline(
-            wds.SimpleShardList(mine),
-            wds.tarfile_to_samples(handler=wds.warn_and_continue),
-        )
-        kept = _kept(iter(pipeline), cfg.subset, None if by_shard else (slot, n_slots))
+        kept = _kept(iter(shard_samples(mine)), cfg.subset, None if by_shard else (slot, n_slots))
         rng = random.Random(f"samples-{cfg.seed}-{epoch}-{slot}")
         produced = 0
         for sample in wds.shuffle(cfg.shuffle_buffer, min(100, cfg.shuffle_buffer), rng=rng)(kept):
@@ -125,8 +168,16 @@ def _kept(stream: Iterator[dict[str, Any]], subset: frozenset[str] | None,
         yield sample
 
 
-class EmptyStream(RuntimeError):
+class StreamError(RuntimeError):
+    """A stream cannot go on; its loader worker hands the message to the trainer (a UserError there)."""
+
+
+class EmptyStream(StreamError):
     """A loader slot found no sample at all in a whole epoch: it would wait forever."""
+
+
+class UnreadableShard(StreamError):
+    """A shard cannot be opened (missing, access refused)."""
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -173,7 +224,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                         "epoch": epoch,
                     }
                     images, texts, skipped = [], [], 0
-        except EmptyStream as exc:
+        except StreamError as exc:
             yield {"error": str(exc)}
 
 

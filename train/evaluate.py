@@ -11,7 +11,7 @@ import torch
 from clikit.errors import UserError
 from shards.class_folder import FOLDER_IMAGE_SUFFIXES, class_folders, class_names, folder_images, load_templates
 from shards.images import ImageTooLarge, open_rgb
-from train.data import sample_caption, sample_image_bytes
+from train.data import UnreadableShard, sample_caption, sample_image_bytes, shard_samples
 from train.sources import resolve_shards
 from zoo.towers import train_mode
 
@@ -157,16 +157,15 @@ def retrieval_pairs(eval_dir: Path | None, retrieval_data: str | Path | None, li
             if path.suffix.lower() in FOLDER_IMAGE_SUFFIXES and path.with_suffix(".txt").is_file():
                 pairs.append((path, path.with_suffix(".txt").read_text().strip()))
     if not pairs and retrieval_data is not None:
-        import webdataset as wds
-
-        pipeline = wds.DataPipeline(wds.SimpleShardList(resolve_shards(retrieval_data)),
-                                    wds.tarfile_to_samples(handler=wds.warn_and_continue))
-        for sample in pipeline:
-            raw, caption = sample_image_bytes(sample), sample_caption(sample)
-            if raw is not None and caption:
-                pairs.append((raw, caption))
-            if len(pairs) >= limit:
-                break
+        try:
+            for sample in shard_samples(resolve_shards(retrieval_data)):
+                raw, caption = sample_image_bytes(sample), sample_caption(sample)
+                if raw is not None and caption:
+                    pairs.append((raw, caption))
+                if len(pairs) >= limit:
+                    break
+        except UnreadableShard as exc:
+            raise UserError(f"--retrieval-data: {exc}") from None
     return pairs[:limit]
 
 

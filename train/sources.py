@@ -1,6 +1,8 @@
 """Where training data is: the tar shards --data names (a shard set, a pool, a folder
-of tars, a brace pattern, one tar), the uids --subset keeps, and a fail-fast check of the
-first shard. The pool's layout comes from shards.layout, the manifest from shards.manifest."""
+of tars, a brace pattern, one tar; each local or at a URL: s3://, gs://, http(s)://, or
+`pipe:COMMAND` shards as open_clip takes them), the uids --subset keeps, and a fail-fast
+check of the first shard. The pool's layout comes from shards.layout, the manifest from
+shards.manifest, and what a URL means from shards.storage."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,15 +13,19 @@ from clikit.errors import UserError
 from shards.layout import Pool
 from shards.manifest import MANIFEST_NAME, read_manifest
 from shards.reader import iter_tar_samples
+from shards.storage import PIPE_PREFIX, StoragePath, as_path, is_url, missing_files, open_root, read_parquet
 
 
 def resolve_shards(data: str | Path) -> list[str]:
-    """Tar paths for DATA: a shard set (manifest.json), a pool (shards/*.tar), a dir of tars,
-    a brace pattern (`dir/{00000..00009}.tar`) or one tar file."""
+    """Tar paths or URLs for DATA: a shard set (manifest.json), a pool (shards/*.tar), a dir of
+    tars, a brace pattern (`dir/{00000..00009}.tar`) or one tar file, local or at a URL;
+    `pipe:COMMAND` shards (brace patterns too) are taken as they are, read when training opens them."""
     import webdataset as wds
 
     text = str(data)
-    path = Path(text)
+    if text.startswith(PIPE_PREFIX):  # a command: nothing to list; check_first_shard runs the first
+        return wds.shardlists.expand_urls(text)
+    path = open_root(text, "--data") if is_url(text) else Path(text)
     if path.is_dir():
         pool = Pool(path)
         manifest = _read_manifest(path)
@@ -40,13 +46,13 @@ def resolve_shards(data: str | Path) -> list[str]:
         tars = [text]
     else:
         raise UserError(f"--data {text}: no such directory or tar file; give a shard set, a pool or a tar pattern")
-    missing = [t for t in tars if not Path(t).is_file()]
+    missing = missing_files(tars)
     if missing:
         raise UserError(f"{len(missing)} of {len(tars)} shards are missing (first: {missing[0]}); check --data")
     return tars
 
 
-def _read_manifest(root: Path) -> Any:
+def _read_manifest(root: StoragePath) -> Any:
     """The shard set's manifest, None when ROOT has none; UserError when it is not JSON."""
     try:
         return read_manifest(root)
@@ -54,7 +60,7 @@ def _read_manifest(root: Path) -> Any:
         raise UserError(f"{root / MANIFEST_NAME} is not readable JSON ({exc}); re-run `curate export`") from exc
 
 
-def _manifest_tars(root: Path, meta: Any) -> list[str]:
+def _manifest_tars(root: StoragePath, meta: Any) -> list[str]:
     """The tars a manifest lists, found next to it (shard entries by name, path or file,
     or plain strings); the tars in ROOT when it lists none."""
     names: list[str] = []
@@ -64,17 +70,16 @@ def _manifest_tars(root: Path, meta: Any) -> list[str]:
             names.append(str(root / Path(str(name)).name))
     if not names:  # a manifest without a shard list: take the tars next to it
         names = sorted(str(p) for p in root.glob("*.tar"))
-    missing = [n for n in names if not Path(n).is_file()]
+    missing = missing_files(names)
     if missing:
         raise UserError(f"{root / MANIFEST_NAME} lists {len(missing)} missing shards (first: {missing[0]}); re-run `curate export`")
     return names
 
 
 def load_subset_uids(subset: str | Path, data: str | Path | None = None) -> frozenset[str]:
-    """uids of a subset: a parquet path, or a NAME under DATA/subsets/NAME.parquet (DATA a pool)."""
-    import pyarrow.parquet as pq
-
-    path = Path(subset)
+    """uids of a subset: a parquet path or URL, or a NAME under DATA/subsets/NAME.parquet (DATA a pool,
+    local or at a URL)."""
+    path = as_path(subset)
     if not path.is_file() and data is not None:
         candidate = Pool(data).subset_parquet(str(subset))
         if candidate.is_file():
@@ -85,7 +90,7 @@ def load_subset_uids(subset: str | Path, data: str | Path | None = None) -> froz
             "run `curate filter` or give a parquet path"
         )
     try:
-        table = pq.read_table(path, columns=["uid"])
+        table = read_parquet(path, columns=["uid"])
     except Exception as exc:  # pyarrow raises several types for bad files
         raise UserError(f"{path} has no readable `uid` column ({exc})") from exc
     uids = frozenset(str(u) for u in table.column("uid").to_pylist() if u is not None)

@@ -16,7 +16,6 @@ their sha256) and is written first: a rerun with other settings is refused witho
 """
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from curate.annotate.matching import EntryMatcher
 from curate.download.pool import require_finished_shards
 from shards.atomic import replacing, write_json_atomic
 from shards.layout import Pool
+from shards.storage import StoragePath, open_root, read_parquet, remove_tree
 
 ANNOTATIONS_VERSION = 1  # bump when the same settings would write other columns or values
 BATCH = 8192  # captions per language-detection call
@@ -64,8 +64,7 @@ def _start(pool: Pool, settings: dict, lists: EntryLists, overwrite: bool) -> No
                             "detector, --metadata or --classes); pass --overwrite to annotate again")
     if pool.annotations_dir.exists():
         pool.annotations_json.unlink(missing_ok=True)  # first, so a kill below leaves no stale settings
-        shutil.rmtree(pool.annotations_dir)
-    pool.annotations_dir.mkdir(parents=True)
+        remove_tree(pool.annotations_dir)
     rows = [("metadata", lists.metadata or []), ("classes", lists.classes or [])]
     table = pa.table({
         "list": [name for name, entries in rows for _ in entries],
@@ -99,14 +98,15 @@ def annotate_shard(captions: list[str | None], language: CaptionLanguage, metada
     return columns
 
 
-def annotate_pool(pool: str | Path, metadata: str | None = None, classes: str | Path | None = None,
+def annotate_pool(pool: str | StoragePath, metadata: str | None = None, classes: str | Path | None = None,
                   overwrite: bool = False, progress: bool = True) -> AnnotateResult:
     """Annotate every finished shard of `pool` that has no annotations file yet."""
     from tqdm import tqdm
 
-    layout = Pool(pool)
-    if not Path(pool).is_dir():
+    root = open_root(pool)
+    if not root.is_dir():
         raise UserError(f"pool {pool} is not a directory; pass the folder `curate download` wrote")
+    layout = Pool(root)
     shards = require_finished_shards(layout)
     lists, warning = entry_lists(metadata, Path(classes) if classes is not None else None)
     _start(layout, _settings(lists), lists, overwrite)
@@ -120,7 +120,7 @@ def annotate_pool(pool: str | Path, metadata: str | None = None, classes: str | 
     metadata_matcher = EntryMatcher(lists.metadata) if lists.metadata is not None else None
     class_matcher = EntryMatcher(lists.classes) if lists.classes is not None else None
     for shard in tqdm(pending, desc="annotate", unit=" shards", disable=not progress, leave=False):
-        rows = pq.read_table(layout.shard_parquet(shard), columns=["uid", "caption"])
+        rows = read_parquet(layout.shard_parquet(shard), columns=["uid", "caption"])
         captions = rows.column("caption").to_pylist()
         columns = annotate_shard(captions, language, metadata_matcher, class_matcher)
         table = pa.table({"uid": rows.column("uid"), **columns}, schema=schema)

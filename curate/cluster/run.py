@@ -34,6 +34,7 @@ from curate.dedup.scored_pool import check_embeddings, open_scored_pool
 from curate.dedup.vectors import default_clusters, gpu_available
 from shards.atomic import replacing_dir
 from shards.layout import Pool
+from shards.storage import StoragePath, open_root, read_parquet
 
 FORMAT_VERSION = 1  # bump when the same arguments would write other columns or values
 
@@ -61,12 +62,12 @@ class ClusterSettings:
         return args
 
 
-def _fingerprint(files: list[Path]) -> list:
+def _fingerprint(files: list[StoragePath]) -> list:
     """Each input file's name, size and modification time: what a skipped rerun must match."""
     return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
-def _input_files(scored, near: str | None) -> list[Path]:
+def _input_files(scored, near: str | None) -> list[StoragePath]:
     files = [scored.scores_path(s) for s in scored.shards] + [scored.embeddings_path(s) for s in scored.shards]
     if near:
         source = Path(near)
@@ -75,7 +76,7 @@ def _input_files(scored, near: str | None) -> list[Path]:
 
 
 def _read_uids(scored) -> np.ndarray:
-    uids = [u for s in scored.shards for u in pq.read_table(scored.scores_path(s), columns=["uid"])["uid"].to_pylist()]
+    uids = [u for s in scored.shards for u in read_parquet(scored.scores_path(s), columns=["uid"])["uid"].to_pylist()]
     return np.asarray(uids, dtype=object)
 
 
@@ -84,13 +85,13 @@ def _log(settings: ClusterSettings, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def run_cluster(pool: str | Path, settings: ClusterSettings, embed_images: ImageEmbedder | None = None) -> dict[str, Any]:
+def run_cluster(pool: str | StoragePath, settings: ClusterSettings, embed_images: ImageEmbedder | None = None) -> dict[str, Any]:
     """Cluster one scores tag's image embeddings; returns the summary ("skipped": True when unchanged)."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", settings.run_name):
         raise UserError(f"--name {settings.run_name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
     if settings.clusters is not None and settings.clusters < 1:
         raise UserError(f"--clusters {settings.clusters} must be at least 1")
-    pool = Path(pool)
+    pool = open_root(pool)
     scored = open_scored_pool(pool, settings.scores)
     dim = check_embeddings(scored)
     layout = Pool(pool)
@@ -148,7 +149,8 @@ def run_cluster(pool: str | Path, settings: ClusterSettings, embed_images: Image
         "near": near, "gpu": gpu, "tool_version": tool_version(),
         "seconds": {**timings, "total": round(time.perf_counter() - t0, 3)},
     }
-    with replacing_dir(out_dir) as tmp:  # the file names Pool gives inside clusters/NAME
+    # the file names Pool gives inside clusters/NAME; summary.json, read first by a rerun, is put last
+    with replacing_dir(out_dir, marker=summary_path.name) as tmp:
         pq.write_table(pa.table(columns), tmp / layout.cluster_assignments(name).name)
         np.save(tmp / layout.cluster_centroids(name).name, assignment.centroids)
         (tmp / summary_path.name).write_text(json.dumps(summary, indent=2))

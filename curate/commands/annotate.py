@@ -10,7 +10,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("annotate")
     def annotate(
-        pool: Path = typer.Argument(..., help="Pool folder (the one `curate download` wrote)."),
+        pool: str = typer.Argument(..., help="Pool folder (the one `curate download` wrote), or its URL (s3://BUCKET/POOL)."),
         classes: Optional[Path] = typer.Option(
             None, "--classes",
             help="Class names whose mention the text_based recipe keeps: an eval suite folder (every task's "

@@ -13,7 +13,7 @@ from shards.layout import Pool
 def register(app: typer.Typer) -> None:
     @app.command("cluster")
     def cluster(
-        pool: Path = typer.Argument(..., help="Pool folder (the one `curate download` wrote)."),
+        pool: str = typer.Argument(..., help="Pool folder (the one `curate download` wrote), or its URL (s3://BUCKET/POOL)."),
         scores: str = typer.Option(..., "--scores", help="Scoring tag whose image embeddings are clustered (embeddings/TAG)."),
         clusters: Optional[int] = typer.Option(None, "--clusters", help="Number of k-means clusters. Default: sqrt(samples)."),
         near: Optional[Path] = typer.Option(

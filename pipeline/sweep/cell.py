@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from shards.layout import RunDir
+from shards.storage import StoragePath, as_path
 from train.config import TrainConfig
 from train.loop import run_training
 
 
-def cell_config(cell, run_dir: Path, pool: Path, eval_dir: Path | None, retrieval: str | None,
+def cell_config(cell, run_dir: Path, pool: StoragePath, eval_dir: Path | None, retrieval: str | None,
                 steps: int, threads: int | None, cost: tuple[int, int] | None = None):
     """The TrainConfig of `cell` (resume on; a checkpoint about every quarter of the run);
     `cost`: its step FLOPs as the sweep measured them once for all cells like it."""
@@ -64,7 +65,7 @@ def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str
             if out.exists() and not run.checkpoints():
                 shutil.rmtree(out)  # killed before its first checkpoint: start clean, not appended to
             result["resumed"] = out.exists()
-            cfg = cell_config(cell, out, Path(pool), Path(eval_dir) if eval_dir else None, retrieval, steps, threads,
+            cfg = cell_config(cell, out, as_path(pool), Path(eval_dir) if eval_dir else None, retrieval, steps, threads,
                               cost)
             result["config"] = cfg.to_dict()
             run_started = time.perf_counter()

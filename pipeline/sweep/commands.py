@@ -21,7 +21,7 @@ def sweep(
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (host:port, or 'auto'); default: a new "
                                                         "local Ray instance.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Run the file's quick: cut instead of the whole grid.")] = False,
-    pool: Annotated[Optional[Path], typer.Option(help="Pool to use instead of the file's pool:.")] = None,
+    pool: Annotated[Optional[str], typer.Option(help="Pool to use instead of the file's pool: (a folder or a URL).")] = None,
     eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Eval folder instead of the file's eval:.")] = None,
     report: Annotated[bool, typer.Option(help="Write the report (report.md, report.html, PNGs) at the end.")] = True,
 ) -> None:

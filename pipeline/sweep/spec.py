@@ -14,6 +14,7 @@ from typing import Any
 from clikit.errors import UserError
 from pipeline.sweep.yamlpos import Located, load_located
 from shards.layout import Pool
+from shards.storage import StoragePath, as_path
 from train.budget import parse_flops, parse_samples
 from train.config import TrainConfig
 from train.strategies import check_strategy
@@ -58,7 +59,7 @@ class Cell:
 class Sweep:
     name: str
     file: Path
-    pool: Path
+    pool: StoragePath  # a folder, or a URL (s3://BUCKET/POOL)
     scores: str | None
     dedup: str | None
     eval_dir: Path | None
@@ -191,7 +192,7 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
         if not isinstance(data.get("quick"), dict):
             raise doc.fail(("quick",), "--quick needs a quick: section (overrides of experiments:)")
         data = _merge(data, data["quick"])
-    pool_path = Path(pool or data.get("pool") or "")
+    pool_path = as_path(pool or data.get("pool") or "")
     layout = Pool(pool_path)
     if not str(pool or data.get("pool") or "") or not layout.pool_json.is_file():
         raise doc.fail(("pool",), f"{pool_path} is not a downloaded pool (no pool.json); give pool: or --pool")
@@ -261,7 +262,7 @@ def _cell(exp: str, sl: Slice, model: str, strat: str, label: str, kind: str, bu
     return Cell(slug, exp, sl, model, strat, label, kind, budget, seed, train)
 
 
-def _pick(doc: Located, where: tuple, pool: Path, wanted: Any, available: list[str], what: str, hint: str) -> str | None:
+def _pick(doc: Located, where: tuple, pool: StoragePath, wanted: Any, available: list[str], what: str, hint: str) -> str | None:
     """The first of `wanted` (a name or a list of names, in order of preference) that the pool
     has (`available`: Pool.score_tags() or Pool.dedup_names())."""
     if wanted is None:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import pyarrow.parquet as pq
-
 from curate.filter.run import run_filter
 from curate.filter.subsets import read_subset_metadata
 from pipeline.sweep.spec import Slice, Sweep
 from shards.layout import Pool
+from shards.storage import parquet_metadata
 
 
 def _wanted(sweep: Sweep, sl: Slice) -> dict[str, Any]:
@@ -44,7 +43,7 @@ def make_subsets(sweep: Sweep, say: Callable[[str], None] = print) -> tuple[dict
                                     recipe=wanted["recipe"], params=wanted["params"], overwrite=path.is_file())
                 say(f"   subsets/{sl.subset}: {result.count} samples ({sl.label})")
         try:
-            sizes[sl.subset] = pq.read_metadata(path).num_rows
+            sizes[sl.subset] = parquet_metadata(path).num_rows
         except Exception:  # a named subset that cannot be read fails its own cells, not the sweep
             sizes[sl.subset] = 0
     return sizes, time.perf_counter() - started
