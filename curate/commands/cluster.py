@@ -6,7 +6,6 @@ from typing import Optional
 
 import typer
 
-from clikit.errors import UserError
 from shards.layout import Pool
 
 
@@ -35,12 +34,10 @@ def register(app: typer.Typer) -> None:
         settings = ClusterSettings(scores=scores, clusters=clusters, near=str(near) if near else None, name=name,
                                    seed=seed, overwrite=overwrite, progress=not quiet)
         embedder = None
-        if near is not None and near.is_dir() and not any(near.glob("*.npy")):
-            if not Pool(pool).scores_dir(scores).is_dir():
-                raise UserError(f"no scores tag {scores!r} in {pool}; pass one with --scores")
-            from curate.score.embed import image_embedder  # the scores tag's model: torch, open_clip
+        if near is not None:
+            from curate.score.embed import folder_embedder  # the scores tag's model: torch, open_clip
 
-            embedder = image_embedder(pool, scores)
+            embedder = folder_embedder(pool, scores, near)
         summary = run_cluster(pool, settings, embed_images=embedder)
         out = Pool(pool).clusters_dir(summary["name"])
         if summary["skipped"]:

@@ -10,15 +10,6 @@ from clikit.errors import UserError
 from shards.layout import Pool
 
 
-def _image_embedder(pool: str, scores: str):
-    """embed_images(paths) with the scores tag's model, when the scorer provides one."""
-    try:
-        from curate.score.embed import image_embedder  # the scorer's hook (scores/TAG/model.json); torch, open_clip
-    except ImportError:
-        return None
-    return image_embedder(pool, scores)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("dedup")
     def dedup(
@@ -93,10 +84,10 @@ def register(app: typer.Typer) -> None:
         if truth is not None and not truth.is_file():
             raise UserError(f"--truth {truth} does not exist; give the demo pool's truth.parquet")
         embedder = None
-        if against is not None and against.is_dir() and not any(against.glob("*.npy")):
-            if not Pool(pool).scores_dir(scores).is_dir():
-                raise UserError(f"no scores tag {scores!r} in {pool}; pass one with --scores")
-            embedder = _image_embedder(pool, scores)
+        if against is not None:
+            from curate.score.embed import folder_embedder  # the scores tag's model: torch, open_clip
+
+            embedder = folder_embedder(pool, scores, against)
         summary = run_dedup(pool, settings, embed_images=embedder)
         out = Pool(pool).dedup_dir(summary["name"])
         if summary["skipped"]:

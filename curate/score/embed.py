@@ -14,6 +14,16 @@ from shards.images import open_rgb
 from shards.layout import Pool
 
 
+def folder_embedder(pool: str, tag: str, folder: Path) -> Callable[[list[Path]], np.ndarray] | None:
+    """The scores tag's image embedder when FOLDER holds images to embed; None when it holds
+    precomputed embeddings (*.npy) or is not a folder (the stage then says what it wanted)."""
+    if not folder.is_dir() or any(folder.glob("*.npy")):
+        return None
+    if not Pool(pool).scores_dir(tag).is_dir():
+        raise UserError(f"no scores tag {tag!r} in {pool}; pass one with --scores")
+    return image_embedder(pool, tag)
+
+
 def image_embedder(pool: Path, tag: str, batch_size: int = 128) -> Callable[[list[Path]], np.ndarray]:
     """embed_images(paths) -> float32 (len(paths), dim) L2-normalised, from scores/TAG/model.json's model."""
     info_path = Pool(pool).model_json(tag)
