@@ -4,19 +4,18 @@ annotate, cluster), every built-in recipe run by `curate filter`, and each one's
 and caption precision measured against truth.parquet (`--truth`)."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from clihelp import run_curate
 from curate.filter.recipes import list_recipes, load_recipe
 from curate.filter.run import run_filter
 from curate.truth.recipes import NOISY_CAPTION_KINDS, subset_quality
 from poolfactory import make_pool
+from scored_copy import scored_copy
 from shards.layout import Pool
 
 RANKER = "ranker"
@@ -29,24 +28,14 @@ def lab(pool_dir, demo_dir, tmp_path_factory):
     clustered with the suite's training images as the image-based target; plus tag `ranker`,
     the seed's rows with scores that follow the truth through noise: a stand-in for a filter
     network that learned what a matching caption is (the dfn recipe ranks by it)."""
-    import open_clip
-
     from curate.annotate.run import annotate_pool
     from curate.cluster.run import ClusterSettings, run_cluster
     from curate.dedup.run import DedupSettings, run_dedup
     from curate.eval_suite.demo import build_demo_suite
     from curate.score.embed import image_embedder
-    from curate.score.run import ScoreSettings, score_pool
-    from zoo.models import register_model_configs
 
-    register_model_configs()
     root = tmp_path_factory.mktemp("lab")
-    pool = root / "pool"
-    shutil.copytree(pool_dir, pool)
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model("tiny-vit-32").state_dict(), root / "tiny.pt")
-    score_pool(pool, model="tiny-vit-32", pretrained=str(root / "tiny.pt"), tag="seed",
-               settings=ScoreSettings(batch_size=64, workers=1, progress=False))
+    pool = scored_copy(pool_dir, root)
     layout = Pool(pool)
     kinds = dict(zip(*pq.read_table(demo_dir / "truth.parquet", columns=["uid", "kind"]).to_pydict().values()))
     rng = np.random.default_rng(0)

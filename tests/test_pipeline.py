@@ -8,28 +8,19 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from curate.score.run import ScoreSettings, score_pool
+from scored_copy import scored_copy
+
 
 @pytest.fixture(scope="module")
 def curated(pool_dir, tmp_path_factory):
     """A copy of pool_dir scored (tiny random model), deduplicated, filtered to its top 40% and exported."""
-    import shutil
-
-    import open_clip
-
     from curate.dedup.run import DedupSettings, run_dedup
     from curate.export import export_subset
     from curate.filter.run import run_filter
-    from curate.score.run import ScoreSettings, score_pool
-    from zoo.models import register_model_configs
 
-    register_model_configs()
     root = tmp_path_factory.mktemp("curated")
-    pool = root / "pool"
-    shutil.copytree(pool_dir, pool)
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model("tiny-vit-32").state_dict(), root / "tiny.pt")
-    score_pool(pool, model="tiny-vit-32", pretrained=str(root / "tiny.pt"), tag="seed",
-               settings=ScoreSettings(batch_size=64, workers=1, progress=False))
+    pool = scored_copy(pool_dir, root)
     run_dedup(pool, DedupSettings(scores="seed", method="exact", tag="exact"))
     run_filter(pool, "top40", top="40%", scores="seed", dedup="exact")
     export = export_subset(pool, "top40", root / "shardset", samples_per_shard=37, shuffle=True, seed=1)
@@ -104,7 +95,6 @@ def test_decontamination_against_an_image_folder_uses_the_scores_model(curated, 
 
 
 def test_score_with_a_train_run_checkpoint(pool_copy, tmp_path):
-    from curate.score.run import ScoreSettings, score_pool
     from train.loop import TrainConfig, run_training
 
     run = tmp_path / "runs" / "seed"
@@ -157,7 +147,6 @@ def test_score_rescores_a_shard_written_without_the_pixel_columns(curated, tmp_p
 
     import pyarrow.parquet as pq
 
-    from curate.score.run import ScoreSettings, score_pool
     from shards.layout import Pool
 
     source, _ = curated
