@@ -21,7 +21,7 @@ from curate.filter.datacomp_uids import (
 )
 from shards.atomic import replacing
 from shards.layout import Pool
-from shards.storage import StoragePath, parquet_schema
+from shards.storage import StoragePath, parquet_schema, read_parquet
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,11 +37,37 @@ def check_subset_name(name: str) -> str:
     return name
 
 
-def check_subset_free(pool: str | StoragePath, name: str, overwrite: bool) -> None:
-    """Refuse to replace an existing subsets/NAME.parquet unless `overwrite`."""
+def check_subset_free(pool: str | StoragePath, name: str, overwrite: bool, table: pa.Table) -> bool:
+    """Refuse to replace an existing subsets/NAME.parquet unless `overwrite`, or unless it is
+    `table` itself (the same uids and provenance, less the time it was made): then True, and
+    the caller leaves it as is. An identical rerun (one killed after its subset was written,
+    say) succeeds; a different selection under the same name is refused, naming the difference."""
     parquet_path = Pool(pool).subset_parquet(name)
-    if parquet_path.exists() and not overwrite:
-        raise UserError(f"subset {name!r} already exists in {parquet_path.parent}; pick another --name or pass --overwrite")
+    if overwrite or not parquet_path.exists():
+        return False
+    differs = _difference(parquet_path, table)
+    if differs is None:
+        return True
+    raise UserError(f"subset {name!r} already exists in {parquet_path.parent} ({differs}); "
+                    "pick another --name or pass --overwrite")
+
+
+def _difference(path: StoragePath, table: pa.Table) -> str | None:
+    """What differs between the subset file at `path` and `table` (write_uid_block's), or None."""
+    try:
+        old = read_parquet(path)
+        old_meta = json.loads((old.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        return "the file there is unreadable"
+    new_meta = json.loads(table.schema.metadata[METADATA_KEY])
+    for key in [*new_meta, *(k for k in old_meta if k not in new_meta)]:  # what was asked comes first
+        if key == "created":
+            continue
+        if old_meta.get(key) != new_meta.get(key):
+            return f"made with another {key}"
+    if "uid" not in old.column_names or not old.column("uid").equals(table.column("uid")):
+        return "other uids"
+    return None
 
 
 def _decode(uids: pa.Array | pa.ChunkedArray | list[str]) -> UidBlock:
@@ -70,7 +96,6 @@ def write_subset(
     .npy first: the parquet's presence is what marks the subset made.
     """
     check_subset_name(name)
-    check_subset_free(pool, name, overwrite)
     return write_uid_block(pool, name, _decode(uids), None, metadata, overwrite=overwrite)
 
 
@@ -87,7 +112,6 @@ def write_uid_block(
     import pyarrow.parquet as pq
 
     check_subset_name(name)
-    check_subset_free(pool, name, overwrite)
     order = sorted_order(block.pairs, rows)
     pairs = block.pairs[order]
     if len(pairs) > 1:
@@ -101,6 +125,8 @@ def write_uid_block(
     table = pa.table({"uid": text_to_arrow(pairs_to_text(pairs))})
     metadata = {**metadata, "name": name, "count": int(len(pairs))}
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, default=str).encode()})
+    if check_subset_free(pool, name, overwrite, table):
+        return int(len(pairs))  # the same subset is there already: left as is
     layout = Pool(pool)
     # both written before either is renamed; the inner (.npy) is renamed first
     with replacing(layout.subset_parquet(name)) as tmp_parquet, replacing(layout.subset_npy(name)) as tmp_npy:
