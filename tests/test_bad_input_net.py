@@ -1,6 +1,8 @@
 """Bad input, part two: scoring damaged shards and checkpoints, images past the pixel cap,
 and the download's address guard (SSRF) on loopback only: the guard must refuse before
-any connection is made, so a spy on socket.connect proves no traffic left."""
+any connection is made, so a spy on socket.connect proves no traffic left; and its other
+half, public addresses and names that resolve to them reaching connect (refused there by
+the spy, so nothing leaves the machine either)."""
 from __future__ import annotations
 
 import http.server
