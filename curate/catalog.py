@@ -26,7 +26,10 @@ the connection, so the views are the same SQL over the same file names.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from clikit.errors import UserError
@@ -146,6 +149,27 @@ class Catalog:
         self.close()
 
 
+# DuckDB's own default is 80% of the machine's memory: a recipe joining 100M captions to
+# their scores took 10.4 GB. Capped, DuckDB spills joins and sorts to disk instead
+# (docs/design.md, Scale); CLIPCURATE_DUCKDB_MEMORY sets another cap, e.g. 32GB on a big node.
+DUCKDB_MEMORY = "4GB"
+MEMORY_ENV = "CLIPCURATE_DUCKDB_MEMORY"
+
+
+def _bound_memory(con) -> None:
+    """Cap DuckDB's memory and spill to a folder of this process's own under the system temp
+    folder (DuckDB's default, .tmp in the working directory, would litter it)."""
+    import duckdb
+
+    limit = os.environ.get(MEMORY_ENV, DUCKDB_MEMORY)
+    try:
+        con.execute(f"SET memory_limit = {_sql_string(limit)}")
+    except duckdb.Error:
+        raise UserError(f"{MEMORY_ENV}={limit!r} is not a memory size; write e.g. 4GB or 500MB") from None
+    spill = Path(tempfile.gettempdir()) / f"clipcurate-duckdb-{os.getpid()}"
+    con.execute(f"SET temp_directory = {_sql_string(str(spill))}")
+
+
 def open_catalog(
     pool: str | StoragePath,
     scores: str | None = None,
@@ -174,6 +198,7 @@ def open_catalog(
 
     con = duckdb.connect(":memory:")
     con.execute("SET enable_progress_bar = false")  # the commands draw their own progress
+    _bound_memory(con)
     register_with_duckdb(con, pool)
     # A view the pool lacks must be an error, not a Python object of that name in a caller's
     # frame (DuckDB's replacement scans: `from __future__ import annotations` is one)
@@ -182,30 +207,27 @@ def open_catalog(
         con.execute(f"SET threads = {int(threads)}")
     views: list[str] = []
 
+    def view(view_name: str, files: list[StoragePath], /, **labels: str) -> None:
+        """CREATE VIEW view_name over parquet files, each label a column read from the file's path."""
+        extracted = "".join(f"regexp_extract(filename, '{pattern}', 1) AS {column}, " for column, pattern in labels.items())
+        con.execute(f"CREATE VIEW {view_name} AS SELECT * EXCLUDE (filename), {extracted.rstrip(', ')} "
+                    f"FROM read_parquet({_file_list(files)}, filename = true, union_by_name = true)"
+                    if labels else f"CREATE VIEW {view_name} AS SELECT * FROM read_parquet({_file_list(files)})")
+        views.append(view_name)
+
+    shard = "(\\d+)\\.parquet$"  # NNNNN.parquet: the pool shard a row came from
+
+    def folder(kind: str, file: str = "[^\\\\/]+") -> str:  # POOL/KIND/NAME/FILE: NAME
+        return f"[\\\\/]{kind}[\\\\/]([^\\\\/]+)[\\\\/]{file}$"
+
     shard_files = check_parquet_files([layout.shard_parquet(s) for s in layout.finished_shards()], "samples")
     if shard_files:
-        con.execute(
-            "CREATE VIEW samples AS SELECT * EXCLUDE (filename), "
-            "regexp_extract(filename, '(\\d+)\\.parquet$', 1) AS shard "
-            f"FROM read_parquet({_file_list(shard_files)}, filename = true, union_by_name = true)"
-        )
-        views.append("samples")
+        view("samples", shard_files, shard=shard)
     if tags:
-        all_files = check_parquet_files([f for t in tags for f in _scores_files(layout, t)], "scores")
-        con.execute(
-            "CREATE VIEW scores_all AS SELECT * EXCLUDE (filename), "
-            "regexp_extract(filename, '[\\\\/]scores[\\\\/]([^\\\\/]+)[\\\\/][^\\\\/]+$', 1) AS tag, "
-            "regexp_extract(filename, '(\\d+)\\.parquet$', 1) AS shard "
-            f"FROM read_parquet({_file_list(all_files)}, filename = true, union_by_name = true)"
-        )
-        views.append("scores_all")
+        view("scores_all", check_parquet_files([f for t in tags for f in _scores_files(layout, t)], "scores"),
+             tag=folder("scores"), shard=shard)
     if tag is not None:
-        con.execute(
-            "CREATE VIEW scores AS SELECT * EXCLUDE (filename), "
-            "regexp_extract(filename, '(\\d+)\\.parquet$', 1) AS shard "
-            f"FROM read_parquet({_file_list(_scores_files(layout, tag))}, filename = true, union_by_name = true)"
-        )
-        views.append("scores")
+        view("scores", _scores_files(layout, tag), shard=shard)
         if shard_files:
             con.execute(
                 "CREATE VIEW scored AS SELECT sc.*, sa.url, sa.caption, sa.status "
@@ -213,39 +235,18 @@ def open_catalog(
             )
             views.append("scored")
     if names:
-        group_files = check_parquet_files([layout.dedup_groups(n) for n in names], "dedup")
-        con.execute(
-            "CREATE VIEW dedup_all AS SELECT * EXCLUDE (filename), "
-            "regexp_extract(filename, '[\\\\/]dedup[\\\\/]([^\\\\/]+)[\\\\/]groups\\.parquet$', 1) AS name "
-            f"FROM read_parquet({_file_list(group_files)}, filename = true, union_by_name = true)"
-        )
-        views.append("dedup_all")
+        view("dedup_all", check_parquet_files([layout.dedup_groups(n) for n in names], "dedup"),
+             name=folder("dedup", "groups\\.parquet"))
     if name is not None:
-        con.execute(
-            "CREATE VIEW dedup AS SELECT * "
-            f"FROM read_parquet({_sql_string(str(layout.dedup_groups(name)))})"
-        )
-        views.append("dedup")
+        view("dedup", [layout.dedup_groups(name)])
     annotated = check_parquet_files([layout.annotations_parquet(s) for s in layout.annotated_shards()], "annotations")
     if annotated:
-        con.execute(
-            "CREATE VIEW annotations AS SELECT * EXCLUDE (filename), "
-            "regexp_extract(filename, '(\\d+)\\.parquet$', 1) AS shard "
-            f"FROM read_parquet({_file_list(annotated)}, filename = true, union_by_name = true)"
-        )
-        views.append("annotations")
+        view("annotations", annotated, shard=shard)
         if layout.annotation_entries.is_file():
-            con.execute(f"CREATE VIEW annotation_entries AS SELECT * FROM read_parquet({_sql_string(str(layout.annotation_entries))})")
-            views.append("annotation_entries")
+            view("annotation_entries", [layout.annotation_entries])
     if cluster_runs:
-        run_files = check_parquet_files([layout.cluster_assignments(n) for n in cluster_runs], "clusters")
-        con.execute(
-            "CREATE VIEW clusters_all AS SELECT * EXCLUDE (filename), "
-            "regexp_extract(filename, '[\\\\/]clusters[\\\\/]([^\\\\/]+)[\\\\/]assignments\\.parquet$', 1) AS name "
-            f"FROM read_parquet({_file_list(run_files)}, filename = true, union_by_name = true)"
-        )
-        views.append("clusters_all")
+        view("clusters_all", check_parquet_files([layout.cluster_assignments(n) for n in cluster_runs], "clusters"),
+             name=folder("clusters", "assignments\\.parquet"))
     if cluster_run is not None:
-        con.execute(f"CREATE VIEW clusters AS SELECT * FROM read_parquet({_sql_string(str(layout.cluster_assignments(cluster_run)))})")
-        views.append("clusters")
+        view("clusters", [layout.cluster_assignments(cluster_run)])
     return Catalog(pool, con, tags, names, tag, name, views, cluster_runs, cluster_run)

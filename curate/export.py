@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from curate.catalog import open_catalog
+from curate.catalog import check_parquet_files
 from clikit.errors import UserError
 from clikit.versions import tool_version
 from curate.filter.subsets import read_subset_metadata
@@ -31,8 +31,12 @@ from shards.atomic import leftovers
 from shards.layout import Pool
 from shards.manifest import brace_pattern, read_manifest, shard_name, write_json_atomic, write_manifest
 from shards.reader import IMAGE_EXTENSIONS, TarIndex, UnsafeTarError, index_tar
-from shards.storage import StoragePath, open_root, remove_tree
+from shards.storage import StoragePath, open_root, parquet_schema, read_parquet, remove_tree
+from shards.uid_arrays import SortedUids, canonical_pairs
 from shards.writer import WrittenShard, write_shard
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 PLAN_NAME = ".export-plan.json"
 PARTS_DIR = ".export-parts"
@@ -86,36 +90,134 @@ class _ShardReaders:
         self.handles.clear()
 
 
-def _plan_rows(pool: StoragePath, subset: str) -> tuple[list[dict[str, Any]], int, list[str]]:
-    """The subset's samples that the pool holds, in pool order, with url/caption/scores."""
-    parquet_path = Pool(pool).subset_parquet(subset)
-    with open_catalog(pool) as catalog:
-        if "samples" not in catalog.views:
-            raise UserError(f"{pool} has no shards/*.parquet; is it a pool `curate download` wrote?")
-        con = catalog.con
-        con.execute("CREATE TEMP TABLE wanted AS SELECT DISTINCT uid FROM read_parquet($path)", {"path": str(parquet_path)})
-        wanted = con.sql("SELECT count(*) FROM wanted").fetchall()[0][0]
-        tags = catalog.score_tags
-        score_cols = ""
-        if tags:
-            score_cols = ", (SELECT map(list(tag), list(clip_score)) FROM scores_all sc WHERE sc.uid = s.uid) AS scores"
-        rows = con.sql(
-            "SELECT s.uid, s.url, s.caption, s.shard, s.key, s.width, s.height" + score_cols + " "
-            "FROM samples s SEMI JOIN wanted w ON s.uid = w.uid "
-            "WHERE s.status = 'success' ORDER BY s.shard, s.key"
-        ).fetchall()
-    names = ["uid", "url", "caption", "shard", "key", "width", "height"] + (["scores"] if tags else [])
-    records = []
-    seen: set[str] = set()
-    for row in rows:
-        record = dict(zip(names, row))
-        if record["uid"] in seen:  # a uid downloaded twice: export it once
+# What a sample's .json carries from the pool parquet (besides scores per tag).
+SAMPLE_COLUMNS = ("uid", "url", "caption", "key", "width", "height")
+ABSENT, SCORED, NULL = 0, 1, 2  # a subset uid under one scoring tag: no row, a score, a null score
+
+
+@dataclass
+class ExportPlan:
+    """The samples to export, in order, as positions into the pool's shard parquet: a few
+    integers a sample, never a Python object (a 40M-sample subset plans in ~1 GB)."""
+
+    shards: list[str]  # the pool shards ("00000", ...) in the order planned
+    shard: np.ndarray  # per sample: index into `shards` (int32)
+    row: np.ndarray  # per sample: its row in that shard's parquet
+    member: np.ndarray  # per sample: its index in the subset's sorted uids
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]  # tag -> (clip_score, SCORED/NULL/absent) per subset uid
+    missing: int  # subset uids the pool did not download
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def reordered(self, order: np.ndarray) -> "ExportPlan":
+        return ExportPlan(self.shards, self.shard[order], self.row[order], self.member[order], self.scores, self.missing)
+
+
+def _read_columns(path: StoragePath, names: tuple[str, ...]) -> "pa.Table":
+    """These columns of a shard parquet; one a shard lacks is all null (as the catalog's
+    union_by_name view has it)."""
+    import pyarrow as pa
+
+    have = set(parquet_schema(path).names)
+    table = read_parquet(path, columns=[c for c in names if c in have])
+    for name in names:
+        if name not in have:
+            table = table.append_column(name, pa.nulls(table.num_rows))
+    return table.select(list(names))
+
+
+def _members(uids, wanted: SortedUids) -> np.ndarray:
+    """Each uid's index in `wanted` (-1: not in it), chunk by chunk."""
+    parts = [wanted.positions(*canonical_pairs(chunk)) for chunk in uids.chunks]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def plan_export(pool: StoragePath, subset: str) -> tuple[ExportPlan, list[str]]:
+    """The subset's samples that the pool holds, in pool order (shard, then key), each uid
+    once (the first copy when downloaded twice), and each subset uid's score per tag.
+
+    The subset is read as its sorted uid pairs (shards.uid_arrays) and every pool shard's
+    uid column is looked up in them, a shard at a time: memory is the pairs, one shard's
+    key columns and a few integers per planned sample.
+    """
+    import pyarrow.compute as pc
+
+    layout = Pool(pool)
+    shard_files = check_parquet_files([layout.shard_parquet(s) for s in layout.finished_shards()], "samples")
+    if not shard_files:
+        raise UserError(f"{pool} has no shards/*.parquet; is it a pool `curate download` wrote?")
+    wanted = SortedUids.from_parquet(layout.subset_parquet(subset))
+    seen = np.zeros(len(wanted), dtype=bool)
+    shards, shard_idx, rows, members = [], [], [], []
+    for path in shard_files:
+        table = _read_columns(path, ("uid", "key", "status"))
+        member = _members(table.column("uid"), wanted)
+        ok = pc.fill_null(pc.equal(table.column("status"), "success"), False).to_numpy(zero_copy_only=False)
+        picked = np.flatnonzero((member >= 0) & ok)
+        if picked.size == 0:
             continue
-        seen.add(record["uid"])
-        if tags:
-            record["scores"] = {t: (None if v is None else float(v)) for t, v in (record["scores"] or {}).items()}
-        records.append(record)
-    return records, wanted - len(records), tags
+        picked = picked[pc.sort_indices(table.column("key").take(picked)).to_numpy()]  # key order
+        _, first = np.unique(member[picked], return_index=True)  # a uid twice in one shard: its first key
+        picked = picked[np.sort(first)]
+        picked = picked[~seen[member[picked]]]  # ... or in an earlier shard
+        seen[member[picked]] = True
+        shard_idx.append(np.full(picked.size, len(shards), dtype=np.int32))
+        shards.append(path.stem)
+        rows.append(picked)
+        members.append(member[picked])
+    scores = {}
+    tags = layout.score_tags()
+    for tag in tags:
+        value, scored = np.full(len(wanted), np.nan), np.full(len(wanted), ABSENT, dtype=np.int8)
+        files = check_parquet_files([layout.scores_parquet(tag, s) for s in layout.scored_shards(tag)], "scores")
+        for path in files:
+            table = _read_columns(path, ("uid", "clip_score"))
+            member = _members(table.column("uid"), wanted)
+            hit = member >= 0
+            column = table.column("clip_score")
+            score = pc.fill_null(column.cast("float64"), np.nan).to_numpy(zero_copy_only=False)
+            value[member[hit]] = score[hit]
+            scored[member[hit]] = np.where(pc.is_null(column).to_numpy(zero_copy_only=False), NULL, SCORED)[hit]
+        scores[tag] = (value, scored)
+    cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
+    plan = ExportPlan(shards, cat(shard_idx, np.int32), cat(rows, np.int64), cat(members, np.int64), scores,
+                      len(wanted) - int(seen.sum()))
+    return plan, tags
+
+
+class _PlannedRows:
+    """The planned samples' pool columns, read a shard at a time (the last few kept)."""
+
+    def __init__(self, pool: Pool, plan: ExportPlan, keep_open: int = 4):
+        self.pool, self.plan, self.keep_open = pool, plan, keep_open
+        self.tables: OrderedDict[int, Any] = OrderedDict()
+
+    def _table(self, k: int):
+        if k in self.tables:
+            self.tables.move_to_end(k)
+        else:
+            self.tables[k] = _read_columns(self.pool.shard_parquet(self.plan.shards[k]), SAMPLE_COLUMNS)
+            if len(self.tables) > self.keep_open:
+                self.tables.popitem(last=False)
+        return self.tables[k]
+
+    def records(self, start: int, stop: int) -> list[dict[str, Any]]:
+        """Samples start..stop of the plan as dicts (uid, url, caption, shard, key, width,
+        height, and scores per tag when the pool has scores)."""
+        plan = self.plan
+        shard, row = plan.shard[start:stop], plan.row[start:stop]
+        out: list[dict[str, Any]] = [{} for _ in range(stop - start)]
+        for k in np.unique(shard).tolist():
+            where = np.flatnonzero(shard == k)
+            for at, record in zip(where.tolist(), self._table(k).take(row[where]).to_pylist()):
+                out[at] = {**record, "shard": plan.shards[k]}
+        if plan.scores:
+            member = plan.member[start:stop]
+            for at, m in enumerate(member.tolist()):
+                out[at]["scores"] = {tag: (None if scored[m] == NULL else float(value[m]))
+                                     for tag, (value, scored) in plan.scores.items() if scored[m] != ABSENT}
+        return out
 
 
 def _samples_for(rows: list[dict[str, Any]], readers: _ShardReaders) -> Iterator[dict[str, bytes]]:
@@ -182,18 +284,19 @@ def export_subset(
     if samples_per_shard < 1:
         raise UserError(f"--samples-per-shard must be at least 1, got {samples_per_shard}")
     metadata = read_subset_metadata(pool, subset)
-    rows, missing, tags = _plan_rows(pool, subset)
-    if not rows:
+    planned, tags = plan_export(pool, subset)
+    missing = planned.missing
+    if not len(planned):
         raise UserError(f"subset {subset!r} has no sample that this pool downloaded; nothing to export")
     if shuffle:
-        order = np.random.default_rng(seed).permutation(len(rows))
-        rows = [rows[i] for i in order]
+        planned = planned.reordered(np.random.default_rng(seed).permutation(len(planned)))
+    rows = _PlannedRows(Pool(pool), planned)
     plan = {
         "subset": subset,
         "subset_count": metadata.get("count"),
         "subset_created": metadata.get("created"),
-        "samples": len(rows),
-        "first_uid": rows[0]["uid"],
+        "samples": len(planned),
+        "first_uid": rows.records(0, 1)[0]["uid"],
         "samples_per_shard": samples_per_shard,
         "shuffle": shuffle,
         "seed": seed if shuffle else None,
@@ -211,21 +314,22 @@ def export_subset(
     readers = _ShardReaders(Pool(pool))
     shards, skipped = [], 0
     try:
-        for index, start in enumerate(range(0, len(rows), samples_per_shard)):
-            chunk = rows[start : start + samples_per_shard]
+        for index, start in enumerate(range(0, len(planned), samples_per_shard)):
+            stop = min(start + samples_per_shard, len(planned))
             name = shard_name(index)
             part = parts / f"{name}.json"
             if (out / name).is_file() and part.is_file():  # finished by an earlier run
                 shards.append(json.loads(part.read_text()))
                 skipped += 1
             else:
+                chunk = rows.records(start, stop)
                 # the part record is saved before the rename: a shard under its final name
                 # always has one, so a rerun can trust it
                 written = write_shard(out / name, _samples_for(chunk, readers),
                                       before_rename=lambda w, part=part: write_json_atomic(part, _part_record(w)))
                 shards.append(_part_record(written))
             if progress:
-                progress(len(chunk))
+                progress(stop - start)
     finally:
         readers.close()
 

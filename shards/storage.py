@@ -133,6 +133,15 @@ def parquet_metadata(path: StoragePath) -> "pq.FileMetaData":
     return pq.read_metadata(path)
 
 
+def parquet_file(path: StoragePath) -> "pq.ParquetFile":
+    """A ParquetFile to read batch by batch (a remote one through its store's filesystem)."""
+    import pyarrow.parquet as pq  # heavy: imported when a stage reads
+
+    if is_remote(path):
+        return pq.ParquetFile(path.path, filesystem=path.fs)
+    return pq.ParquetFile(path)
+
+
 def load_npy(path: StoragePath, mmap: bool = True) -> "np.ndarray":
     """np.load, memory-mapped for a local file; a remote file is read whole (no mmap over HTTP)."""
     import io

@@ -319,8 +319,10 @@ def test_method_lists_label_exact_first(lookalikes):
 
 
 def test_hash_search_finds_every_pair_within_the_bound():
-    """FAISS multi-index hashing with 1, 2 or 3 bit flips per chunk against brute force."""
-    from curate.dedup.hashes import near_hash_values
+    """Both Hamming searches against brute force: FAISS multi-index hashing with 1, 2 or 3 bit
+    flips per chunk, and the block sort used past MULTIHASH_MAX hashes with its planned
+    number of blocks and with others forced."""
+    from curate.dedup.hashes import block_sorted_pairs, near_hash_values
     from curate.dedup.phash_knn import hamming
 
     rng = np.random.default_rng(11)
@@ -339,6 +341,9 @@ def test_hash_search_finds_every_pair_within_the_bound():
         for flips in (None, 1, 2, 3):
             a, b = near_hash_values(values, max_bits, flips=flips)
             assert set(zip(a.tolist(), b.tolist())) == truth and a.size == len(truth), (max_bits, flips)
+        for blocks in (None, max_bits + 1, max_bits + 3):
+            a, b = block_sorted_pairs(values, max_bits, blocks)
+            assert set(zip(a.tolist(), b.tolist())) == truth and a.size == len(truth), (max_bits, blocks)
 
 
 @pytest.fixture

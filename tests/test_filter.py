@@ -99,6 +99,26 @@ def test_recipes(pool):
     assert combined == set(_expected_top(pool, share=0.5, keep_only=lambda s: s.uid in clean))
 
 
+def test_a_recipe_streams_in_batches_and_the_subset_is_written_a_row_group_at_a_time(pool, monkeypatch):
+    """A recipe's uids are read from DuckDB in Arrow batches and the subset is written a row
+    group at a time (a 100M-uid subset is never held as text): with batches of 5 uids and
+    row groups of 4, the subset holds the same uids, and its .npy the same bytes, as with one
+    batch and one row group."""
+    from curate.filter import run as filter_run
+    from curate.filter import subsets
+
+    whole = run_filter(pool.path, "whole", recipe="caption_rules")
+    monkeypatch.setattr(filter_run, "UID_BATCH_ROWS", 5)
+    monkeypatch.setattr(subsets, "ROW_GROUP_ROWS", 4)
+    parts = run_filter(pool.path, "parts", recipe="caption_rules")
+    count = whole.count
+    assert count > 10 and parts.count == count
+    assert pq.read_metadata(whole.parquet).num_row_groups == 1
+    assert pq.read_metadata(parts.parquet).num_row_groups == -(-count // 4)
+    assert _uids(parts.parquet) == _uids(whole.parquet)
+    assert parts.npy.read_bytes() == whole.npy.read_bytes()
+
+
 def test_where_dedup_and_custom_recipe(pool, tmp_path):
     result = run_filter(pool.path, "w", top="100%", where="caption LIKE '%a%' AND width >= 30", dedup="default")
     expected = sorted(s.uid for s in pool.ok if s.clip_score is not None and "a" in s.caption and s.width >= 30 and s.keep)

@@ -26,6 +26,11 @@ QUANTILE = 0.999
 MARGIN = 0.02
 SAMPLE_ROWS = 2000  # rows whose hard negatives are drawn, against every row of the pool
 MAX_PAIRS = 200_000
+# Memory bounds on big pools: hash comparisons per chunk (sample rows x pool rows), and the
+# hard negatives gathered before the sample stops early (16M pairs: 256 MB). A pool of a
+# few thousand rows meets neither: 2,000 x 4,000 comparisons in chunks of 256 rows.
+COMPARE_ELEMENTS = 1 << 24
+GATHER_LIMIT = 1 << 24
 MIN_PAIRS = 200  # fewer hard negatives: too few to measure, the fixed FALLBACK bar is used
 FALLBACK = 0.95
 MAX_BAR = 0.999
@@ -40,15 +45,21 @@ def calibrate_threshold(scored: ScoredPool, phash: np.ndarray, valid: np.ndarray
     lo, hi = max_bits + HARD_BITS[0], max_bits + HARD_BITS[1]
     hashes = phash[rows].astype(np.uint64)
     a_parts, b_parts = [], []
-    for start in range(0, sample.size, 256):
-        chunk = sample[start : start + 256]
+    step = int(min(256, max(1, COMPARE_ELEMENTS // max(1, rows.size))))
+    gathered, used = 0, 0
+    for start in range(0, sample.size, step):
+        if gathered > GATHER_LIMIT:
+            break  # enough hard negatives; the rest of the (random) sample is not needed
+        chunk = sample[start : start + step]
         bits = np.bitwise_count(phash[chunk].astype(np.uint64)[:, None] ^ hashes[None, :])
         i, j = np.nonzero((bits >= lo) & (bits <= hi))
         a_parts.append(chunk[i])
         b_parts.append(rows[j])
+        gathered += i.size
+        used += chunk.size
     a, b = np.concatenate([np.zeros(0, np.int64), *a_parts]), np.concatenate([np.zeros(0, np.int64), *b_parts])
     info: dict[str, Any] = {"hard_negative_bits": [lo, hi], "quantile": QUANTILE, "margin": MARGIN,
-                            "sample_rows": int(sample.size), "pairs": int(a.size)}
+                            "sample_rows": used, "pairs": int(a.size)}
     if a.size < MIN_PAIRS:
         info["fallback"] = f"fewer than {MIN_PAIRS} hard negatives; fixed bar {FALLBACK}"
         return FALLBACK, info

@@ -1,6 +1,7 @@
 """Duplicate pairs from every method, joined into groups (connected components).
 
-Pairs are kept as canonical (low, high) global positions. When a pool has huge cliques
+Pairs are kept as canonical (low, high) global positions, two int64 columns (a key packed
+as low * n + high would overflow int64 past ~3e9 samples). When a pool has huge cliques
 (thousands of copies of one placeholder image) the pair list could outgrow memory, so
 past a limit it is replaced by a spanning forest with the same components: the groups
 stay exact, only the per-method pair counts become lower bounds.
@@ -19,8 +20,8 @@ class DuplicateGraph:
         self.n = n
         self.max_pairs = max_pairs
         self._pending: dict[str, list[np.ndarray]] = {}
-        self._pairs: dict[str, np.ndarray] = {}  # method -> unique packed keys
-        self._forest: list[np.ndarray] = []  # packed keys standing for compacted pairs
+        self._pairs: dict[str, np.ndarray] = {}  # method -> unique (low, high) rows, sorted
+        self._forest: list[np.ndarray] = []  # (low, high) rows standing for compacted pairs
         self.pair_counts: dict[str, int] = {}
         self.counts_exact = True
         # The first method (in the order run) that joined each sample; -1 for none.
@@ -41,41 +42,41 @@ class DuplicateGraph:
         for side in (lo, hi):
             unset = self.method_of[side] < 0
             self.method_of[side[unset]] = code
-        self._pending.setdefault(method, []).append(lo * self.n + hi)
+        self._pending.setdefault(method, []).append(np.stack([lo, hi], axis=1))
         self._pending_size += lo.size
         if self._pending_size > self.max_pairs // 4:
             self._flush()
 
     def _flush(self) -> None:
         for method, chunks in self._pending.items():
-            old = self._pairs.get(method, np.zeros(0, np.int64))
-            self._pairs[method] = np.unique(np.concatenate([old, *chunks]))
+            old = self._pairs.get(method, _NO_PAIRS)
+            self._pairs[method] = unique_pairs(np.concatenate([old, *chunks]))
         self._pending.clear()
         self._pending_size = 0
-        for method, keys in self._pairs.items():
-            self.pair_counts[method] = max(self.pair_counts.get(method, 0), int(keys.size))
-        if sum(k.size for k in self._pairs.values()) + sum(k.size for k in self._forest) > self.max_pairs:
+        for method, pairs in self._pairs.items():
+            self.pair_counts[method] = max(self.pair_counts.get(method, 0), len(pairs))
+        if sum(map(len, self._pairs.values())) + sum(map(len, self._forest)) > self.max_pairs:
             self._compact()
 
     def _compact(self) -> None:
         """Replace all pairs by a star per component: same groups, far fewer pairs."""
         labels = self._labels(np.concatenate([*self._pairs.values(), *self._forest]))
-        self._pairs = {m: np.zeros(0, np.int64) for m in self._pairs}
+        self._pairs = {m: _NO_PAIRS for m in self._pairs}
         self._forest = [_star_edges(labels, self.n)]
         self.counts_exact = False
 
-    def _labels(self, keys: np.ndarray) -> np.ndarray:
+    def _labels(self, pairs: np.ndarray) -> np.ndarray:
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
-        lo, hi = np.divmod(keys, self.n)
+        lo, hi = pairs[:, 0], pairs[:, 1]
         graph = coo_matrix((np.ones(lo.size, dtype=np.int8), (lo, hi)), shape=(self.n, self.n))
         return connected_components(graph, directed=False)[1]
 
     def components(self) -> np.ndarray:
         """Component label per sample (labels are arbitrary ints; singletons get their own)."""
         self._flush()
-        return self._labels(np.concatenate([np.zeros(0, np.int64), *self._pairs.values(), *self._forest]))
+        return self._labels(np.concatenate([_NO_PAIRS, *self._pairs.values(), *self._forest]))
 
     def split_oversized(self, labels: np.ndarray, limit: int) -> tuple[np.ndarray, list[dict]]:
         """Guard against runaway groups: near pairs chain look-alikes (A~B~C...) into one
@@ -97,24 +98,38 @@ class DuplicateGraph:
             return labels, reports  # nothing to drop, or pairs were compacted (only groups known)
         in_big = np.isin(labels, big)
         for method in near:
-            keys = self._pairs[method]
-            self._pairs[method] = keys[~in_big[keys // self.n]]
+            pairs = self._pairs[method]
+            self._pairs[method] = pairs[~in_big[pairs[:, 0]]]
         return self.components(), reports
 
     def pairs(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """The (low, high) pairs stored for a method (empty after compaction)."""
         self._flush()
-        keys = self._pairs.get(method, np.zeros(0, np.int64))
-        return np.divmod(keys, self.n)
+        pairs = self._pairs.get(method, _NO_PAIRS)
+        return pairs[:, 0], pairs[:, 1]
+
+
+_NO_PAIRS = np.zeros((0, 2), np.int64)
+
+
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """(m, 2) int64 rows in (low, high) order with repeats dropped: what np.unique did for
+    packed keys, without packing."""
+    if len(pairs) < 2:
+        return pairs
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    fresh = np.ones(len(pairs), dtype=bool)
+    fresh[1:] = (pairs[1:, 0] != pairs[:-1, 0]) | (pairs[1:, 1] != pairs[:-1, 1])
+    return pairs[fresh]
 
 
 def _star_edges(labels: np.ndarray, n: int) -> np.ndarray:
-    """Packed edges linking every sample to the first sample of its component."""
+    """(low, high) edges linking every sample to the first sample of its component."""
     first = np.full(labels.max() + 1, n, dtype=np.int64)
     np.minimum.at(first, labels, np.arange(n))
     root = first[labels]
     members = np.flatnonzero(root != np.arange(n))
-    return root[members] * n + members
+    return np.stack([root[members], members], axis=1)
 
 
 def group_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,13 +6,24 @@ import numpy as np
 KEEP_POLICIES = ("best-score", "first")
 
 
-def keep_mask(group_id: np.ndarray, uid: np.ndarray, clip_score: np.ndarray, policy: str = "best-score",
+def uid_rank(uid) -> np.ndarray:
+    """Each row's place in uid order (ties: pool order), from a pyarrow string array: Arrow's
+    stable sort compares UTF-8 bytes, which orders as code points do (numpy's str order)."""
+    import pyarrow.compute as pc
+
+    rank = np.empty(len(uid), dtype=np.int64)
+    rank[pc.sort_indices(uid).to_numpy()] = np.arange(len(uid))
+    return rank
+
+
+def keep_mask(group_id: np.ndarray, uid, clip_score: np.ndarray, policy: str = "best-score",
               eligible: np.ndarray | None = None) -> np.ndarray:
     """True for the one kept sample of each group.
 
     best-score: the highest clip_score (a sample whose score is null ranks last), ties
     broken by the smaller uid, so dedup never trades a good caption for a worse one.
     first: the first sample in pool order (shard, then row).
+    `uid` is a pyarrow string array (ScoreColumns.uid).
     Samples not `eligible` (contaminated) are never kept; a group keeps its best eligible
     member, or none.
     """
@@ -21,9 +32,7 @@ def keep_mask(group_id: np.ndarray, uid: np.ndarray, clip_score: np.ndarray, pol
     position = np.arange(n)
     if policy == "best-score":
         score = np.where(np.isnan(clip_score), -np.inf, clip_score)
-        uid_rank = np.empty(n, dtype=np.int64)
-        uid_rank[np.argsort(uid.astype(str), kind="stable")] = position
-        keys = (position, uid_rank, -score, ~eligible, group_id)
+        keys = (position, uid_rank(uid), -score, ~eligible, group_id)
     elif policy == "first":
         keys = (position, ~eligible, group_id)
     else:

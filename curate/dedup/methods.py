@@ -100,7 +100,7 @@ def _knn(method: Method, job: PairSearch) -> Pairs:
     job.search[method.name] = plan.as_dict()
     if plan.kind == "flat":
         return vectors.flat_pairs(job.scored, job.dim, threshold, plan.gpu, s.progress)
-    return vectors.ivf_pairs(job.scored, job.dim, threshold, plan, s.seed, s.progress)
+    return vectors.ivf_pairs(job.scored, job.dim, threshold, plan, s.seed, s.progress, job.search[method.name])
 
 
 def _semdedup(method: Method, job: PairSearch) -> Pairs:
@@ -109,7 +109,7 @@ def _semdedup(method: Method, job: PairSearch) -> Pairs:
     gpu = vectors.gpu_available()
     job.search[method.name] = {"clusters": min(clusters, job.scored.size), "gpu": gpu}
     return vectors.semdedup_pairs(job.scored, job.dim, s.threshold_for(method.name), clusters, s.seed, gpu,
-                                  s.progress)
+                                  s.progress, job.search[method.name])
 
 
 # In the order they run. Defaults: phash-pixels' threshold is the grey thumbnails' correlation,

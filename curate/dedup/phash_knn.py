@@ -25,6 +25,10 @@ unless --threshold fixes it.
 
 Candidates are every pair of rows inside one hash value and every pair across two
 distinct values within `max_bits` (FAISS multi-index hashing finds the value pairs).
+A hash value shared by more than MAX_BUCKET rows (a flood of one placeholder picture:
+100k of them would be 5e9 pairs) is not paired all-to-all: its rows are compared with a
+few anchors at a time (anchored_pairs), and stand for it in pairs across values only
+through those anchors; summary.json records each such bucket (`capped_buckets`).
 Only rows that appear in some candidate pair are read from the embeddings. A block of
 candidates (rows of hash u x rows of hash v) that is large, such as thousands of blank
 images sharing one hash, is one BLAS product; small blocks are batched as row-wise dots.
@@ -45,24 +49,81 @@ RELIEF = 0.1
 MATMUL_MIN = 1024
 # Elements (pairs x dim) per batch of row-wise dots or per matmul tile: ~128 MiB float32.
 BATCH_ELEMENTS = 1 << 25
+# The per-bucket cap: a hash value shared by more rows is paired through anchors.
+MAX_BUCKET = 2000
+ANCHORS = 16  # anchors per round
+MAX_ROUNDS = 64  # a capped bucket's rows matching none of the 64 x 16 anchors stay unpaired
 
 
-def candidate_blocks(phash: np.ndarray, valid: np.ndarray, max_bits: int):
+def candidate_blocks(phash: np.ndarray, valid: np.ndarray, max_bits: int, max_bucket: int = MAX_BUCKET):
     """Rows grouped by hash value and the blocks of candidate pairs between them.
 
-    Returns (order, starts, counts, u, v, bits): `order` lists valid rows sorted by hash
-    value, value k's rows are order[starts[k] : starts[k] + counts[k]]; a block (u[i], v[i])
-    is every pair of a row of value u with a row of value v (u == v: pairs inside one
-    value), and bits[i] the Hamming distance between the two values.
+    Returns (order, starts, counts, u, v, bits, capped): `order` lists valid rows sorted by
+    hash value, value k's rows are order[starts[k] : starts[k] + counts[k]]; a block (u[i],
+    v[i]) is every pair of a row of value u with a row of value v (u == v: pairs inside one
+    value), and bits[i] the Hamming distance between the two values. `capped`: the values
+    with more than `max_bucket` rows, which get no block inside themselves (anchored_pairs).
     """
     rows = np.flatnonzero(valid)
     values, inverse, counts = np.unique(phash[rows], return_inverse=True, return_counts=True)
     order = rows[np.argsort(inverse, kind="stable")]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     i, j = near_hash_values(values, max_bits)
-    same = np.flatnonzero(counts > 1)
+    same = np.flatnonzero((counts > 1) & (counts <= max_bucket))
     u, v = np.concatenate([same, i]), np.concatenate([same, j])
-    return order, starts, counts.astype(np.int64), u, v, hamming(values[u], values[v])
+    capped = np.flatnonzero(counts > max_bucket)
+    return order, starts, counts.astype(np.int64), u, v, hamming(values[u], values[v]), capped
+
+
+def anchored_pairs(vectors: np.ndarray, bar: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Pairs inside one capped bucket (its rows' unit `vectors`, in pool order) in linear
+    work: in each round the first ANCHORS rows not yet matched are anchors; every other
+    unmatched row is compared with them and pairs with the first one it reaches `bar`
+    with; anchors pair with each other. A flood of copies of a few pictures thus forms one
+    group per picture, as all pairs would.
+
+    Returns (a, b) as local row numbers, the anchors, the pairs compared and the rows left
+    unpaired after MAX_ROUNDS rounds.
+    """
+    remaining = np.arange(len(vectors))
+    out_a, out_b, anchors_all = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    compared = 0
+    tile = max(1, BATCH_ELEMENTS // max(1, ANCHORS * vectors.shape[1]))
+    for _ in range(MAX_ROUNDS):
+        if remaining.size == 0:
+            break
+        anchors, rest = remaining[:ANCHORS], remaining[ANCHORS:]
+        anchors_all.append(anchors)
+        base = vectors[anchors]
+        i, j = np.nonzero(np.triu(base @ base.T >= bar, 1))
+        out_a.append(anchors[i])
+        out_b.append(anchors[j])
+        matched = np.zeros(rest.size, dtype=bool)
+        for t0 in range(0, rest.size, tile):
+            chunk = rest[t0 : t0 + tile]
+            hit = vectors[chunk] @ base.T >= bar
+            m = hit.any(axis=1)
+            out_a.append(anchors[hit.argmax(axis=1)[m]])
+            out_b.append(chunk[m])
+            matched[t0 : t0 + chunk.size] = m
+        compared += anchors.size * (anchors.size - 1) // 2 + rest.size * anchors.size
+        remaining = rest[~matched]
+    return (np.concatenate(out_a), np.concatenate(out_b), np.sort(np.concatenate(anchors_all)), compared,
+            int(remaining.size))
+
+
+def _anchors_only(order: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+                  anchors: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """order/starts/counts with each capped value's rows replaced by its anchors (global rows)."""
+    pieces, cursor = [], 0
+    new_counts = counts.copy()
+    for value in sorted(anchors):
+        pieces += [order[cursor : starts[value]], anchors[value]]
+        cursor = starts[value] + counts[value]
+        new_counts[value] = anchors[value].size
+    pieces.append(order[cursor:])
+    new_starts = np.concatenate([[0], np.cumsum(new_counts)[:-1]]).astype(np.int64)
+    return np.concatenate(pieces), new_starts, new_counts
 
 
 def hamming(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -117,20 +178,34 @@ def confirmed_candidates(phash: np.ndarray, valid: np.ndarray, max_bits: int,
     per block distance."""
     from tqdm import tqdm
 
-    order, starts, counts, u, v, bits = candidate_blocks(phash, valid, max_bits)
-    total = block_pair_count(counts, u, v)
+    order, starts, counts, u, v, bits, capped = candidate_blocks(phash, valid, max_bits)
     empty = np.zeros(0, np.int64)
-    if total == 0:
-        return (empty, empty), {"candidates": 0, "confirmed": 0}
+    if block_pair_count(counts, u, v) == 0 and capped.size == 0:
+        return (empty, empty), {"candidates": 0, "confirmed": 0, "max_bucket": MAX_BUCKET, "capped_buckets": []}
 
     involved = np.zeros(counts.size, dtype=bool)
-    involved[u] = involved[v] = True
+    involved[u] = involved[v] = involved[capped] = True
     needed = np.sort(order[np.repeat(involved, counts)])
     vectors = vectors_of(needed)  # only rows in some candidate pair
     local = lambda rows: np.searchsorted(needed, rows)  # noqa: E731 (global -> row of `vectors`)
     bar_of_block = bar(bits)
     per_batch = max(1024, BATCH_ELEMENTS // max(1, vectors.shape[1]))
     out_a, out_b = [], []
+
+    # capped buckets first: anchors pair their rows, then stand for them in the blocks
+    anchors, reports, compared_in_capped = {}, [], 0
+    same_bar = float(bar(np.zeros(1, np.int64))[0])
+    for value in capped.tolist():
+        rows = order[starts[value] : starts[value] + counts[value]]  # pool order (stable sort)
+        a, b, kept, compared, unpaired = anchored_pairs(vectors[local(rows)], same_bar)
+        out_a.append(rows[a])
+        out_b.append(rows[b])
+        anchors[value] = rows[kept]
+        compared_in_capped += compared
+        reports.append({"rows": int(rows.size), "anchors": int(kept.size), "unpaired": unpaired})
+    if anchors:
+        order, starts, counts = _anchors_only(order, starts, counts, anchors)
+    total = block_pair_count(counts, u, v)  # blocks with a capped value pair its anchors only
 
     sizes = counts[u] * counts[v]
     big = sizes >= MATMUL_MIN
@@ -160,4 +235,5 @@ def confirmed_candidates(phash: np.ndarray, valid: np.ndarray, max_bits: int,
                 out_b.append(rows_v[c])
             progress_bar.update(int(sizes[blk]) if u[blk] != v[blk] else int(counts[u[blk]] * (counts[u[blk]] - 1) // 2))
     a, b = np.concatenate([empty, *out_a]), np.concatenate([empty, *out_b])
-    return (a, b), {"candidates": total, "confirmed": int(a.size)}
+    return (a, b), {"candidates": total + compared_in_capped, "confirmed": int(a.size), "max_bucket": MAX_BUCKET,
+                    "capped_buckets": reports}

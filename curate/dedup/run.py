@@ -109,6 +109,8 @@ def find_groups(scored: ScoredPool, cols: ScoreColumns, dim: int | None, setting
         _log(settings, f"dedup: {method.name} ...")
         a, b = method.find_pairs(job)
         graph.add(a, b, method.name)
+        if search.get(method.name, {}).get("dense_tiles"):
+            graph.counts_exact = False  # a clique's pairs were replaced by a star: counts are lower bounds
         timings[method.name] = round(time.perf_counter() - t0, 3)
     labels, oversized = graph.split_oversized(graph.components(), settings.max_group_for(scored.size))
     return graph, labels, oversized
@@ -149,14 +151,14 @@ def _write_outputs(layout: Pool, name: str, uid, gid, gsize, keep, method_of, co
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = np.array(METHOD_ORDER + (None,), dtype=object)
-    method = names[np.where(gsize > 1, method_of, len(METHOD_ORDER))]
+    names = pa.array(METHOD_ORDER + (None,), pa.string())
+    method = names.take(pa.array(np.where(gsize > 1, method_of, len(METHOD_ORDER))))
     table = pa.table({
-        "uid": pa.array(uid.tolist(), pa.string()),
+        "uid": uid.combine_chunks() if isinstance(uid, pa.ChunkedArray) else uid,
         "group_id": pa.array(gid, pa.int64()),
         "group_size": pa.array(gsize, pa.int64()),
         "keep": pa.array(keep, pa.bool_()),
-        "method": pa.array(method.tolist(), pa.string()),
+        "method": method,
         "contaminated": pa.array(contaminated, pa.bool_()),
     })
     # the file names Pool gives inside dedup/NAME; groups.parquet marks the run finished (Pool.dedup_names)

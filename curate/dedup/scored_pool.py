@@ -78,7 +78,7 @@ def check_pixel_columns(scored: ScoredPool) -> None:
 class ScoreColumns:
     """The score columns dedup needs, concatenated over shards in global row order."""
 
-    uid: np.ndarray  # object (str)
+    uid: "object"  # pyarrow ChunkedArray of strings: no Python object per uid (10M rows: 0.4 GB, not 1 GB)
     clip_score: np.ndarray  # float64, NaN where null
     sha256: "object"  # pyarrow ChunkedArray of strings (nulls allowed)
     phash: np.ndarray  # uint64
@@ -101,7 +101,7 @@ def read_score_columns(scored: ScoredPool) -> ScoreColumns:
     phash_np = pc.fill_null(phash.cast(pa.uint64()), 0).to_numpy()
     score = pc.fill_null(table.column("clip_score").cast(pa.float64()), float("nan")).to_numpy()
     return ScoreColumns(
-        uid=np.asarray(table.column("uid").to_pylist(), dtype=object),
+        uid=table.column("uid"),
         clip_score=np.asarray(score, dtype=np.float64),
         sha256=table.column("image_sha256"),
         phash=np.asarray(phash_np, dtype=np.uint64),
@@ -164,13 +164,16 @@ def iter_embedding_batches(scored: ScoredPool, batch: int = 32768) -> Iterator[t
 
 
 def gather_rows(scored: ScoredPool, positions: np.ndarray) -> np.ndarray:
-    """float32 unit rows at sorted global positions (a training sample), read shard by shard."""
-    out = []
+    """float32 unit rows at sorted global positions (a training sample, a batch of cells),
+    read shard by shard into one preallocated array."""
     bounds = np.asarray(scored.offsets + (scored.size,))
+    out = None
     for k, shard in enumerate(scored.shards):
         lo, hi = np.searchsorted(positions, [bounds[k], bounds[k + 1]])
         if hi > lo:
             arr = load_npy(scored.embeddings_path(shard))
-            out.append(normalized(arr[positions[lo:hi] - bounds[k]]))
-            del arr
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+            if out is None:
+                out = np.empty((len(positions), arr.shape[1]), dtype=np.float32)
+            out[lo:hi] = normalized(arr[positions[lo:hi] - bounds[k]])
+            del arr  # unmap, so resident pages stay bounded by one shard
+    return out if out is not None else np.zeros((0, 0), np.float32)

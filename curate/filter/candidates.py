@@ -8,7 +8,7 @@ SQL over the catalog with clear errors.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from clikit.errors import UserError
 from curate.catalog import Catalog
@@ -16,6 +16,7 @@ from curate.filter.recipes import Need, Recipe, shared_sql
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
 
 def _quote_ident(name: str) -> str:
@@ -46,6 +47,19 @@ def query_table(catalog: Catalog, sql: str, params: dict[str, Any] | None = None
     relation = run_query(catalog, sql, params)
     try:
         return relation.to_arrow_table()
+    except duckdb.Error as exc:
+        raise _failed(catalog, exc) from None
+
+
+def query_batches(catalog: Catalog, sql: str, params: dict[str, Any] | None = None,
+                  rows: int = 1 << 20) -> Iterator[pa.RecordBatch]:
+    """`sql`'s result as Arrow batches of `rows`, streamed (never the whole result at once);
+    a DuckDB error while it runs becomes the same one-line UserError as run_query's."""
+    import duckdb
+
+    relation = run_query(catalog, sql, params)
+    try:
+        yield from relation.to_arrow_reader(rows)
     except duckdb.Error as exc:
         raise _failed(catalog, exc) from None
 

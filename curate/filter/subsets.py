@@ -21,12 +21,13 @@ from curate.filter.datacomp_uids import (
 )
 from shards.atomic import replacing
 from shards.layout import Pool
-from shards.storage import StoragePath, parquet_schema, read_parquet
+from shards.storage import StoragePath, load_npy, parquet_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 METADATA_KEY = b"clipcurate"
+ROW_GROUP_ROWS = 1 << 20  # pyarrow's default row group: the file is what one write_table wrote
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -37,35 +38,34 @@ def check_subset_name(name: str) -> str:
     return name
 
 
-def check_subset_free(pool: str | StoragePath, name: str, overwrite: bool, table: pa.Table) -> bool:
+def check_subset_free(pool: str | StoragePath, name: str, overwrite: bool, metadata: dict[str, Any],
+                      pairs: np.ndarray) -> bool:
     """Refuse to replace an existing subsets/NAME.parquet unless `overwrite`, or unless it is
-    `table` itself (the same uids and provenance, less the time it was made): then True, and
-    the caller leaves it as is. An identical rerun (one killed after its subset was written,
+    the subset about to be written (the same sorted uid `pairs` and provenance `metadata`, less
+    the time it was made): then True, and the caller leaves it as is. An identical rerun (one killed after its subset was written,
     say) succeeds; a different selection under the same name is refused, naming the difference."""
     parquet_path = Pool(pool).subset_parquet(name)
     if overwrite or not parquet_path.exists():
         return False
-    differs = _difference(parquet_path, table)
+    differs = _difference(Pool(pool), name, metadata, pairs)
     if differs is None:
         return True
     raise UserError(f"subset {name!r} already exists in {parquet_path.parent} ({differs}); "
                     "pick another --name or pass --overwrite")
 
 
-def _difference(path: StoragePath, table: pa.Table) -> str | None:
-    """What differs between the subset file at `path` and `table` (write_uid_block's), or None."""
+def _difference(layout: Pool, name: str, metadata: dict[str, Any], pairs: np.ndarray) -> str | None:
+    """What differs between the subset on disk and the one about to be written, or None. The
+    uids are compared through the .npy (16 bytes a uid, memory-mapped), written before the parquet."""
     try:
-        old = read_parquet(path)
-        old_meta = json.loads((old.schema.metadata or {}).get(METADATA_KEY, b"{}"))
-    except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-        return "the file there is unreadable"
-    new_meta = json.loads(table.schema.metadata[METADATA_KEY])
-    for key in [*new_meta, *(k for k in old_meta if k not in new_meta)]:  # what was asked comes first
-        if key == "created":
-            continue
-        if old_meta.get(key) != new_meta.get(key):
+        old_meta = json.loads((parquet_schema(layout.subset_parquet(name)).metadata or {}).get(METADATA_KEY, b"{}"))
+        old_pairs = load_npy(layout.subset_npy(name))
+    except Exception:  # noqa: BLE001 - pyarrow and numpy raise several types for a damaged file
+        return "the files there are unreadable"
+    for key in [*metadata, *(k for k in old_meta if k not in metadata)]:  # what was asked comes first
+        if key != "created" and old_meta.get(key) != metadata.get(key):
             return f"made with another {key}"
-    if "uid" not in old.column_names or not old.column("uid").equals(table.column("uid")):
+    if old_pairs.dtype != pairs.dtype or not np.array_equal(old_pairs, pairs):
         return "other uids"
     return None
 
@@ -121,19 +121,23 @@ def write_uid_block(
             metadata = {**metadata, "duplicates_dropped": int((~fresh).sum())}
             pairs, order = pairs[fresh], order[fresh]
     del order
-    # spelt again from the sorted pairs: always the canonical lowercase spelling
-    table = pa.table({"uid": text_to_arrow(pairs_to_text(pairs))})
     metadata = {**metadata, "name": name, "count": int(len(pairs))}
-    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, default=str).encode()})
-    if check_subset_free(pool, name, overwrite, table):
+    recorded = json.dumps(metadata, default=str)
+    if check_subset_free(pool, name, overwrite, json.loads(recorded), pairs):
         return int(len(pairs))  # the same subset is there already: left as is
+    schema = pa.schema([("uid", pa.string())], metadata={METADATA_KEY: recorded.encode()})
     layout = Pool(pool)
     # both written before either is renamed; the inner (.npy) is renamed first
     with replacing(layout.subset_parquet(name)) as tmp_parquet, replacing(layout.subset_npy(name)) as tmp_npy:
         with open(tmp_npy, "wb") as handle:  # np.save given a path would append ".npy"
             np.save(handle, pairs)
         # uids are unique random hex: a dictionary or compression costs time and saves little
-        pq.write_table(table, tmp_parquet, use_dictionary=False, compression="none")
+        with pq.ParquetWriter(tmp_parquet, schema, use_dictionary=False, compression="none") as writer:
+            for start in range(0, max(1, len(pairs)), ROW_GROUP_ROWS):
+                # spelt again from the sorted pairs (always the canonical lowercase spelling),
+                # a row group at a time: the text of 100M uids would be 3.2 GB
+                text = text_to_arrow(pairs_to_text(pairs[start : start + ROW_GROUP_ROWS]))
+                writer.write_table(pa.table({"uid": text}, schema=schema))
     return int(len(pairs))
 
 

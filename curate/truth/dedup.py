@@ -186,7 +186,7 @@ def threshold_table(pool: str | Path, settings: DedupSettings, truth_parquet: st
         # The method that joined each sample, as groups.parquet records it (exact vs near pairs).
         method = [METHOD_ORDER[c] if sizes[g] > 1 and c >= 0 else None for g, c in zip(labels, graph.method_of)]
         groups = [{"uid": u, "group_id": int(g), "keep": False, "method": m}
-                  for u, g, m in zip(cols.uid.tolist(), labels, method)]
+                  for u, g, m in zip(cols.uid.to_pylist(), labels, method)]
         quality = pair_quality_of_rows(groups, truth_parquet)
         rows.append({"threshold": threshold, "near": quality["near"], "all": quality["all"],
                      "groups": int((sizes > 1).sum()), "oversized": len(oversized)})

@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.sweep.spec import load_sweep
 
 
 def sweep(
@@ -27,7 +26,9 @@ def sweep(
     report: Annotated[bool, typer.Option(help="Write the report (report.md, report.html, PNGs) at the end.")] = True,
 ) -> None:
     """Run a grid of train runs (one per cell) with eval; results in OUT/results.parquet."""
-    from pipeline.sweep.run import SweepOptions, run_sweep  # torch, through train: not for `train --help`
+    # torch, through train (the spec checks budgets with train.budget): not for `train --help`
+    from pipeline.sweep.run import SweepOptions, run_sweep
+    from pipeline.sweep.spec import load_sweep
 
     spec = load_sweep(sweep_file, quick=quick, pool=str(pool) if pool else None,
                       eval_dir=str(eval_dir) if eval_dir else None)
