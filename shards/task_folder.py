@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
 
+from clikit.bounded import TEXT_LIST_BYTES, read_text
 from clikit.errors import UserError
 from shards.atomic import replacing_dir, write_text_atomic
 from shards.reader import UnsafeTarError, index_tar
@@ -66,7 +67,7 @@ def is_task_folder(path: Path) -> bool:
 
 def _lines(path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, TEXT_LIST_BYTES)
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text; save it as UTF-8") from None
     return [line.strip() for line in text.splitlines() if line.strip()]

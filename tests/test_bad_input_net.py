@@ -1,6 +1,8 @@
 """Bad input, part two: scoring damaged shards and checkpoints, images past the pixel cap,
 and the download's address guard (SSRF) on loopback only: the guard must refuse before
-any connection is made, so a spy on socket.connect proves no traffic left."""
+any connection is made, so a spy on socket.connect proves no traffic left; and its other
+half, public addresses and names that resolve to them reaching connect (refused there by
+the spy, so nothing leaves the machine either)."""
 from __future__ import annotations
 
 import http.server
@@ -202,6 +204,77 @@ def test_a_redirect_hop_to_a_private_address_is_refused(monkeypatch):
         server.shutdown()
     assert seen == ["/start"] and [a[0] for a in connects] == ["127.0.0.1"]
     assert str(error.reason) == "refused: private address 127.0.0.2 for host '127.0.0.2' (--allow-private lifts this)"
+
+
+# --- the guard's other half: public addresses, and names that resolve to them, pass ------
+
+PUBLIC = ["93.184.216.34", "8.8.8.8", "1.1.1.1", "2606:4700::1", "2001:4860:4860::8888", "::ffff:93.184.216.34"]
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_public_addresses(address):
+    assert guard.is_public_address(address)
+
+
+@pytest.fixture
+def connect_refused(monkeypatch):
+    """Every socket.connect is recorded and refused as a closed port would refuse it: no
+    traffic leaves the machine, and the test sees which vetted address the guard let through."""
+    attempts: list = []
+
+    def refuse(self, address):
+        attempts.append(address[0])
+        raise ConnectionRefusedError(f"refused by the test: {address[0]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+@pytest.mark.parametrize("host, address", [
+    ("93.184.216.34", "93.184.216.34"), ("[2606:4700::1]", "2606:4700::1"), ("8.8.8.8", "8.8.8.8"),
+])
+def test_guard_lets_a_public_address_through(host, address, connect_refused):
+    reason = guarded_fetch_error(f"http://{host}:9/x.jpg").reason
+    assert isinstance(reason, ConnectionRefusedError) and not isinstance(reason, guard.PrivateAddressError)
+    assert connect_refused == [address]
+
+
+def names(table: dict[str, str]) -> guard.Resolver:
+    """A DNS lookup for names this test owns: each name answers with its literal address,
+    looked up by the real getaddrinfo (numeric, so offline); any other name does not exist."""
+    def resolve(host, port, family=0, type=0):
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, f"{host} is not a name of this test")
+        return socket.getaddrinfo(table[host], port, family, type)
+    return resolve
+
+
+NAMES = {"images.example.org": "93.184.216.34", "cdn6.example.net": "2606:4700::1", "inside.example.org": "10.0.0.7"}
+
+
+@pytest.mark.parametrize("name", ["images.example.org", "cdn6.example.net"])
+def test_guard_lets_a_name_that_resolves_to_a_public_address_through(name, connect_refused):
+    guard.install_address_guard(allow_private=False, resolve=names(NAMES))
+    try:
+        with pytest.raises(urllib.error.URLError) as caught:
+            urllib.request.urlopen(f"http://{name}:9/x.jpg", timeout=5)
+    finally:
+        urllib.request.install_opener(None)
+    assert isinstance(caught.value.reason, ConnectionRefusedError)
+    assert connect_refused == [NAMES[name]]
+
+
+def test_the_same_lookup_refuses_a_name_that_resolves_to_a_private_address(connect_refused):
+    """The resolver is the guard's: a name it maps inside is refused before any connect."""
+    guard.install_address_guard(allow_private=False, resolve=names(NAMES))
+    try:
+        with pytest.raises(urllib.error.URLError) as caught:
+            urllib.request.urlopen("http://inside.example.org:9/x.jpg", timeout=5)
+    finally:
+        urllib.request.install_opener(None)
+    assert str(caught.value.reason) == ("refused: private address 10.0.0.7 for host 'inside.example.org' "
+                                        "(--allow-private lifts this)")
+    assert connect_refused == []
 
 
 @pytest.mark.parametrize("side, max_pixels, problem", [

@@ -158,6 +158,24 @@ def test_existing_subset_is_not_overwritten(pool):
         run_filter(pool.path, "../escape", top="10%")
 
 
+def test_an_identical_rerun_leaves_the_subset_as_is_and_a_different_one_is_refused(pool, tmp_path):
+    """A rerun of the same selection (a kill after the subset was written, then the command
+    again) succeeds without rewriting; the same name with other parameters is refused."""
+    first = run_filter(pool.path, "same", top="40%")
+    files = (first.parquet, first.npy)
+    stamps = [(p.stat().st_mtime_ns, p.read_bytes()) for p in files]
+    again = run_filter(pool.path, "same", top="40%")
+    assert again.count == first.count and [(p.stat().st_mtime_ns, p.read_bytes()) for p in files] == stamps
+    with pytest.raises(UserError, match=r"'same' already exists in .* \(made with another params\); pick another"):
+        run_filter(pool.path, "same", top="10%")
+    np.save(tmp_path / "dc.npy", np.load(first.npy))
+    imported = import_npy(pool.path, tmp_path / "dc.npy", "dc")
+    stamp = imported.parquet.stat().st_mtime_ns
+    assert import_npy(pool.path, tmp_path / "dc.npy", "dc").count == imported.count
+    assert imported.parquet.stat().st_mtime_ns == stamp
+    assert [(p.stat().st_mtime_ns, p.read_bytes()) for p in files] == stamps
+
+
 def test_cli_errors_name_the_choices(tmp_path):
     pool = make_pool(tmp_path / "pool", tags=("small", "big"))
     cases = {

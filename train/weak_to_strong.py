@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from clikit.bounded import load_yaml
 from clikit.errors import UserError
 from shards.atomic import write_json_atomic
 from shards.layout import RunDir
@@ -59,7 +60,7 @@ def read_plan(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"plan {path} does not exist; write a YAML plan (see `train weak-to-strong --help`)")
     try:
-        plan = yaml.safe_load(path.read_text())
+        plan = load_yaml(path)  # bounded: size, depth, aliases
     except yaml.YAMLError as exc:
         raise UserError(f"plan {path} is not valid YAML ({str(exc).splitlines()[0]})") from exc
     stages = plan.get("stages") if isinstance(plan, dict) else None

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from clikit.bounded import load_json
 from clikit.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -141,6 +142,10 @@ def hf_text_cfg(folder: str | Path, context_length: int, pretrained: bool) -> di
     if not (folder / "config.json").is_file():
             raise UserError(f"--init-text {folder}: no config.json there; give a Hugging Face model folder "
                         "(config.json, tokenizer and weights) or a `train run` checkpoint")
+    try:  # bounded before transformers reads it (clikit.bounded)
+        load_json(folder / "config.json")
+    except ValueError:
+        raise UserError(f"--init-text {folder}: config.json is not JSON; give a Hugging Face model folder") from None
     return {"hf_model_name": str(folder.resolve()), "hf_tokenizer_name": str(folder.resolve()),
             "hf_model_pretrained": pretrained, "hf_proj_type": "linear", "hf_pooler_type": "mean_pooler",
             "context_length": context_length}

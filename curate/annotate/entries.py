@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from clikit.bounded import TEXT_LIST_BYTES, read_text
 from clikit.errors import UserError
 from shards.class_folder import class_folders
 from shards.class_folder import class_names as folder_class_names
@@ -36,7 +37,7 @@ def _unique(names: list[str]) -> list[str]:
 
 def _lines(path: Path, option: str) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return read_text(path, TEXT_LIST_BYTES).splitlines()
     except UnicodeDecodeError:
         raise UserError(f"{option} {path} is not UTF-8 text; save it as UTF-8") from None
 

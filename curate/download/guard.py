@@ -9,11 +9,13 @@
 """
 from __future__ import annotations
 
+import functools
 import http.client
 import io
 import ipaddress
 import socket
 import urllib.request
+from typing import Any, Callable
 
 from img2dataset.resizer import Resizer
 from PIL import Image
@@ -21,6 +23,10 @@ from PIL import Image
 PRIVATE_ADDRESS_ERROR = "refused: private address"
 # Leading bytes of JPEG, PNG, GIF and WebP/RIFF files: such a file that will not open was cut short.
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"RIFF")
+
+
+# socket.getaddrinfo's signature: (host, port, family, type) -> [(family, type, proto, canonname, sockaddr)]
+Resolver = Callable[..., list[tuple[Any, ...]]]
 
 
 class PrivateAddressError(OSError):
@@ -34,11 +40,12 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _guarded_create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
-    """socket.create_connection that connects only to vetted public addresses."""
+def _guarded_create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None,
+                                resolve: Resolver = socket.getaddrinfo):
+    """socket.create_connection that connects only to vetted public addresses (`resolve`: the DNS lookup)."""
     host, port = address
     last_error: OSError | None = None
-    for family, socktype, proto, _, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+    for family, socktype, proto, _, sockaddr in resolve(host, port, 0, socket.SOCK_STREAM):
         if not is_public_address(sockaddr[0]):
             raise PrivateAddressError(f"{PRIVATE_ADDRESS_ERROR} {sockaddr[0]} for host {host!r} (--allow-private lifts this)")
         sock = socket.socket(family, socktype, proto)
@@ -56,33 +63,44 @@ def _guarded_create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, 
 
 
 class _GuardedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, resolve: Resolver = socket.getaddrinfo, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._create_connection = _guarded_create_connection  # __init__ sets the unguarded one
+        # __init__ sets the unguarded one
+        self._create_connection = functools.partial(_guarded_create_connection, resolve=resolve)
 
 
 class _GuardedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, resolve: Resolver = socket.getaddrinfo, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._create_connection = _guarded_create_connection
+        self._create_connection = functools.partial(_guarded_create_connection, resolve=resolve)
 
 
 class _GuardedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, resolve: Resolver) -> None:
+        super().__init__()
+        self.resolve = resolve
+
     def http_open(self, req):
-        return self.do_open(_GuardedHTTPConnection, req)
+        return self.do_open(functools.partial(_GuardedHTTPConnection, resolve=self.resolve), req)
 
 
 class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, resolve: Resolver) -> None:
+        super().__init__()
+        self.resolve = resolve
+
     def https_open(self, req):
-        return self.do_open(_GuardedHTTPSConnection, req, context=self._context)
+        return self.do_open(functools.partial(_GuardedHTTPSConnection, resolve=self.resolve), req,
+                            context=self._context)
 
 
-def install_address_guard(allow_private: bool) -> None:
-    """Make urllib.request.urlopen (what img2dataset fetches with) in this process refuse private addresses."""
+def install_address_guard(allow_private: bool, resolve: Resolver = socket.getaddrinfo) -> None:
+    """Make urllib.request.urlopen (what img2dataset fetches with) in this process refuse private
+    addresses; `resolve` is the DNS lookup (socket.getaddrinfo; another for names a test controls)."""
     if allow_private:
         urllib.request.install_opener(urllib.request.build_opener())
     else:
-        urllib.request.install_opener(urllib.request.build_opener(_GuardedHTTPHandler(), _GuardedHTTPSHandler()))
+        urllib.request.install_opener(urllib.request.build_opener(_GuardedHTTPHandler(resolve), _GuardedHTTPSHandler(resolve)))
 
 
 def header_problem(data: bytes, min_side: int, max_pixels: float) -> str | None:

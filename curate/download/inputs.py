@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from clikit.bounded import TABLE_COLUMNS, check_count, check_csv_header, check_json_lines, check_parquet
 from clikit.errors import UserError
 from shards.uid import sample_uid
 
@@ -57,23 +58,35 @@ def read_input_table(path: Path) -> pa.Table:
             raise UserError(f"input files in {path} have incompatible columns: {exc}") from None
     suffix = path.suffix.lower()
     try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path)
-        if suffix in (".csv", ".tsv"):
-            import pyarrow.csv as pcsv
-
-            delimiter = "\t" if suffix == ".tsv" else ","
-            return pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
-        if suffix in (".jsonl", ".json"):
-            import pyarrow.json as pjson
-
-            return pjson.read_json(path)
+        table = _read_bounded(path, suffix)
     except (pa.ArrowInvalid, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot read {path} as {suffix[1:]}: {first_line}") from None
-    raise UserError(f"input {path} has an unsupported type; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    if table is None:
+        raise UserError(f"input {path} has an unsupported type; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    check_count(path, "columns", table.num_columns, TABLE_COLUMNS, "keep the columns you need and drop the rest")
+    return table
+
+
+def _read_bounded(path: Path, suffix: str) -> pa.Table | None:
+    """The file as a table, its declared size checked first (clikit.bounded); None for another suffix."""
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        check_parquet(path)
+        return pq.read_table(path)
+    if suffix in (".csv", ".tsv"):
+        import pyarrow.csv as pcsv
+
+        delimiter = "\t" if suffix == ".tsv" else ","
+        check_csv_header(path, delimiter)
+        return pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
+    if suffix in (".jsonl", ".json"):
+        import pyarrow.json as pjson
+
+        check_json_lines(path)
+        return pjson.read_json(path)
+    return None
 
 
 def normalise_input(table: pa.Table, url_col: str, caption_col: str, source: str) -> tuple[pa.Table, ColumnMapping]:

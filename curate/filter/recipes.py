@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from clikit.bounded import read_text
 from clikit.errors import UserError
 
 _PARAM_LINE = re.compile(r"^--\s*@param\s+([A-Za-z_]\w*)\s*=\s*(\S+)\s*(.*)$")
@@ -186,7 +187,7 @@ def load_recipe(name_or_path: str) -> Recipe:
         raise UserError(
             f"recipe {name_or_path!r} not found; use one of {', '.join(list_recipes())} or a path to a .sql file"
         )
-    sql = path.read_text(encoding="utf-8")
+    sql = read_text(path)  # bounded: a recipe is a short .sql file
     defaults: dict[str, Any] = {}
     helps: dict[str, str] = {}
     needs: list[Need] = []

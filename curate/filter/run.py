@@ -15,7 +15,7 @@ from curate.filter.candidates import build_candidates, check_needs, query_batche
 from curate.filter.datacomp_uids import UidBlock, UidFormatError, pairs_to_uids
 from curate.filter.recipes import Recipe, is_builtin, load_recipe, parse_top
 from curate.filter.subsets import (
-    check_subset_free, check_subset_name, load_datacomp_npy, write_subset, write_uid_block,
+    check_subset_name, load_datacomp_npy, write_subset, write_uid_block,
 )
 from curate.filter.top_fraction import TopCut, top_fraction
 from shards.layout import Pool
@@ -77,8 +77,7 @@ def run_filter(
     picks the cluster run behind the `clusters` view.
     """
     pool = open_root(pool)
-    check_subset_name(name)
-    check_subset_free(pool, name, overwrite)
+    check_subset_name(name)  # an existing subset of that name is judged when the new one is known
     top_spec = parse_top(top) if top is not None else None
     if recipe is None:
         if top_spec is None:

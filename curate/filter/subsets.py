@@ -21,7 +21,7 @@ from curate.filter.datacomp_uids import (
 )
 from shards.atomic import replacing
 from shards.layout import Pool
-from shards.storage import StoragePath, parquet_schema
+from shards.storage import StoragePath, load_npy, parquet_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -38,11 +38,36 @@ def check_subset_name(name: str) -> str:
     return name
 
 
-def check_subset_free(pool: str | StoragePath, name: str, overwrite: bool) -> None:
-    """Refuse to replace an existing subsets/NAME.parquet unless `overwrite`."""
+def check_subset_free(pool: str | StoragePath, name: str, overwrite: bool, metadata: dict[str, Any],
+                      pairs: np.ndarray) -> bool:
+    """Refuse to replace an existing subsets/NAME.parquet unless `overwrite`, or unless it is
+    the subset about to be written (the same sorted uid `pairs` and provenance `metadata`, less
+    the time it was made): then True, and the caller leaves it as is. An identical rerun (one killed after its subset was written,
+    say) succeeds; a different selection under the same name is refused, naming the difference."""
     parquet_path = Pool(pool).subset_parquet(name)
-    if parquet_path.exists() and not overwrite:
-        raise UserError(f"subset {name!r} already exists in {parquet_path.parent}; pick another --name or pass --overwrite")
+    if overwrite or not parquet_path.exists():
+        return False
+    differs = _difference(Pool(pool), name, metadata, pairs)
+    if differs is None:
+        return True
+    raise UserError(f"subset {name!r} already exists in {parquet_path.parent} ({differs}); "
+                    "pick another --name or pass --overwrite")
+
+
+def _difference(layout: Pool, name: str, metadata: dict[str, Any], pairs: np.ndarray) -> str | None:
+    """What differs between the subset on disk and the one about to be written, or None. The
+    uids are compared through the .npy (16 bytes a uid, memory-mapped), written before the parquet."""
+    try:
+        old_meta = json.loads((parquet_schema(layout.subset_parquet(name)).metadata or {}).get(METADATA_KEY, b"{}"))
+        old_pairs = load_npy(layout.subset_npy(name))
+    except Exception:  # noqa: BLE001 - pyarrow and numpy raise several types for a damaged file
+        return "the files there are unreadable"
+    for key in [*metadata, *(k for k in old_meta if k not in metadata)]:  # what was asked comes first
+        if key != "created" and old_meta.get(key) != metadata.get(key):
+            return f"made with another {key}"
+    if old_pairs.dtype != pairs.dtype or not np.array_equal(old_pairs, pairs):
+        return "other uids"
+    return None
 
 
 def _decode(uids: pa.Array | pa.ChunkedArray | list[str]) -> UidBlock:
@@ -71,7 +96,6 @@ def write_subset(
     .npy first: the parquet's presence is what marks the subset made.
     """
     check_subset_name(name)
-    check_subset_free(pool, name, overwrite)
     return write_uid_block(pool, name, _decode(uids), None, metadata, overwrite=overwrite)
 
 
@@ -88,7 +112,6 @@ def write_uid_block(
     import pyarrow.parquet as pq
 
     check_subset_name(name)
-    check_subset_free(pool, name, overwrite)
     order = sorted_order(block.pairs, rows)
     pairs = block.pairs[order]
     if len(pairs) > 1:
@@ -99,7 +122,10 @@ def write_uid_block(
             pairs, order = pairs[fresh], order[fresh]
     del order
     metadata = {**metadata, "name": name, "count": int(len(pairs))}
-    schema = pa.schema([("uid", pa.string())], metadata={METADATA_KEY: json.dumps(metadata, default=str).encode()})
+    recorded = json.dumps(metadata, default=str)
+    if check_subset_free(pool, name, overwrite, json.loads(recorded), pairs):
+        return int(len(pairs))  # the same subset is there already: left as is
+    schema = pa.schema([("uid", pa.string())], metadata={METADATA_KEY: recorded.encode()})
     layout = Pool(pool)
     # both written before either is renamed; the inner (.npy) is renamed first
     with replacing(layout.subset_parquet(name)) as tmp_parquet, replacing(layout.subset_npy(name)) as tmp_npy:

@@ -11,6 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from clikit.bounded import load_yaml
 from shards.layout import RunDir
 from shards.storage import StoragePath, as_path
 from train.config import TrainConfig
@@ -84,7 +85,5 @@ def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str
 
 
 def _saved_config(run: RunDir) -> dict[str, Any]:
-    import yaml
-
     path = run.config_yaml
-    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return load_yaml(path) if path.is_file() else {}

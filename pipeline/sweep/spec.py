@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clikit.bounded import GRID_CELLS, check_count
 from clikit.errors import UserError
 from pipeline.sweep.yamlpos import Located, load_located
 from shards.layout import Pool
@@ -208,6 +209,8 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
     experiments = data.get("experiments")
     if not isinstance(experiments, dict) or not experiments:
         raise doc.fail(("experiments",), "give at least one experiment: {NAME: {data, models, strategies, budgets, seeds}}")
+    check_count(path, "cells the experiments' grids make", _grid_size(experiments), GRID_CELLS,
+                "shorten the lists or split the sweep", doc.line("experiments"))  # before expanding or checking any
     seen: dict[str, tuple] = {}
     for exp, grid in experiments.items():
         where = ("experiments", exp)
@@ -248,6 +251,25 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
                             ids.append(cell.id)
         sweep.experiments[exp] = ids
     return sweep
+
+
+def _grid_size(experiments: dict) -> int:
+    """The cells the grids would make, counted from the lengths of their lists before any is
+    parsed (an upper bound: a cell two experiments share counts twice); a malformed grid counts
+    1 and is reported by the full check."""
+    total = 0
+    for grid in experiments.values():
+        if not isinstance(grid, dict):
+            total += 1
+            continue
+        slices = sum(max(1, *(len(_as_list(v)) for v in entry.values())) if isinstance(entry, dict) and entry else 1
+                     for entry in _as_list(grid.get("data", {})))
+        budgets = grid.get("budgets")
+        size = slices * len(_as_list(next(iter(budgets.values())) if isinstance(budgets, dict) and budgets else 1))
+        for key in ("models", "strategies", "seeds"):
+            size *= len(_as_list(grid.get(key, 0)))
+        total += size
+    return total
 
 
 def _fingerprint(cell: Cell) -> tuple:

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clikit.bounded import yaml_node
 from clikit.errors import UserError
 
 
@@ -37,29 +38,30 @@ def load_located(path: str | Path) -> Located:
     if not path.is_file():
         raise UserError(f"sweep file {path} not found")
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        node = yaml_node(path)  # bounded: size, depth, aliases (clikit.bounded)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         raise UserError(f"{path}:{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     located = Located(path, None)
-    located.data = _convert(node, (), located.lines) if node is not None else {}
+    located.data = _convert(node, (), located.lines, yaml.SafeLoader(" ")) if node is not None else {}
     if not isinstance(located.data, dict):
         raise UserError(f"{path}:1: a sweep file is a mapping (pool:, experiments:, ...)")
     return located
 
 
-def _convert(node: Any, keys: tuple, lines: dict[tuple, int]) -> Any:
+def _convert(node: Any, keys: tuple, lines: dict[tuple, int], loader: Any) -> Any:
+    """`node` as Python values, noting each key path's line; `loader` (one SafeLoader) builds the scalars."""
     import yaml
 
     lines.setdefault(keys, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader(" ").construct_object(key_node)  # plain scalars: str, int, ...
+            key = loader.construct_object(key_node)  # plain scalars: str, int, ...
             lines[keys + (key,)] = key_node.start_mark.line + 1
-            out[key] = _convert(value_node, keys + (key,), lines)
+            out[key] = _convert(value_node, keys + (key,), lines, loader)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, keys + (i,), lines) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader(" ").construct_object(node)
+        return [_convert(item, keys + (i,), lines, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node)
