@@ -7,11 +7,13 @@ and a MiniLM sentence encoder, both locked, projections trained; the `pretrained
 With `lit` both seeds are trained and their ROC AUCs printed side by side; the chosen one's
 scores drive dedup and the top slice. It ends with a small sweep (`train sweep`): the top
 slice vs the whole deduplicated pool at the two budgets of `compare_samples`, a small and a
-large one, where the answer can flip, and its report (`train report`).
+large one, where the answer can flip, and its report (`train report`). Its retrieval eval is
+the demo suite's retrieval task (held-out images no pool row, seed-set row or subset holds),
+never the seed set, which trained the seed CLIP that chose the slice.
 
 Layout under the work folder (a rerun reuses whatever step already finished):
 
-    DIR/demo       the generated demo pool (truth.parquet, seed.parquet, eval/)
+    DIR/demo       the generated demo pool (truth.parquet, seed.parquet, eval/, suites/demo/)
     DIR/pool       the downloaded pool, which later stages score, dedup and filter in place
     DIR/seed-pool  the downloaded seed set
     DIR/runs       the seed CLIPs' training runs
@@ -115,6 +117,13 @@ class Quickstart:
     def shardset(self) -> Path:
         return self.config.workdir / "shardset"
 
+    @property
+    def suite(self) -> Path:
+        """The demo pool's demo suite (DIR/demo/suites/demo), as `curate demo-pool` makes it."""
+        from curate.eval_suite.demo import demo_suite_dir
+
+        return demo_suite_dir(self.demo)
+
     @contextlib.contextmanager
     def _step(self, name: str):
         self.say(f"== {name}")
@@ -151,6 +160,14 @@ class Quickstart:
                                      base_url=self.server_url(), source=self.config.source, progress=True)
             counts = summary.get("kinds") or summary.get("counts") or {}
             self.say(f"   {self.demo}: {self.config.size} pool rows {counts}")
+
+    def make_suite(self) -> None:
+        """The demo suite of held-out tasks (reused when built with the same arguments)."""
+        from curate.eval_suite.demo import build_demo_suite
+
+        with self._step("demo suite"):
+            built = build_demo_suite(self.suite, self.demo, overwrite=True)  # the demo pool's own folder
+            self.say(f"   {self.suite}: {', '.join(f'{k} {v}' for k, v in built['tasks'].items())} test images")
 
     def download(self, metadata: Path, pool: Path, label: str) -> None:
         from curate.download.run import DownloadSettings, download_pool
@@ -276,12 +293,15 @@ class Quickstart:
         `compare_samples` (samples seen; one model, so equal samples are equal FLOPs)."""
         import yaml
 
+        from curate.eval_suite.demo import retrieval_task
         from shards.atomic import write_text_atomic
 
-        # The seed set is disjoint from the pool: held-out image-text pairs for retrieval.
+        # Retrieval on the demo suite's held-out captioned images: not the seed set, which
+        # trained the seed CLIP whose scores chose the slice being judged.
+        retrieval = self.suite / retrieval_task(self.config.source)
         spec = {
             "name": "quickstart", "pool": str(self.pool.resolve()), "scores": self.scores_tag, "dedup": DEDUP_NAME,
-            "eval": str((self.demo / "eval").resolve()), "retrieval": str((self.config.workdir / "seed-pool").resolve()),
+            "eval": str((self.demo / "eval").resolve()), "retrieval": str(retrieval.resolve()),
             "train": {"batch_size": self.config.batch_size, "lr": self.config.lr},
             "experiments": {"quality": {
                 "data": {"top": [self.config.top, "100%"]}, "models": [self.config.model], "strategies": ["clip"],
@@ -296,6 +316,7 @@ class Quickstart:
         """Top slice vs the whole deduplicated pool at a small and a large budget: a 2 x 2
         sweep (pipeline.sweep; each cell a train run with zero-shot and retrieval eval) and
         its report (report.md, report.html, plots)."""
+        from curate.eval_suite.demo import retrieval_task
         from pipeline.report import write_report
         from pipeline.sweep.results import read_results
         from pipeline.sweep.run import SweepOptions, run_sweep
@@ -307,7 +328,8 @@ class Quickstart:
             written = write_report(self.sweep_dir)
         rows, _ = read_results(self.sweep_dir)
         rows = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (r["budget_value"], r["slice_fraction"]))
-        self.say(f"== same budget per pair; zero-shot on {self.demo / 'eval'}, retrieval on the held-out seed set:")
+        self.say(f"== same budget per pair; zero-shot on {self.demo / 'eval'}, retrieval on the demo suite's held-out "
+                 f"{self.suite / retrieval_task(self.config.source)} (first caption of each image):")
         self.say(f"   {'data':<26}{'FLOPs':>8}{'samples':>9}{'epochs':>8}{'top-1':>8}{'top-5':>8}"
                  f"{'I->T R@5':>10}{'T->I R@5':>10}")
         for r in rows:
@@ -344,6 +366,7 @@ class Quickstart:
         started = time.perf_counter()
         with self._stack:
             self.make_demo()
+            self.make_suite()
             self.download(self.demo / "metadata.parquet", self.pool, "pool")
             self.inspect()
             self.download(self.demo / "seed.parquet", self.config.workdir / "seed-pool", "seed set")
@@ -353,7 +376,7 @@ class Quickstart:
         self.compare()
         total = time.perf_counter() - started
         self.say("== done in {:.0f}s ({})".format(total, ", ".join(f"{k} {v:.0f}s" for k, v in self.timings.items())))
-        self.say(f"   demo pool:   {self.demo} (truth.parquet, seed.parquet, eval/)")
+        self.say(f"   demo pool:   {self.demo} (truth.parquet, seed.parquet, eval/, suites/demo/)")
         self.say(f"   pool:        {self.pool} (shards/, scores/{self.scores_tag}, dedup/{DEDUP_NAME}, subsets/top40)")
         self.say(f"   runs:        {self.runs} ({', '.join(sorted(p.name for p in self.runs.iterdir()))})")
         self.say(f"   shard set:   {self.shardset}")

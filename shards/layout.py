@@ -266,7 +266,7 @@ class RunDir:
 
     @property
     def eval_json(self) -> Path:
-        """The evaluation after the last step (or `train eval`'s)."""
+        """The evaluation after the last step (`train eval` writes to evals/, never here)."""
         return self.root / "eval.json"
 
     @property
@@ -299,7 +299,7 @@ class RunDir:
 
     @property
     def evals_dir(self) -> Path:
-        """Suite results (`train eval --suite`), kept apart from training's own eval files."""
+        """`train eval`'s results (--suite, --task, --eval), kept apart from training's own eval files."""
         return self.root / "evals"
 
     def suite_eval(self, name: str) -> Path:

@@ -1,5 +1,5 @@
 """kill -9 at seeded random points of every stage (download, score, annotate, dedup, cluster,
-filter, export, train), then the same command again (train: with --resume): each resumes to the bytes of
+filter, export, train, train with --eval), then the same command again (train: with --resume): each resumes to the bytes of
 a run never stopped, and leaves no temporary file behind (shards/atomic.py's rule).
 
 The stages are chained as the pipeline runs them: each stage's uninterrupted reference
@@ -36,7 +36,7 @@ from test_train_run import COMMON, ENV, ROOT
 SEED = 9
 SPREAD = (0.1, 0.9)  # kill points: this share of the reference's work, one per stratum
 DEDUP = "exact+phash-pixels"  # the default method's output name
-STAGES = ["download", "score", "annotate", "dedup", "cluster", "filter", "export", "train"]
+STAGES = ["download", "score", "annotate", "dedup", "cluster", "filter", "export", "train", "train-eval"]
 
 
 def _drop(keys: tuple[str, ...]) -> Callable[[Path], object]:
@@ -179,12 +179,15 @@ class Chain:
                 started=lambda w, log: (w / ".export-plan.json").is_file() or (w / "manifest.json").is_file(),
                 finished=lambda w: (w / "manifest.json").is_file(),
             )
-        assert name == "train", name
+        assert name in ("train", "train-eval"), name
         data = self.reference("export").tree
+        # train-eval: also evaluated every 2 steps, so a resume must drop evals.jsonl's lines
+        # logged after its checkpoint, as it drops metrics.jsonl's (no line twice, none lost)
+        evals = ["--eval", str(self.demo_dir / "eval"), "--eval-every", "2"] if name == "train-eval" else []
         return Stage(
             name,
             lambda w: [sys.executable, "-m", "train", "run", "--data", str(data), "--out", str(w), "--samples", "96",
-                       "--checkpoint-every", "2", *COMMON],
+                       "--checkpoint-every", "2", *evals, *COMMON],
             kills=2, resume=("--resume",),  # which starts afresh when the kill came before a checkpoint
             started=lambda w, log: (w / "config.yaml").is_file(),
             finished=lambda w: (w / "summary.json").is_file(),

@@ -99,18 +99,47 @@ stages:
         ("small", "clip", ""), ("mim", "mim", "small"), ("big", "clip", "mim text:small")]
     assert all(r["flops"] > 0 for r in rows) and rows[2]["zeroshot_top1"] is not None
     assert rows[1]["zeroshot_top1"] is None
-    final = (tmp_path / "w2s" / "big" / "final.pt").stat().st_mtime_ns
+    final = (tmp_path / "w2s" / "seed0" / "big" / "final.pt").stat().st_mtime_ns
     again = run_plan(plan, tmp_path / "w2s", progress=False)  # finished stages are reused, not rerun
-    assert again == rows and (tmp_path / "w2s" / "big" / "final.pt").stat().st_mtime_ns == final
+    assert again == rows and (tmp_path / "w2s" / "seed0" / "big" / "final.pt").stat().st_mtime_ns == final
     assert json.loads((tmp_path / "w2s" / "table.json").read_text()) == rows
     assert "| big | clip | small-eva02-32 | mim text:small |" in format_table(rows)
-    big = json.loads((tmp_path / "w2s" / "big" / "init.json").read_text())
+    big = json.loads((tmp_path / "w2s" / "seed0" / "big" / "init.json").read_text())
     assert big["image"]["counts"] == {"loaded": 110} and set(big["text"]["counts"]) == {"loaded"}
     plan.write_text("stages: [{name: a, kind: mae}]")
     from clikit.errors import UserError
 
     with pytest.raises(UserError, match="kind 'mae'"):
         run_plan(plan, tmp_path / "bad")
+
+
+def test_weak_to_strong_reuses_a_stage_only_for_its_seed_and_options(runs, tmp_path):
+    """Another --seed trains its own stages (OUT/seed1/NAME), never relabels seed 0's; a
+    finished stage whose options differ from the plan's is refused in one line, not reused."""
+    import yaml
+
+    from clikit.errors import UserError
+    from train.weak_to_strong import run_plan
+
+    plan = tmp_path / "plan.yaml"
+    text = f"""
+data: {runs / 'data'}
+defaults: {{batch_size: 16, workers: 0, threads: 1, shuffle_buffer: 50, lr: 0.01}}
+stages: [{{name: small, kind: clip, model: micro-vit-32, samples: 32}}]
+"""
+    plan.write_text(text)
+    out = tmp_path / "w2s"
+    first = run_plan(plan, out, progress=False)
+    seed0 = (out / "seed0" / "small" / "final.pt").read_bytes()
+    other = run_plan(plan, out, seed=1, progress=False)
+    assert first[0]["seed"] == 0 and other[0]["seed"] == 1
+    assert yaml.safe_load((out / "seed1" / "small" / "config.yaml").read_text())["seed"] == 1
+    assert (out / "seed1" / "small" / "final.pt").read_bytes() != seed0  # trained with seed 1, not seed 0's relabelled
+    assert (out / "seed0" / "small" / "final.pt").read_bytes() == seed0
+    plan.write_text(text.replace("lr: 0.01", "lr: 0.02"))
+    with pytest.raises(UserError, match=r"stage 'small' .* was trained with lr=0.01, the plan now gives lr=0.02") as info:
+        run_plan(plan, out, progress=False)
+    assert "\n" not in str(info.value)
 
 
 def test_the_shipped_weak_to_strong_recipe_reads_as_valid_stages(tmp_path):
@@ -121,10 +150,11 @@ def test_the_shipped_weak_to_strong_recipe_reads_as_valid_stages(tmp_path):
 
     plan = read_plan(Path(__file__).resolve().parents[1] / "sweeps" / "weak_to_strong.yaml")
     configs = {s["name"]: stage_config(plan, s, tmp_path, seed=1) for s in plan["stages"]}
-    assert isinstance(configs["mim"], MimConfig) and configs["mim"].teacher == str(tmp_path / "teacher")
+    stages = tmp_path / "seed1"  # the --seed's own folder of stages
+    assert isinstance(configs["mim"], MimConfig) and configs["mim"].teacher == str(stages / "teacher")
     arm, control = configs["clip-mim"], configs["clip-random"]
-    assert arm.init_image == str(tmp_path / "mim") and control.init_image is None
-    assert arm.init_text == control.init_text == str(tmp_path / "teacher")  # EVA-CLIP: text from the teacher
+    assert arm.init_image == str(stages / "mim") and control.init_image is None
+    assert arm.init_text == control.init_text == str(stages / "teacher")  # EVA-CLIP: text from the teacher
     assert (arm.model, arm.budget, arm.lr, arm.seed) == (control.model, control.budget, control.lr, control.seed) == (
         "tiny-eva02-32", "3e12", 0.001, 1)
 

@@ -3,6 +3,7 @@ cores: the seed run and the closing 2 x 2 sweep have fixed budgets), then once m
 same --workdir, which must reuse every finished stage and print the same figures."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
-STAGES = ["demo pool", "download pool", "inspect", "download seed set", "train seed", "score pool with the seed CLIP",
+STAGES = ["demo pool", "demo suite", "download pool", "inspect", "download seed set", "train seed", "score pool with the seed CLIP",
           "dedup", "filter --top 40% and export", "sweep: top slice vs whole pool at two budgets"]
 FIGURES = re.compile(r"^ *(ROC AUC .*|dedup pairs: .*|top (40|100)% .*|At .* samples, .*|precision of the kept slice.*)$",
                      re.M)
@@ -58,6 +59,10 @@ def test_quickstart_runs_every_stage_and_a_rerun_reuses_them(tmp_path):
     assert sorted((r["slice"], r["cfg_samples"]) for r in results) == [
         ("top 100%", "22000"), ("top 100%", "7000"), ("top 40%", "22000"), ("top 40%", "7000")]
     assert all(r["status"] == "ok" and r["retrieval_pairs"] > 0 for r in results)
+    # Retrieval on the demo suite's held-out captions task, one pair per image: never the seed set.
+    captions = workdir / "demo" / "suites" / "demo" / "shapes-captions"
+    images = json.loads((workdir / "demo" / "suites" / "demo" / "suite.json").read_text())["tasks"]["shapes-captions"]
+    assert {(r["cfg_retrieval_data"], r["retrieval_pairs"]) for r in results} == {(str(captions.resolve()), images)}
     for budget in ("7000", "22000"):
         pair = [r for r in results if r["cfg_samples"] == budget]
         assert pair[0]["flops"] == pair[1]["flops"] and pair[0]["samples_seen"] == pair[1]["samples_seen"]
@@ -73,3 +78,25 @@ def test_quickstart_runs_every_stage_and_a_rerun_reuses_them(tmp_path):
     assert FIGURES.findall(second) == FIGURES.findall(first) != []
     seconds = int(re.search(r"^== done in (\d+)s", second, re.M)[1])
     assert seconds < 60, second[-2000:]
+
+
+def test_the_closing_sweep_retrieves_on_the_demo_suites_held_out_task(tmp_path):
+    """The quickstart's sweep file points retrieval at the demo suite's captions task (held-out
+    images; not the seed set, which trained the seed CLIP that chose the slice), and a train
+    run's retrieval reads that task folder: one pair per image, with its first caption."""
+    import yaml
+
+    from curate.demo import make_demo_pool
+    from curate.eval_suite.demo import build_demo_suite
+    from pipeline.quickstart import Quickstart, QuickstartConfig
+    from shards.task_folder import iter_samples, read_task_folder
+    from train.evaluate import retrieval_pairs
+
+    quickstart = Quickstart(QuickstartConfig(workdir=tmp_path), say=lambda line: None)
+    make_demo_pool(quickstart.demo, size=60, seed=0, seed_size=20, eval_per_class=2)
+    build_demo_suite(quickstart.suite, quickstart.demo, images=24)
+    retrieval = yaml.safe_load(quickstart.sweep_file().read_text())["retrieval"]
+    assert Path(retrieval) == (quickstart.suite / "shapes-captions").resolve()
+    samples = list(iter_samples(read_task_folder(retrieval)))
+    assert retrieval_pairs(None, retrieval, 1000) == [(image, captions[0]) for _, image, captions in samples]
+    assert len(samples) >= 12 and retrieval_pairs(None, retrieval, 5) == retrieval_pairs(None, retrieval, 1000)[:5]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,25 @@ def kill9_at_step_4_and_resume(out: Path, args: list[str], command: str = "run")
     train_cli(command, "--out", str(out), "--resume", *args)
 
 
+def test_evals_jsonl_after_kill9_and_resume_is_the_uninterrupted_runs(shapes, tmp_path):
+    """A run evaluated every 2 steps, killed at its step-4 checkpoint and resumed, and one
+    resumed after its final eval's line (a kill between that line and summary.json leaves
+    the run without summary.json and eval.json): both end with the uninterrupted run's
+    evals.jsonl, no line twice, none lost."""
+    args = ["--data", str(shapes / "data"), "--samples", "96", "--checkpoint-every", "2",
+            "--eval", str(shapes / "eval"), "--eval-every", "2", *COMMON]
+    train_cli("run", "--out", str(tmp_path / "whole"), *args)
+    whole = (tmp_path / "whole" / "evals.jsonl").read_text()
+    assert [json.loads(line)["step"] for line in whole.splitlines()] == [2, 4, 6]
+    kill9_at_step_4_and_resume(tmp_path / "killed", args)
+    assert (tmp_path / "killed" / "evals.jsonl").read_text() == whole
+    late = Path(shutil.copytree(tmp_path / "whole", tmp_path / "late"))
+    (late / "summary.json").unlink()
+    (late / "eval.json").unlink()
+    train_cli("run", "--out", str(late), "--resume", *args)
+    assert (late / "evals.jsonl").read_text() == whole
+
+
 def test_run_writes_everything_and_final_loads_in_open_clip(shapes, tmp_path):
     out = tmp_path / "run"
     proc = train_cli("run", "--data", str(shapes / "data"), "--out", str(out), "--samples", "64",
@@ -94,6 +114,14 @@ def test_run_writes_everything_and_final_loads_in_open_clip(shapes, tmp_path):
     proc = train_cli("eval", str(out), "--eval", str(shapes / "eval"), "--out", str(tmp_path / "e.json"))
     again = json.loads((tmp_path / "e.json").read_text())
     assert again["zeroshot_top1"] == pytest.approx(evals["zeroshot_top1"])
+
+    # Another folder's figures go to RUN/evals/FOLDER.json: the run's own eval.json stays as training wrote it.
+    own = (out / "eval.json").read_bytes()
+    other = Path(shutil.copytree(shapes / "eval", tmp_path / "other-eval"))
+    train_cli("eval", str(out), "--eval", str(other))
+    assert (out / "eval.json").read_bytes() == own
+    assert json.loads((out / "evals" / "other-eval.json").read_text())["zeroshot_top1"] == pytest.approx(
+        evals["zeroshot_top1"])
 
     # --retrieval-data alone: the first 50 pairs of the shards, the corrupt images skipped,
     # the same recalls as the library's retrieval() on the same pairs.

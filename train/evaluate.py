@@ -11,6 +11,7 @@ import torch
 from clikit.errors import UserError
 from shards.class_folder import FOLDER_IMAGE_SUFFIXES, class_folders, class_names, folder_images, load_templates
 from shards.images import ImageTooLarge, open_rgb
+from shards.task_folder import RETRIEVAL, is_task_folder, iter_samples, read_task_folder
 from train.data import UnreadableShard, sample_caption, sample_image_bytes, shard_samples
 from train.sources import resolve_shards
 from zoo.towers import train_mode
@@ -150,12 +151,15 @@ def zero_shot(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
 
 
 def retrieval_pairs(eval_dir: Path | None, retrieval_data: str | Path | None, limit: int) -> list[tuple[Any, str]]:
-    """(image path or bytes, caption) pairs: eval-folder images with a sidecar .txt, else held-out shards."""
+    """(image path or bytes, caption) pairs: eval-folder images with a sidecar .txt, else
+    held-out shards or a retrieval task folder (DataComp's format, e.g. a demo suite's)."""
     pairs: list[tuple[Any, str]] = []
     if eval_dir is not None:
         for path in sorted(eval_dir.rglob("*")):
             if path.suffix.lower() in FOLDER_IMAGE_SUFFIXES and path.with_suffix(".txt").is_file():
                 pairs.append((path, path.with_suffix(".txt").read_text().strip()))
+    if not pairs and retrieval_data is not None and is_task_folder(Path(retrieval_data)):
+        return task_pairs(Path(retrieval_data), limit)
     if not pairs and retrieval_data is not None:
         try:
             for sample in shard_samples(resolve_shards(retrieval_data)):
@@ -167,6 +171,21 @@ def retrieval_pairs(eval_dir: Path | None, retrieval_data: str | Path | None, li
         except UnreadableShard as exc:
             raise UserError(f"--retrieval-data: {exc}") from None
     return pairs[:limit]
+
+
+def task_pairs(folder: Path, limit: int) -> list[tuple[bytes, str]]:
+    """(image bytes, its first caption) of a retrieval task folder's test images: the one
+    caption per image a train run's retrieval scores (`train eval --task` scores them all)."""
+    task = read_task_folder(folder)
+    if task.kind != RETRIEVAL:
+        raise UserError(f"retrieval data {folder} is a {task.kind} task folder; give a retrieval one "
+                        "(dataset_type.txt: retrieval, captions in .txt)")
+    pairs = []
+    for _, image, captions in iter_samples(task):
+        pairs.append((image, captions[0]))
+        if len(pairs) >= limit:
+            break
+    return pairs
 
 
 def retrieval(model: torch.nn.Module, preprocess: Callable, tokenizer: Callable, pairs: list[tuple[Any, str]],

@@ -178,7 +178,7 @@ def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, bud
 def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan, resume_from: Path | None,
                  out: Path) -> TrainState:
     """Optimiser, schedule and counters: fresh and seeded, or restored from `resume_from`
-    (then metrics.jsonl loses the lines logged after that checkpoint)."""
+    (then metrics.jsonl and evals.jsonl lose the lines logged after that checkpoint)."""
     optimizer = make_optimizer(built.module, cfg.opt, cfg.lr, cfg.weight_decay, cfg.visual_lr, cfg.text_lr,
                                layer_decay=cfg.layer_decay)
     warmup = cfg.warmup if cfg.warmup is not None else max(1, int(0.05 * plan.total_steps))
@@ -194,6 +194,10 @@ def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan
         seed_training(cfg.seed, info)
     if info.is_main:  # also on a fresh start: a run killed before its first checkpoint logged lines
         truncate_metrics(RunDir(out).metrics_jsonl, state.counters.step)
+        # evals.jsonl's lines carry the step too. A mid-run eval is written before its step's
+        # checkpoint, so it stays; the final one comes after the last checkpoint and is redone.
+        step = state.counters.step
+        truncate_metrics(RunDir(out).evals_jsonl, step - 1 if step == plan.total_steps else step)
     return state
 
 

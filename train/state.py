@@ -126,10 +126,16 @@ def restore(state: TrainState, path: Path, out: Path, info: DistInfo) -> None:
     set_rng_state(ckpt["rng"][info.rank], info.device)
 
 
-def _check_same_run(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
-    # A checkpoint from before an argument existed holds its default.
+def changed_run_fields(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The RESUME_FIXED fields (those that change what a run trains) whose value in `current`
+    differs from `saved` (a checkpoint's config, or a finished run's config.yaml)."""
+    # A config from before an argument existed holds its default.
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    changed = [k for k in RESUME_FIXED if saved.get(k, defaults.get(k)) != current.get(k)]
+    return [k for k in RESUME_FIXED if saved.get(k, defaults.get(k)) != current.get(k)]
+
+
+def _check_same_run(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
+    changed = changed_run_fields(saved, current)
     if changed:
         raise UserError(
             f"cannot resume {out}: {', '.join(changed)} differ from the checkpoint "

@@ -49,11 +49,13 @@ class Trainer:
             last = c.step == self.plan.total_steps
             if c.step % self.cfg.log_every == 0 or last:
                 self.log.write(c.step, c.samples, c.flops, self._logged_lr(), self._logit_scale(), self.budget_flops)
+            # Evaluate before the checkpoint of the same step: a kill between the two resumes from
+            # the checkpoint before, whose resume drops this eval line and evaluates the step again.
+            if self.evals.due(c.step, last):
+                self.evals(c.step, c.samples, c.flops)
             if (self.cfg.checkpoint_every and c.step % self.cfg.checkpoint_every == 0) or last:
                 save_checkpoint(self.state, self.out, self.cfg.keep_checkpoints, self.plan.cost_main,
                                 self.plan.total_steps, self.info)
-            if self.evals.due(c.step, last):
-                self.evals(c.step, c.samples, c.flops)
         self.log.close()
 
     def _logged_lr(self) -> float:

@@ -13,10 +13,12 @@ A plan is a YAML file:
       - {name: big, kind: clip, model: small-eva02-32, init_image: mim, budget: 2e13}
 
 A stage's keys are `train run` (kind clip) or `train mim` (kind mim) options by their
-Python names; `teacher`, `init_image` and `init_text` may name an earlier stage. Stage
-NAME runs in OUT/NAME: a finished stage (summary.json) is reused, one with checkpoints is
-resumed exactly, any other starts fresh. OUT/table.json and the printed table give each
-stage's FLOPs, samples and zero-shot results."""
+Python names; `teacher`, `init_image` and `init_text` may name an earlier stage of the same
+seed. Stage NAME of seed S runs in OUT/seedS/NAME (S: --seed, else the plan's seed), so runs
+with other seeds never share a stage: a finished stage (summary.json) is reused only when its
+config.yaml agrees with the plan on every field that changes what it trains (else a one-line
+refusal), one with checkpoints is resumed exactly, any other starts fresh. OUT/table.json
+and the printed table give each stage's seed, FLOPs, samples and zero-shot results."""
 from __future__ import annotations
 
 import dataclasses
@@ -33,6 +35,7 @@ from train.budget import format_flops
 from train.config import TrainConfig
 from train.loop import run_training
 from train.mim import MimConfig, run_mim
+from train.state import changed_run_fields
 
 
 @dataclass(frozen=True)
@@ -75,15 +78,22 @@ def read_plan(path: str | Path) -> dict[str, Any]:
     return plan
 
 
+def stage_root(plan: dict[str, Any], out: Path, seed: int | None) -> Path:
+    """OUT/seedS: the folder of one seed's stages (S: `seed`, else the plan's)."""
+    return out / f"seed{seed if seed is not None else plan.get('seed', 0)}"
+
+
 def stage_config(plan: dict[str, Any], stage: dict[str, Any], out: Path, seed: int | None):
-    """The TrainConfig (clip) or MimConfig (mim) of one stage, earlier stages' names resolved."""
+    """The TrainConfig (clip) or MimConfig (mim) of one stage, in OUT/seedS/NAME, earlier
+    stages' names resolved to their folders of the same seed."""
     kind = STAGE_KINDS[stage["kind"]]
     names = {s["name"] for s in plan["stages"]}
+    root = stage_root(plan, out, seed)
     opts = dict(plan.get("defaults") or {})
     opts.update({k: v for k, v in stage.items() if k not in ("name", "kind")})
     for key in _STAGE_REFS:
         if isinstance(opts.get(key), str) and opts[key] in names:
-            opts[key] = str(out / opts[key])
+            opts[key] = str(root / opts[key])
     opts.setdefault("data", plan.get("data"))
     opts.setdefault("seed", plan.get("seed", 0))
     if seed is not None:
@@ -99,7 +109,7 @@ def stage_config(plan: dict[str, Any], stage: dict[str, Any], out: Path, seed: i
         raise UserError(f"stage {stage['name']!r}: unknown option(s) {', '.join(unknown)} for a {stage['kind']} stage")
     if not opts.get("data"):
         raise UserError(f"stage {stage['name']!r} has no data; give `data:` in the plan or the stage")
-    return kind.config(out=str(out / stage["name"]), **opts)
+    return kind.config(out=str(root / stage["name"]), **opts)
 
 
 def run_plan(plan_path: str | Path, out: str | Path, seed: int | None = None, progress: bool = True) -> list[dict]:
@@ -113,6 +123,7 @@ def run_plan(plan_path: str | Path, out: str | Path, seed: int | None = None, pr
         cfg.progress = progress
         run = RunDir(cfg.out)
         if run.summary_json.is_file():
+            _check_reusable(stage["name"], run, cfg)
             summary = json.loads(run.summary_json.read_text())
         else:
             cfg.resume = bool(run.checkpoints())
@@ -120,6 +131,20 @@ def run_plan(plan_path: str | Path, out: str | Path, seed: int | None = None, pr
         rows.append(_row(stage, cfg, summary))
         write_json_atomic(out / "table.json", rows)
     return rows
+
+
+def _check_reusable(name: str, run: RunDir, cfg: Any) -> None:
+    """A finished stage stands for this plan only when it was trained with what the plan now
+    asks (seed, options, earlier stages); else one line naming the difference."""
+    import yaml
+
+    saved = yaml.safe_load(run.config_yaml.read_text()) if run.config_yaml.is_file() else {}
+    changed = changed_run_fields(saved or {}, cfg.to_dict())
+    if changed:
+        was = ", ".join(f"{k}={(saved or {}).get(k)!r}" for k in changed)
+        now = ", ".join(f"{k}={getattr(cfg, k, None)!r}" for k in changed)
+        raise UserError(f"stage {name!r} in {run.root} was trained with {was}, the plan now gives {now}; "
+                        "remove that folder to train it again, or use another --out")
 
 
 def _row(stage: dict[str, Any], cfg: Any, summary: dict[str, Any]) -> dict[str, Any]:

@@ -164,6 +164,12 @@ SUITES: dict[str, tuple[DemoTask, ...]] = {
 }
 
 
+def retrieval_task(source: str) -> str:
+    """The name of the demo suite's retrieval task for a pool of `source` (its held-out
+    images with five captions each: what the seed set, the seed CLIP and the pool never saw)."""
+    return next(task.name for task in SUITES[source] if task.ask == "captions")
+
+
 def build_demo_suite(out: Path, pool: Path, images: int = IMAGES_PER_TASK, full: bool = False,
                      overwrite: bool = False) -> dict[str, Any]:
     """Write the demo suite of the demo pool POOL into OUT (one task folder each, and

@@ -3,12 +3,16 @@ cells that are not finished (serially, side by side or on Ray), recording each a
 
     DIR/results.parquet     one row per cell (pipeline.sweep.results)
     DIR/cells/<id>.json     each finished or failed cell's record: a rerun skips the ok ones
+                            whose identity is unchanged (pipeline.sweep.identity)
+    DIR/cells/<id>.identity.json  what the cell computes, written when it starts: a rerun
+                            whose cell differs runs it again from scratch, never mixes
     DIR/runs/<id>/          each cell's train run (config.yaml, checkpoints, eval.json, ...)
     DIR/sweep.json          the sweep's plan and its shared-work timings
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,7 @@ from typing import Any, Callable
 from pipeline.sweep.cell import cell_config
 from pipeline.sweep.cost import measure_all, planned_steps, step_key
 from pipeline.sweep.executors import cpu_count, run_cells
+from pipeline.sweep.identity import cell_identity, identity_changes, subset_digest
 from pipeline.sweep.results import cell_row, write_results
 from pipeline.sweep.spec import Sweep
 from pipeline.sweep.subsets import make_subsets
@@ -84,8 +89,12 @@ def run_sweep(sweep: Sweep, out: str | Path, options: SweepOptions | None = None
         config = cell_config(cell, run_dir, sweep.pool.resolve(), sweep.eval_dir.resolve() if sweep.eval_dir else None,
                              sweep.retrieval, steps, threads, cost).to_dict()
         plan[cell.id] = (cost, steps, config)
+    digests = {name: subset_digest(sweep.pool, name) for name in sizes}
+    identities = {c.id: cell_identity(plan[c.id][2], sweep.scores, sweep.dedup, digests[c.slice.subset])
+                  for c in sweep.cells}
     pending = []
     for cell in sweep.cells:
+        _forget_if_changed(out, cell.id, identities[cell.id], say)
         record = out / "cells" / f"{cell.id}.json"
         if record.is_file() and json.loads(record.read_text())["status"] == "ok":
             rows[cell.id] = _row(cell, json.loads(record.read_text()), member, sizes, plan)
@@ -100,6 +109,8 @@ def run_sweep(sweep: Sweep, out: str | Path, options: SweepOptions | None = None
             "experiments": sweep.experiments}
     write_json_atomic(out / "sweep.json", {**meta, "cells": [c.id for c in sweep.cells], "cpus": cpu_count(),
                                            "shared_s": {"step_flops": flops_s, "subsets": subsets_s}})
+    for cell in pending:  # before it starts: a cell killed part-way is known by what it was computing
+        write_json_atomic(out / "cells" / f"{cell.id}.identity.json", identities[cell.id])
     progress = Progress(len(pending), options.jobs if options.executor == "local" else max(1, options.jobs))
     jobs = [(cell, {"run_dir": plan[cell.id][2]["out"], "pool": str(sweep.pool.resolve()),
                     "eval_dir": plan[cell.id][2]["eval_dir"], "retrieval": sweep.retrieval,
@@ -121,6 +132,23 @@ def run_sweep(sweep: Sweep, out: str | Path, options: SweepOptions | None = None
     say(f"== {summary['ok']} ok, {summary['failed']} failed, {skipped} reused; {path} "
         f"({_clock(summary['wall_s'])}); {summary['overhead']['text']}")
     return summary
+
+
+def _forget_if_changed(out: Path, cell_id: str, identity: dict[str, Any], say: Callable[[str], None]) -> None:
+    """Remove the cell's record and run folder when they were made for another identity (other
+    options, tags, subset content or eval): its figures must not stand beside the new config."""
+    record, saved, run_dir = (out / "cells" / f"{cell_id}.json", out / "cells" / f"{cell_id}.identity.json",
+                              out / "runs" / cell_id)
+    if not (record.exists() or saved.exists() or run_dir.exists()):
+        return  # never started
+    changes = identity_changes(json.loads(saved.read_text()) if saved.is_file() else None, identity)
+    if not changes:
+        return
+    more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+    say(f"   {cell_id} changed since it ran ({'; '.join(changes[:3])}{more}): running it again")
+    record.unlink(missing_ok=True)
+    saved.unlink(missing_ok=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _threads(sweep: Sweep, options: SweepOptions) -> int | None:

@@ -34,10 +34,11 @@ class Slice:
 
     kind: str  # "top" | "random" | "subset"
     label: str  # "top 40%", "random 50% of top 100% (seed 0)", "subset mine"
-    subset: str  # the pool subset the cell trains on
+    subset: str  # the pool subset the cell trains on (a sweep's own: named by its scores and dedup)
     fraction: float | None = None  # top share of the scored pool (top, random's slice)
     size: float | None = None  # random: share (<= 1) or count (> 1) of its slice
     seed: int = 0  # random: the draw's seed
+    key: str = ""  # the slice in cell ids ("top40"): the scores and dedup are in the cell's identity
 
 
 @dataclass(frozen=True)
@@ -90,17 +91,26 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def _slices(entry: Any, where: tuple, doc: Located) -> list[Slice]:
+def subset_tags(scores: str | None, dedup: str | None) -> str:
+    """The end of a sweep subset's name: the scores tag and dedup run it was chosen by
+    (`.scores-seed.dedup-exact-phash-pixels`), so sweeps with others on one pool keep apart."""
+    parts = [f"{what}-{name}" for what, name in (("scores", scores), ("dedup", dedup)) if name is not None]
+    return "".join("." + re.sub(r"[^A-Za-z0-9_-]+", "-", part) for part in parts)
+
+
+def _slices(entry: Any, where: tuple, doc: Located, tags: str) -> list[Slice]:
+    """The slices of one data entry; a sweep's own subsets are named sweep-KEY plus `tags`."""
     if not isinstance(entry, dict) or len(set(entry) & {"top", "random", "subset"}) != 1:
         raise doc.fail(where, "a data entry is {top: [..]}, {random: [..], of: 40%, seed: 0} or {subset: [NAME..]}")
     if "top" in entry:
         out = []
         for i, item in enumerate(_as_list(entry["top"])):
             frac = parse_percent(item, where + ("top", i), doc)
-            out.append(Slice("top", f"top {_pct(frac)}", f"sweep-top{frac * 100:g}", fraction=frac))
+            key = f"top{frac * 100:g}"
+            out.append(Slice("top", f"top {_pct(frac)}", f"sweep-{key}{tags}", fraction=frac, key=key))
         return out
     if "subset" in entry:
-        return [Slice("subset", f"subset {name}", str(name)) for name in _as_list(entry["subset"])]
+        return [Slice("subset", f"subset {name}", str(name), key=str(name)) for name in _as_list(entry["subset"])]
     unknown = set(entry) - {"random", "of", "seed"}
     if unknown:
         raise doc.fail(where + (sorted(unknown)[0],), "unknown key; random takes of: and seed:")
@@ -115,8 +125,9 @@ def _slices(entry: Any, where: tuple, doc: Located) -> list[Slice]:
         else:
             size = parse_percent(item, where + ("random", i), doc)
             text = _pct(size)
-        name = f"sweep-rand{text.rstrip('%')}{'pct' if size <= 1 else ''}-of{within * 100:g}-s{seed}"
-        out.append(Slice("random", f"random {text} of top {_pct(within)} (seed {seed})", name, within, size, seed))
+        key = f"rand{text.rstrip('%')}{'pct' if size <= 1 else ''}-of{within * 100:g}-s{seed}"
+        out.append(Slice("random", f"random {text} of top {_pct(within)} (seed {seed})", f"sweep-{key}{tags}", within,
+                         size, seed, key))
     return out
 
 
@@ -220,7 +231,8 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
             if key not in GRID_KEYS:
                 raise doc.fail(where + (key,), f"unknown key; an experiment has {', '.join(sorted(GRID_KEYS))}")
         slices = [s for i, e in enumerate(_as_list(grid.get("data", {"top": "100%"})))
-                  for s in _slices(e, where + ("data",) + ((i,) if isinstance(grid.get("data"), list) else ()), doc)]
+                  for s in _slices(e, where + ("data",) + ((i,) if isinstance(grid.get("data"), list) else ()), doc,
+                                   subset_tags(scores, dedup))]
         for i, sl in enumerate(slices):
             if sl.kind == "subset" and not layout.subset_parquet(sl.subset).is_file():
                 raise doc.fail(where + ("data",), f"no subset {sl.subset!r} in {layout.subsets_dir}")
@@ -279,7 +291,7 @@ def _fingerprint(cell: Cell) -> tuple:
 def _cell(exp: str, sl: Slice, model: str, strat: str, label: str, kind: str, budget: float, seed: int,
           train: dict) -> Cell:
     budget_text = f"{budget:.3g}".replace("+", "")
-    slug = f"{sl.subset.removeprefix('sweep-')}_{model}_{label}_{kind[0]}{budget_text}_s{seed}"
+    slug = f"{sl.key}_{model}_{label}_{kind[0]}{budget_text}_s{seed}"
     slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", slug).strip("-")
     return Cell(slug, exp, sl, model, strat, label, kind, budget, seed, train)
 

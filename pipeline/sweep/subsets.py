@@ -1,11 +1,14 @@
-"""The subsets a sweep's grid needs, made once with curate's filter (subsets/sweep-*)
-before any cell runs, and reused by later runs of the same sweep when their recipe,
-parameters and input tags match."""
+"""The subsets a sweep's grid needs, made once with curate's filter before any cell runs
+(subsets/sweep-KEY.scores-TAG.dedup-RUN: two sweeps on one pool with other scores or dedup
+never share one), and reused by later runs when their recipe, parameters and input tags match."""
 from __future__ import annotations
 
 import time
 from typing import Any, Callable
 
+import pyarrow.parquet as pq
+
+from clikit.errors import UserError
 from curate.filter.run import run_filter
 from curate.filter.subsets import read_subset_metadata
 from pipeline.sweep.spec import Slice, Sweep
@@ -21,10 +24,13 @@ def _wanted(sweep: Sweep, sl: Slice) -> dict[str, Any]:
     return {"recipe": "random_sample", "params": {"within": sl.fraction, "seed": sl.seed, **size}}
 
 
+def _same_inputs(meta: dict[str, Any], sweep: Sweep) -> bool:
+    """The subset was chosen by the sweep's scores tag (when it names one) and dedup run."""
+    return (sweep.scores is None or meta.get("scores_tag") == sweep.scores) and meta.get("dedup_name") == sweep.dedup
+
+
 def _matches(meta: dict[str, Any], wanted: dict[str, Any], sweep: Sweep) -> bool:
-    return (meta.get("recipe") == wanted["recipe"] and meta.get("params") == wanted["params"]
-            and (sweep.scores is None or meta.get("scores_tag") == sweep.scores)
-            and meta.get("dedup_name") == sweep.dedup)
+    return meta.get("recipe") == wanted["recipe"] and meta.get("params") == wanted["params"] and _same_inputs(meta, sweep)
 
 
 def make_subsets(sweep: Sweep, say: Callable[[str], None] = print) -> tuple[dict[str, int], float]:
@@ -38,7 +44,13 @@ def make_subsets(sweep: Sweep, say: Callable[[str], None] = print) -> tuple[dict
         path = Pool(sweep.pool).subset_parquet(sl.subset)
         if sl.kind != "subset":
             wanted = _wanted(sweep, sl)
-            if not (path.is_file() and _matches(read_subset_metadata(sweep.pool, sl.subset), wanted, sweep)):
+            meta = read_subset_metadata(sweep.pool, sl.subset) if path.is_file() else None
+            if meta is not None and not _same_inputs(meta, sweep):
+                raise UserError(f"{path} was chosen by scores/{meta.get('scores_tag')} and dedup/"
+                                f"{meta.get('dedup_name')}, not this sweep's scores/{sweep.scores} and dedup/"
+                                f"{sweep.dedup} (their names differ only in signs a subset name cannot hold); "
+                                "remove it or rename one tag")
+            if not (meta is not None and _matches(meta, wanted, sweep)):
                 result = run_filter(sweep.pool, sl.subset, scores=sweep.scores, dedup=sweep.dedup,
                                     recipe=wanted["recipe"], params=wanted["params"], overwrite=path.is_file())
                 say(f"   subsets/{sl.subset}: {result.count} samples ({sl.label})")

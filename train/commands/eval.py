@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         eval_dir: Optional[str] = typer.Option(None, "--eval", help="Folder with one sub-folder of images per class (+ templates.txt)."),
         retrieval_data: Optional[str] = typer.Option(None, "--retrieval-data", help="Held-out shards for retrieval R@1/5/10."),
         retrieval_limit: int = typer.Option(1000, "--retrieval-limit", help="Pairs used for retrieval."),
-        out: Optional[str] = typer.Option(None, "--out", help="Where to write eval.json (default: next to the checkpoint's run), or the --suite/--task result (default: RUN/evals/SUITE.json)."),
+        out: Optional[str] = typer.Option(None, "--out", help="Where to write the result (default: RUN/evals/FOLDER.json, FOLDER the --eval folder's name (+ the --retrieval-data's), or RUN/evals/SUITE.json for --suite/--task; never the run's own eval.json)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
         suite: Optional[str] = typer.Option(None, "--suite", help="A folder of task folders (DataComp's / clip_benchmark's webdataset format); writes RUN/evals/SUITE.json."),
         task: Optional[str] = typer.Option(None, "--task", help="One task folder in that format; writes RUN/evals/TASK.json."),
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Zero-shot and retrieval metrics of a model.
 
-        Zero-shot top-1/top-5 on --eval and image<->text retrieval R@1/5/10; writes eval.json.
+        Zero-shot top-1/top-5 on --eval and image<->text retrieval R@1/5/10; writes RUN/evals/FOLDER.json.
         With --suite or --task: clip_benchmark's metrics per task with bootstrap 95% intervals
         and DataComp's headline metric (docs/design.md, "Evaluation")."""
         # torch, open_clip (and clip_benchmark for --suite): loaded when the command runs, not for `train --help`.
@@ -51,6 +51,9 @@ def register(app: typer.Typer) -> None:
         results = evaluate(model, preprocess, tokenizer, eval_dir, device=dev, retrieval_data=retrieval_data,
                            retrieval_limit=retrieval_limit)
         results = {"checkpoint": str(resolve_checkpoint(checkpoint)), "model": name, **results}
-        out_path = RunDir.of_checkpoint(resolve_checkpoint(checkpoint)).eval_json if out is None else Path(out)
+        # RUN/evals/FOLDER.json, named by what it was evaluated on: never the run's own eval.json,
+        # which holds the figures of the eval its training ran (a sweep's results read it).
+        name = "+".join(Path(p).resolve().name for p in (eval_dir, retrieval_data) if p is not None)
+        out_path = RunDir.of_checkpoint(resolve_checkpoint(checkpoint)).suite_eval(name) if out is None else Path(out)
         write_text_atomic(out_path, json.dumps(results, indent=2))
         typer.echo(json.dumps(results))
