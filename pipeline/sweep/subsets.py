@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import pyarrow.parquet as pq
-
 from clikit.errors import UserError
 from curate.filter.run import run_filter
 from curate.filter.subsets import read_subset_metadata
