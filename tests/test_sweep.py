@@ -77,6 +77,9 @@ GRID = """  q:
     ("eval: ", "evaluation: ", ":5: evaluation: unknown key; a sweep file has"),
     ("top: [40%]", "subset: [missing]", "no subset 'missing'"),
     ("seeds: [0]", "seeds: [0\n", "not valid YAML"),
+    ("top: [40%]", "recipe: [nope_recipe]", ":10: experiments.q.data.0.recipe.0: "),
+    ("top: [40%]", "recipe: [{clip_top: {fractoin: 0.1}}]", "recipe clip_top has no parameter fractoin"),
+    ("top: [40%]", "recipe: [top_fraction]", "recipe top_fraction needs a share or a count"),
 ])
 def test_bad_sweep_files_fail_before_any_cell_naming_key_and_line(scored, tmp_path, old, new, message):
     from clikit.errors import UserError
@@ -182,6 +185,36 @@ def test_sweep_subsets_are_named_by_scores_and_dedup_and_never_overwrite_each_ot
     make_subsets(other, say=lambda line: None)
     assert (pool / "subsets" / "sweep-top40.scores-seed.dedup-exact.parquet").read_bytes() == made
     assert (pool / "subsets" / "sweep-top40.scores-seed.dedup-exact-again.parquet").is_file()
+
+
+def test_a_recipe_arm_trains_on_the_subset_curate_filter_makes(scored, tmp_path):
+    """A `{recipe: [...]}` data entry is made by curate's filter with the sweep's scores and
+    dedup: the same uids as `curate filter --recipe` itself; a rerun reuses it; another
+    parameter is another arm with its own subset."""
+    from curate.filter.run import run_filter
+    from pipeline.sweep.spec import load_sweep
+    from pipeline.sweep.subsets import make_subsets
+
+    pool, eval_dir = scored
+    pool = Path(shutil.copytree(pool, tmp_path / "pool"))
+    grid = GRID.replace("{top: [40%]}", "{recipe: [caption_rules, {clip_top: {fraction: 0.1}}]}")
+    spec = load_sweep(sweep_file(tmp_path, pool, eval_dir, grid))
+    arms = {cell.slice.label: cell.slice.subset for cell in spec.cells}
+    assert arms == {"caption_rules": "sweep-caption_rules.scores-seed.dedup-exact",
+                    "clip_top(fraction=0.1)": "sweep-clip_top-fraction-0.1.scores-seed.dedup-exact"}
+    said: list[str] = []
+    sizes, _ = make_subsets(spec, say=said.append)
+    assert len(said) == 2
+    for name, params in (("caption_rules", {}), ("clip_top", {"fraction": 0.1})):
+        direct = run_filter(pool, f"direct-{name}", recipe=name, params=params, scores="seed", dedup="exact")
+        made = pq.read_table(pool / "subsets" / f"{arms[f'{name}(fraction=0.1)' if params else name]}.parquet")
+        want = pq.read_table(pool / "subsets" / f"direct-{name}.parquet")
+        assert sorted(made.column("uid").to_pylist()) == sorted(want.column("uid").to_pylist())
+        assert direct.count == sizes[arms[f"{name}(fraction=0.1)" if params else name]]
+    assert sizes[arms["clip_top(fraction=0.1)"]] < sizes[arms["caption_rules"]]
+    said.clear()
+    make_subsets(spec, say=said.append)
+    assert said == []  # made once, reused
 
 
 def _with(path: Path, old: str, new: str) -> Path:

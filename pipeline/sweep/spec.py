@@ -13,6 +13,7 @@ from typing import Any
 
 from clikit.bounded import GRID_CELLS, check_count
 from clikit.errors import UserError
+from curate.filter.recipes import load_recipe
 from pipeline.sweep.yamlpos import Located, load_located
 from shards.layout import Pool
 from shards.storage import StoragePath, as_path
@@ -30,15 +31,17 @@ OWNED = {"data", "out", "model", "strategy", "subset", "budget", "samples", "see
 
 @dataclass(frozen=True)
 class Slice:
-    """One data arm: a top slice, a seeded random sample of a top slice, or a named subset."""
+    """One data arm: a top slice, a seeded random sample of a top slice, a recipe's subset, or a named subset."""
 
-    kind: str  # "top" | "random" | "subset"
-    label: str  # "top 40%", "random 50% of top 100% (seed 0)", "subset mine"
+    kind: str  # "top" | "random" | "recipe" | "subset"
+    label: str  # "top 40%", "random 50% of top 100% (seed 0)", "basic", "clip_top(fraction=0.1)", "subset mine"
     subset: str  # the pool subset the cell trains on (a sweep's own: named by its scores and dedup)
     fraction: float | None = None  # top share of the scored pool (top, random's slice)
     size: float | None = None  # random: share (<= 1) or count (> 1) of its slice
     seed: int = 0  # random: the draw's seed
     key: str = ""  # the slice in cell ids ("top40"): the scores and dedup are in the cell's identity
+    recipe: str | None = None  # recipe: its name (queries/NAME.sql)
+    params: tuple[tuple[str, Any], ...] = ()  # recipe: the parameters the file sets, sorted
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,11 @@ def subset_tags(scores: str | None, dedup: str | None) -> str:
 
 def _slices(entry: Any, where: tuple, doc: Located, tags: str) -> list[Slice]:
     """The slices of one data entry; a sweep's own subsets are named sweep-KEY plus `tags`."""
-    if not isinstance(entry, dict) or len(set(entry) & {"top", "random", "subset"}) != 1:
-        raise doc.fail(where, "a data entry is {top: [..]}, {random: [..], of: 40%, seed: 0} or {subset: [NAME..]}")
+    if not isinstance(entry, dict) or len(set(entry) & {"top", "random", "recipe", "subset"}) != 1:
+        raise doc.fail(where, "a data entry is {top: [..]}, {random: [..], of: 40%, seed: 0}, "
+                              "{recipe: [NAME or {NAME: {param: value}}..]} or {subset: [NAME..]}")
+    if "recipe" in entry:
+        return [_recipe_slice(item, where + ("recipe", i), doc, tags) for i, item in enumerate(_as_list(entry["recipe"]))]
     if "top" in entry:
         out = []
         for i, item in enumerate(_as_list(entry["top"])):
@@ -129,6 +135,27 @@ def _slices(entry: Any, where: tuple, doc: Located, tags: str) -> list[Slice]:
         out.append(Slice("random", f"random {text} of top {_pct(within)} (seed {seed})", f"sweep-{key}{tags}", within,
                          size, seed, key))
     return out
+
+
+def _recipe_slice(item: Any, where: tuple, doc: Located, tags: str) -> Slice:
+    """`NAME` or `{NAME: {param: value}}`: a recipe of queries/ (or a .sql path) with its
+    parameters, checked here (unknown names, a share or count the recipe cannot do without)."""
+    if isinstance(item, dict) and len(item) != 1:
+        raise doc.fail(where, "a recipe with parameters is {name: {param: value}}")
+    name, params = (item, {}) if not isinstance(item, dict) else next(iter(item.items()))
+    if not isinstance(params, dict):
+        raise doc.fail(where, f"recipe {name}: its parameters are a mapping {{param: value}}")
+    try:
+        bound = load_recipe(str(name)).bind(params)
+    except UserError as exc:
+        raise doc.fail(where, str(exc)) from None
+    if {"fraction", "count"} <= set(bound) and bound["fraction"] is None and bound["count"] is None:
+        raise doc.fail(where, f"recipe {name} needs a share or a count: {{{name}: {{fraction: 0.3}}}}")
+    recipe = Path(str(name)).stem
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+    key = recipe + ("-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", shown) if shown else "")
+    return Slice("recipe", recipe + (f"({shown})" if shown else ""), f"sweep-{key}{tags}", key=key,
+                 recipe=str(name), params=tuple(sorted(params.items())))
 
 
 def _named(item: Any, where: tuple, doc: Located, what: str, check) -> tuple[str, dict]:

@@ -1,12 +1,15 @@
 """The subsets a sweep's grid needs, made once with curate's filter before any cell runs
-(subsets/sweep-KEY.scores-TAG.dedup-RUN: two sweeps on one pool with other scores or dedup
+(subsets/sweep-KEY.scores-TAG.dedup-RUN, KEY a top share, a random draw or a recipe with
+its parameters: two sweeps on one pool with other scores or dedup
 never share one), and reused by later runs when their recipe, parameters and input tags match."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from clikit.errors import UserError
+from curate.filter.recipes import load_recipe
 from curate.filter.run import run_filter
 from curate.filter.subsets import read_subset_metadata
 from pipeline.sweep.spec import Slice, Sweep
@@ -18,6 +21,8 @@ def _wanted(sweep: Sweep, sl: Slice) -> dict[str, Any]:
     """What the subset's metadata must say for it to be reused."""
     if sl.kind == "top":
         return {"recipe": "top_fraction", "params": {"fraction": sl.fraction, "count": None}}
+    if sl.kind == "recipe":
+        return {"recipe": sl.recipe, "params": dict(sl.params), "bound": load_recipe(sl.recipe).bind(dict(sl.params))}
     size = {"fraction": sl.size, "count": None} if sl.size <= 1 else {"fraction": None, "count": int(sl.size)}
     return {"recipe": "random_sample", "params": {"within": sl.fraction, "seed": sl.seed, **size}}
 
@@ -28,7 +33,9 @@ def _same_inputs(meta: dict[str, Any], sweep: Sweep) -> bool:
 
 
 def _matches(meta: dict[str, Any], wanted: dict[str, Any], sweep: Sweep) -> bool:
-    return meta.get("recipe") == wanted["recipe"] and meta.get("params") == wanted["params"] and _same_inputs(meta, sweep)
+    params = wanted.get("bound", wanted["params"])  # a subset records its recipe's every parameter
+    return (meta.get("recipe") == Path(wanted["recipe"]).stem and meta.get("params") == params
+            and _same_inputs(meta, sweep))
 
 
 def make_subsets(sweep: Sweep, say: Callable[[str], None] = print) -> tuple[dict[str, int], float]:
