@@ -21,6 +21,7 @@ from clikit.errors import UserError
 from shards.atomic import write_json_atomic
 from shards.layout import RunDir
 from train import budget as B
+from train.accumulate import check_batch_statistics
 from train.budget import StepPlan
 from train.config import TrainConfig, write_run_config
 from train.data import StreamConfig, make_loader
@@ -79,6 +80,9 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     if cfg.batch_size % info.world_size:
         raise UserError(f"--batch-size {cfg.batch_size} must divide evenly over {info.world_size} processes")
     local_batch = cfg.batch_size // info.world_size
+    if local_batch % cfg.accum_steps:
+        raise UserError(f"--accum-steps {cfg.accum_steps} must divide each process's batch of {local_batch} "
+                        f"(--batch-size {cfg.batch_size} over {info.world_size} processes)")
     shards = resolve_shards(cfg.data)
     check_first_shard(shards)
     subset = load_subset_uids(cfg.subset, cfg.data) if cfg.subset else None
@@ -146,6 +150,9 @@ def _build_model(cfg: TrainConfig, info: DistInfo, resume_from: Path | None) -> 
     norm = val_pre.transforms[-1]
     module = StrategyModule(model, cfg.strategy, size, tuple(norm.mean), tuple(norm.std),
                             rank=info.rank, world_size=info.world_size, slip_scale=cfg.slip_scale).to(info.device)
+    if cfg.accum_steps > 1:
+        train_mode(module)  # as it will train: locked towers in eval mode
+        check_batch_statistics(module, cfg.model)
     return _Model(model, module, val_pre, tokenizer, size, towers)
 
 
