@@ -10,7 +10,6 @@ zoo.towers (towers from pretrained weights, locks, init.json), train.state
 train.metrics (metrics.jsonl), train.eval_hook (evals.jsonl, eval.json)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -33,7 +32,7 @@ from train.state import TrainState, existing_checkpoints, fresh_counters, restor
 from train.strategies import StrategyModule, patch_dropout_modules, strategy
 from train.trainer import Trainer, autocast_forward
 from zoo.attention import use_flash_attention
-from zoo.distributed import DistInfo, init_distributed, shutdown
+from zoo.distributed import DistInfo, exit_on_lost_peer, init_distributed, local_cpus, shutdown
 from zoo.models import image_size
 from zoo.towers import Towers, build_towers, report_inits, train_mode
 
@@ -64,7 +63,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     cfg.validate()
     info = init_distributed(cfg.device)
     try:
-        return _run(cfg, info)
+        with exit_on_lost_peer(info, "train"):
+            return _run(cfg, info)
     finally:
         shutdown(info)
 
@@ -127,12 +127,11 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
 
 def _set_cpu_threads(cfg: TrainConfig, device: torch.device) -> None:
     # Oversubscribed OpenMP threads spin and stall (10x slower on a busy 2-core box), so by
-    # default leave one core per loader worker and split the rest over the local processes.
+    # default each local process takes its share of the cores, less one per loader worker.
+    # (Two torchrun "nodes" on one host each count all its cores: pass --threads there.)
     if device.type != "cpu":
         return
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    threads = cfg.threads or max(1, ((os.cpu_count() or 1) - cfg.workers * local) // local)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(cfg.threads or max(1, local_cpus() - cfg.workers))
 
 
 def _build_model(cfg: TrainConfig, info: DistInfo, resume_from: Path | None) -> _Model:
