@@ -131,3 +131,17 @@ def test_a_rank_killed_mid_run_ends_the_other_in_one_line(shapes, tmp_path):
     assert stderr.rstrip().endswith(errors[0]) and "Traceback" not in stderr
     assert "lost contact with another process" in errors[0] or "stopped by torchrun" in errors[0]
     print(f"node 0 exited {took:.1f} s after the kill: {errors[0]}")
+
+
+def test_threads_per_process_follow_the_cpu_affinity_not_the_machine():
+    """Under Slurm or taskset a process may use fewer cores than the machine has: pinned to one
+    core, with LOCAL_WORLD_SIZE=1 and no loader worker, train takes 1 thread, not os.cpu_count()."""
+    code = ("import os, torch; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from train.config import TrainConfig; from train.loop import _set_cpu_threads; "
+            "_set_cpu_threads(TrainConfig(data='', out='', workers=0), torch.device('cpu')); "
+            "print(os.cpu_count(), torch.get_num_threads())")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**ENV, "LOCAL_WORLD_SIZE": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cores, threads = map(int, proc.stdout.split())
+    assert cores >= 2 and threads == 1
