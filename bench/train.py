@@ -3,6 +3,9 @@
   1. `train run` (clip) vs open_clip's own loop (open_clip_train.main)    goal >= 1.0x
   2. `train run --strategy flip --patch-drop 0.5` vs clip                   goal >= 1.6x
   3. the data loader alone vs the model's consumption (clip)                goal >= 2x
+  4. `train run` (clip) as 2 torchrun processes (W=2) vs 1 (W=1), the same global batch:
+     what DDP costs or gains on this machine (each process --threads, --workers; on 2 shared
+     cores W=2 mostly measures the all-reduce and the contention)
 
 Every side runs in its own process (reaped with wait4, so its CPU seconds and peak RSS are
 its own) and yields one time per step: open_clip_train.main logs every step
@@ -49,19 +52,22 @@ ENV = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", NO_ALBUMENTATI
 
 from measure import median, rotated, run_child  # noqa: E402 - bench/measure.py (the script's folder is on the path)
 
-SIDES = ("open_clip", "clip", "flip", "loader")
+SIDES = ("open_clip", "clip", "flip", "loader", "clip-w2")
 LABELS = {
     "open_clip": "open_clip_train.main (baseline)",
     "clip": "train run --strategy clip",
     "flip": "train run --strategy flip --patch-drop 0.5",
     "loader": "data loader alone",
+    "clip-w2": "train run --strategy clip, torchrun W=2",
 }
+TORCHRUN_2 = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 OPEN_CLIP_RATE = re.compile(r"Batch \(t\): [0-9.]+, ([0-9.eE+-]+)/s,")
 
 
-def ours(data: str, out: Path, args, strategy: str) -> dict:
-    """Per-step seconds, process figures and the measured FLOPs per step of one `train run`."""
-    cmd = [sys.executable, "-m", "train", "run", "--data", data, "--out", str(out), "--model", args.model,
+def ours(data: str, out: Path, args, strategy: str, launcher: tuple[str, ...] = ()) -> dict:
+    """Per-step seconds, process figures and the measured FLOPs per step of one `train run`
+    (launcher: torchrun's arguments, for more than one process; samples/s is the global batch's)."""
+    cmd = [sys.executable, *launcher, "-m", "train", "run", "--data", data, "--out", str(out), "--model", args.model,
            "--samples", str(args.samples), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
            "--threads", str(args.threads), "--opt", "adamw", "--strategy", strategy, "--log-every", "1",
            "--no-progress"]
@@ -178,6 +184,8 @@ def main() -> None:
                     result = open_clip_loop(tars, work / f"oc-{r}", args)
                 elif side == "loader":
                     result = loader_alone(data, args)
+                elif side == "clip-w2":
+                    result = ours(data, work / f"{side}-{r}", args, "clip", tuple(TORCHRUN_2))
                 else:
                     result = ours(data, work / f"{side}-{r}", args, side)
                 runs[side].append(result)
@@ -222,6 +230,9 @@ def report(runs: dict[str, list[dict]], args) -> None:
           f"process CPU s clip / flip {cpu['clip'] / cpu['flip']:.2f}x; "
           f"measured FLOPs/step clip / flip {fl['clip'] / fl['flip']:.2f}x")
     print(f"ratio loader / consumption (clip): {ratio('loader', 'clip')}  goal >= 2x")
+    print(f"ratio W=2 / W=1 (clip)           : {ratio('clip-w2', 'clip')}  no goal: {os.cpu_count()} cores shared by "
+          f"2 x ({args.threads} threads + {args.workers} workers); process CPU s W=2 / W=1 "
+          f"{cpu['clip-w2'] / cpu['clip']:.2f}x")
     print("(proc cpu s: user + system CPU of each side's whole process tree, start-up and data workers included; "
           "peak MiB: ru_maxrss of its largest process)")
 

@@ -3,10 +3,12 @@ or as one rank of torchrun (each rank takes its rows, DDP averages the gradients
 
     python tests/ddp_step.py OUT.pt            # one process, the whole batch
     torchrun --nproc-per-node 2 tests/ddp_step.py OUT.pt
+    torchrun ... tests/ddp_step.py OUT.pt K    # each rank's rows in K accumulated micro-batches
 
 Rank 0 saves the loss of every step and the final weights to OUT.pt."""
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import torch
@@ -14,9 +16,10 @@ import torch
 GLOBAL_BATCH, STEPS, MODEL = 16, 3, "micro-vit-32"
 
 
-def main(out: str) -> None:
+def main(out: str, accum_steps: int = 1) -> None:
     import open_clip
 
+    from train.accumulate import accumulated_backward
     from train.strategies import StrategyModule
     from zoo.distributed import init_distributed, shutdown
     from zoo.models import image_size, register_model_configs
@@ -40,8 +43,13 @@ def main(out: str) -> None:
     losses = []
     for step in range(STEPS):
         optimizer.zero_grad()
-        loss, _ = wrapped(images[step, rows], texts[step, rows])
-        loss.backward()
+        if accum_steps > 1:
+            loss = accumulated_backward(lambda im, tx: wrapped(im, tx, features_only=True), module.clip_loss,
+                                        images[step, rows], texts[step, rows], accum_steps, info.device,
+                                        no_sync=getattr(wrapped, "no_sync", contextlib.nullcontext))
+        else:
+            loss, _ = wrapped(images[step, rows], texts[step, rows])
+            loss.backward()
         optimizer.step()
         # each rank's loss covers its own rows: their mean is the global batch's loss
         total = loss.detach().clone()
@@ -54,4 +62,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *map(int, sys.argv[2:]))

@@ -1,4 +1,5 @@
-"""Real engines started and stopped by the tests: a Ray head and an S3-compatible server.
+"""Real engines started and stopped by the tests: a Ray head, an S3-compatible server and
+torchrun "nodes".
 
 Both listen on 127.0.0.1 only and are torn down by the test that started them (never
 `ray stop`: it would stop every Ray process on the machine, other users' too).
@@ -27,6 +28,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def torchrun_nodes(command: list[str], log_dir: Path, nodes: int = 2, **popen) -> list[subprocess.Popen]:
+    """`torchrun ... COMMAND` started as `nodes` nodes of one process each on this host, as on
+    machines that share nothing but the network: static rendezvous at 127.0.0.1 on a free port,
+    a node that never joins fails in 30 s (not torchrun's 600 s). Each rank's stdout and stderr
+    go to files under log_dir/node<N> (`rank_output`); torchrun's own lines to the pipes."""
+    port = free_port()
+    return [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--node-rank", str(node),
+         "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+         "--rdzv-conf", "timeout=30", "--max-restarts", "0", "--log-dir", str(log_dir / f"node{node}"),
+         "--redirects", "3", *command],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **popen)
+        for node in range(nodes)]
+
+
+def rank_output(log_dir: Path, node: int, stream: str = "stderr") -> str:
+    """What the (one) rank of a torchrun_nodes node wrote to `stream`."""
+    return "".join(p.read_text() for p in sorted((log_dir / f"node{node}").rglob(f"{stream}.log")))
 
 
 @dataclass

@@ -41,6 +41,9 @@ class TrainConfig:
     patch_drop: float = option(0.5, help="flip: fraction of image patches dropped.")
     unmasked_fraction: float = option(0.0, help="flip: last fraction of the budget trained without patch drop.")
     batch_size: int = option(64, help="Global batch size (split over torchrun processes).")
+    accum_steps: int = option(1, help=(
+        "Split each process's batch into K micro-batches (less memory, one extra forward each); the "
+        "contrastive loss still spans the global batch. clip, flip, clip-aug; not with BatchNorm in training."))
     opt: str = option("lamb", help="lamb (timm) | adamw.")
     lr: float = option(1e-3, help="Peak learning rate (cosine schedule with warmup).")
     visual_lr: float | None = option(None, help="Peak learning rate of the image tower (default --lr).")
@@ -120,6 +123,11 @@ class TrainConfig:
         if self.batch_size < 1 or (kind.contrastive and self.batch_size < 2):
             raise UserError("--batch-size must be at least 2 for a contrastive loss" if kind.contrastive
                             else "--batch-size must be at least 1")
+        if self.accum_steps < 1:
+            raise UserError("--accum-steps must be at least 1")
+        if self.accum_steps > 1 and not kind.accumulates:
+            raise UserError(f"--accum-steps does not apply to strategy {self.strategy} (its loss needs the whole "
+                            "batch at once); use --accum-steps 1 or a smaller --batch-size")
         if not 0.0 <= self.patch_drop < 1.0:
             raise UserError("--patch-drop must be in [0, 1)")
         if not 0.0 <= self.unmasked_fraction < 1.0:

@@ -10,7 +10,6 @@ zoo.towers (towers from pretrained weights, locks, init.json), train.state
 train.metrics (metrics.jsonl), train.eval_hook (evals.jsonl, eval.json)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,6 +20,7 @@ from clikit.errors import UserError
 from shards.atomic import write_json_atomic
 from shards.layout import RunDir
 from train import budget as B
+from train.accumulate import check_batch_statistics
 from train.budget import StepPlan
 from train.config import TrainConfig, write_run_config
 from train.data import StreamConfig, make_loader
@@ -32,7 +32,7 @@ from train.state import TrainState, existing_checkpoints, fresh_counters, restor
 from train.strategies import StrategyModule, patch_dropout_modules, strategy
 from train.trainer import Trainer, autocast_forward
 from zoo.attention import use_flash_attention
-from zoo.distributed import DistInfo, init_distributed, shutdown
+from zoo.distributed import DistInfo, exit_on_lost_peer, init_distributed, local_cpus, shutdown
 from zoo.models import image_size
 from zoo.towers import Towers, build_towers, report_inits, train_mode
 
@@ -63,7 +63,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     cfg.validate()
     info = init_distributed(cfg.device)
     try:
-        return _run(cfg, info)
+        with exit_on_lost_peer(info, "train"):
+            return _run(cfg, info)
     finally:
         shutdown(info)
 
@@ -79,6 +80,9 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     if cfg.batch_size % info.world_size:
         raise UserError(f"--batch-size {cfg.batch_size} must divide evenly over {info.world_size} processes")
     local_batch = cfg.batch_size // info.world_size
+    if local_batch % cfg.accum_steps:
+        raise UserError(f"--accum-steps {cfg.accum_steps} must divide each process's batch of {local_batch} "
+                        f"(--batch-size {cfg.batch_size} over {info.world_size} processes)")
     shards = resolve_shards(cfg.data)
     check_first_shard(shards)
     subset = load_subset_uids(cfg.subset, cfg.data) if cfg.subset else None
@@ -123,12 +127,11 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
 
 def _set_cpu_threads(cfg: TrainConfig, device: torch.device) -> None:
     # Oversubscribed OpenMP threads spin and stall (10x slower on a busy 2-core box), so by
-    # default leave one core per loader worker and split the rest over the local processes.
+    # default each local process takes its share of the cores, less one per loader worker.
+    # (Two torchrun "nodes" on one host each count all its cores: pass --threads there.)
     if device.type != "cpu":
         return
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    threads = cfg.threads or max(1, ((os.cpu_count() or 1) - cfg.workers * local) // local)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(cfg.threads or max(1, local_cpus() - cfg.workers))
 
 
 def _build_model(cfg: TrainConfig, info: DistInfo, resume_from: Path | None) -> _Model:
@@ -146,6 +149,9 @@ def _build_model(cfg: TrainConfig, info: DistInfo, resume_from: Path | None) -> 
     norm = val_pre.transforms[-1]
     module = StrategyModule(model, cfg.strategy, size, tuple(norm.mean), tuple(norm.std),
                             rank=info.rank, world_size=info.world_size, slip_scale=cfg.slip_scale).to(info.device)
+    if cfg.accum_steps > 1:
+        train_mode(module)  # as it will train: locked towers in eval mode
+        check_batch_statistics(module, cfg.model)
     return _Model(model, module, val_pre, tokenizer, size, towers)
 
 

@@ -21,7 +21,7 @@ from train.config import MimConfig, TrainConfig
 from train.loop import _Model, _run
 from train.mim_model import MimModule, NoPatchTokens, grid_of
 from zoo.checkpoint import load_model
-from zoo.distributed import DistInfo, init_distributed, shutdown
+from zoo.distributed import DistInfo, exit_on_lost_peer, init_distributed, shutdown
 from zoo.models import image_size
 from zoo.towers import build_towers
 
@@ -34,7 +34,8 @@ def run_mim(cfg: MimConfig) -> dict[str, Any]:
     cfg.validate()
     info = init_distributed(cfg.device)
     try:
-        summary = _run(cfg, info, build=build_mim)
+        with exit_on_lost_peer(info, "train"):
+            summary = _run(cfg, info, build=build_mim)
     finally:
         shutdown(info)
     return dict(summary, teacher=cfg.teacher)

@@ -27,6 +27,7 @@ RESUME_FIXED = (
     "batch_size", "opt", "lr", "visual_lr", "text_lr", "weight_decay", "warmup", "seed", "workers",
     "shuffle_buffer", "init_vision", "grad_clip", "slip_scale", "world_size",
     "init_image", "init_text", "lock_image", "lock_image_unlocked_groups", "lock_text", "layer_decay",
+    "accum_steps",  # it draws a seed per micro-batch from the RNG
     "teacher", "mask_ratio",  # train mim (train.mim.MimConfig)
 )
 

@@ -86,6 +86,9 @@ class Strategy:
     # SLIP: a SimCLR loss on two views made by this (image size -> module), through a
     # projector head trained beside the model (saved in checkpoints as "slip_head").
     ssl_views: Callable[[int], nn.Module] | None = None
+    # `--accum-steps` > 1 can split its loss into micro-batches (train.accumulate): a contrastive
+    # loss over features only (SLIP's head normalises over the batch; MIM is no contrastive loss).
+    accumulates: bool = True
 
     def patch_drop(self, requested: float) -> float:
         """The fraction of patches dropped in a masked step: the requested one, or none."""
@@ -101,8 +104,8 @@ REGISTRY: dict[str, Strategy] = {s.name: s for s in (
     Strategy("clip"),
     Strategy("flip", drops_patches=True),
     Strategy("clip-aug", augmentation=clip_augment),
-    Strategy("slip", ssl_views=simclr_augment),
-    Strategy("mim", command="mim", contrastive=False),
+    Strategy("slip", ssl_views=simclr_augment, accumulates=False),
+    Strategy("mim", command="mim", contrastive=False, accumulates=False),
 )}
 STRATEGIES = tuple(name for name, s in REGISTRY.items() if s.command == "run")  # `train run --strategy`
 
@@ -164,12 +167,16 @@ class StrategyModule(nn.Module):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
 
-    def forward(self, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        """(loss, {"clip_loss", "ssl_loss" with slip}) for uint8 (or 0..1 float) images and token ids."""
+    def forward(self, images: torch.Tensor, texts: torch.Tensor, features_only: bool = False) -> tuple[Any, ...]:
+        """(loss, {"clip_loss", "ssl_loss" with slip}) for uint8 (or 0..1 float) images and token ids;
+        with features_only, (image features, text features, logit scale) before the loss
+        (train.accumulate; through DDP's forward, so that its gradient sync is prepared)."""
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images
         if self.augment is not None:
             x = self.augment(x)
         image_features, text_features, logit_scale = self._clip_forward(self.normalize(x), texts)
+        if features_only:
+            return image_features, text_features, logit_scale
         loss = self.clip_loss(image_features, text_features, logit_scale)
         logs: dict[str, Any] = {"clip_loss": loss.detach()}
         if self.slip_head is not None:

@@ -2,6 +2,7 @@
 checkpointing and evaluating when they are due."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, Iterator
 import torch
 
 from clikit.errors import UserError
+from train.accumulate import accumulated_backward
 from train.budget import StepPlan
 from train.config import TrainConfig
 from train.eval_hook import EvalHook
@@ -21,10 +23,11 @@ from zoo.towers import train_mode
 
 
 def autocast_forward(net: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor,
-                     device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The strategy's (loss, logs), in bf16 autocast on GPU and plain fp32 on CPU."""
+                     device: torch.device, **options: Any) -> tuple[Any, ...]:
+    """The strategy's (loss, logs) (or what `options` ask of it), in bf16 autocast on GPU and
+    plain fp32 on CPU."""
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        return net(images, texts)
+        return net(images, texts, **options)
 
 
 class Trainer:
@@ -85,8 +88,14 @@ class Trainer:
         texts = batch["texts"].to(device, non_blocking=True) if batch["texts"] is not None else None
         if self.drops_patches:
             set_patch_drop(state.module, 0.0 if self.plan.in_tail(c.step) else cfg.patch_drop)
-        loss, _ = autocast_forward(self.net, images, texts, device)
-        loss.backward()
+        if cfg.accum_steps > 1:
+            loss = accumulated_backward(
+                lambda im, tx: autocast_forward(self.net, im, tx, device, features_only=True),
+                state.module.clip_loss, images, texts, cfg.accum_steps, device,
+                no_sync=getattr(self.net, "no_sync", contextlib.nullcontext))
+        else:
+            loss, _ = autocast_forward(self.net, images, texts, device)
+            loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(state.module.parameters(), cfg.grad_clip)
         state.optimizer.step()

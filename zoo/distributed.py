@@ -1,9 +1,13 @@
 """torchrun/DDP plumbing: gloo on CPU, nccl on GPU; a single process when not launched by torchrun."""
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -40,6 +44,52 @@ def init_distributed(device: str = "auto") -> DistInfo:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def local_cpus() -> int:
+    """Cores for each torchrun process of this node: the cores this process may use (its CPU
+    affinity, as Slurm or taskset set it; os.cpu_count() ignores it) over LOCAL_WORLD_SIZE."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+@contextlib.contextmanager
+def exit_on_lost_peer(info: DistInfo, prog: str) -> Iterator[None]:
+    """Under torchrun, a process of the run that dies makes this one exit at once with one line
+    on stderr, not a traceback per rank or a hang: a collective that loses its peer raises (gloo:
+    a RuntimeError naming its source file; NCCL: DistBackendError), and torchrun's SIGTERM, sent
+    when another local process failed or the run is stopped, is answered the same way. os._exit:
+    destroying the process group or joining loader workers can block on the dead peer.
+    A peer that hangs alive is only noticed at the process group's timeout (torch's default)."""
+    if not info.enabled:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: _exit_with_line(
+        f"{prog}: error: rank {info.rank} stopped by torchrun (another process of the run failed, or the run was "
+        "stopped); see the other ranks' output", 143))
+    try:
+        yield
+    except RuntimeError as exc:
+        if not (isinstance(exc, dist.DistError) or "gloo" in str(exc)):
+            raise
+        _exit_with_line(f"{prog}: error: rank {info.rank} lost contact with another process of the run "
+                        f"({_short(exc)}); see the other ranks' output", 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _short(exc: BaseException) -> str:
+    """A backend's message without its source location and advice: "Connection reset by peer"."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    return text.split(". This is typically")[0]
+
+
+def _exit_with_line(line: str, status: int) -> None:
+    print(line, file=sys.stderr, flush=True)
+    os._exit(status)
 
 
 def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
