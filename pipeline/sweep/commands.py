@@ -41,11 +41,14 @@ def sweep(
 
 def report(
     out: Annotated[Path, typer.Argument(help="A sweep's output folder (with results.parquet).")],
+    metric: Annotated[Optional[str], typer.Option(
+        help="The figure the report judges: a results.parquet column (zeroshot_top1, image_to_text_R@1, ...) or "
+             "a suite task's name (its headline). Default: the eval suite's average, else zeroshot_top1.")] = None,
 ) -> None:
     """Plot, fit and summarise a sweep: OUT/report.md, OUT/report.html (self-contained) and OUT/plots/*.png."""
     from pipeline.report import write_report  # numpy, pyarrow, matplotlib: not for `train --help`
 
-    written = write_report(out)
+    written = write_report(out, metric)
     typer.echo(f"{written['md']}\n{written['html']}\n" + "\n".join(str(p) for p in written["pngs"]))
 
 
