@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clikit.errors import UserError
+from pipeline.sweep.results import SUITE_PREFIX
 
 SUITE_METRIC = "suite_average"  # the default, when the sweep evaluated with a suite
 PLAIN_METRIC = "zeroshot_top1"  # the old single eval folder's figure
-SUITE_PREFIX = "suite_"  # a task's headline column: suite_<task>
 # Chance columns not named <metric>_chance (the old eval's).
 CHANCE_COLUMNS = {"zeroshot_top1": "zeroshot_chance_top1"}
 DIMENSIONS = ("slice", "cfg_model", "strategy_label")  # what a line can stand for, in label order

@@ -24,13 +24,16 @@ def sweep(
     quick: Annotated[bool, typer.Option("--quick", help="Run the file's quick: cut instead of the whole grid.")] = False,
     pool: Annotated[Optional[Path], typer.Option(help="Pool to use instead of the file's pool:.")] = None,
     eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Eval folder instead of the file's eval:.")] = None,
+    eval_suite: Annotated[Optional[Path], typer.Option(
+        "--eval-suite", help="Eval suite (a folder of task folders) instead of the file's eval_suite:; default: the "
+                             "demo suite of the demo pool the pool came from, when it has one.")] = None,
     report: Annotated[bool, typer.Option(help="Write the report (report.md, report.html, PNGs) at the end.")] = True,
 ) -> None:
     """Run a grid of train runs (one per cell) with eval; results in OUT/results.parquet."""
     from pipeline.sweep.run import SweepOptions, run_sweep  # torch, through train: not for `train --help`
 
     spec = load_sweep(sweep_file, quick=quick, pool=str(pool) if pool else None,
-                      eval_dir=str(eval_dir) if eval_dir else None)
+                      eval_dir=str(eval_dir) if eval_dir else None, eval_suite=str(eval_suite) if eval_suite else None)
     summary = run_sweep(spec, out, SweepOptions(jobs=jobs, executor=executor, address=address, say=typer.echo))
     if report and summary["ok"]:
         from pipeline.report import write_report  # numpy, pyarrow, matplotlib: not for `train --help`
