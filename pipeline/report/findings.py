@@ -219,8 +219,8 @@ def quality_claim(exp: Experiment, chance: float | None = None) -> dict[str, str
     if not parts:
         return None
     grows = all(a <= b for a, b in zip(best_fracs, best_fracs[1:])) and best_fracs[0] < best_fracs[-1]
-    trend = (f"the best slice grows with the budget ({' -> '.join(f'{f:.0%}' for f in best_fracs)})" if grows
-             else f"best slice by budget (means): {', '.join(f'{f:.0%}' for f in best_fracs)}")
+    trend = (f"by the means, the best slice grows with the budget ({' -> '.join(f'{f:.0%}' for f in best_fracs)})"
+             if grows else f"best slice by budget (means): {', '.join(f'{f:.0%}' for f in best_fracs)}")
     means = [p.mean for line in tops.values() for p in line.points]
     return _claim("A smaller high-quality slice beats the full pool at a fixed budget (top 40% best; "
                   "larger budgets favour larger slices)", combine([s for _, s in parts]),
