@@ -316,5 +316,8 @@ def test_cells_are_judged_on_the_eval_suite_and_the_report_on_its_average(scored
     assert load_sweep(plain).eval_suite is None  # no demo suite there yet
     shutil.copytree(suite, demo_suite_dir(demo))
     assert load_sweep(plain).eval_suite == demo_suite_dir(demo).resolve()
+    (demo_suite_dir(demo) / "average").mkdir()  # its columns would be the suite average's
+    with pytest.raises(UserError, match=r":1: eval_suite: .*rename its task folder 'average'"):
+        load_sweep(plain)
     with pytest.raises(UserError, match=r":6: eval_suite: --suite .*eval: no such directory"):
         load_sweep(path, eval_suite=str(tmp_path / "eval"))

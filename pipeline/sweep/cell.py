@@ -11,7 +11,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from clikit.errors import UserError
 from shards.layout import RunDir
 from train.config import TrainConfig
 from train.loop import run_training
@@ -63,8 +62,6 @@ def suite_figures(run_dir: Path, suite: Path) -> tuple[dict[str, Any], float]:
     if (result is None or Path(result["checkpoint"]).resolve() != run.final_pt.resolve()
             or sorted(str(Path(t["path"]).resolve()) for t in result["tasks"].values()) != tasks):
         result, _ = eval_suite_command(str(run.final_pt), str(suite), None, None, "auto", 1000)
-    if "average" in result["tasks"]:
-        raise UserError(f"{suite}: a task folder named 'average' would share the suite average's columns; rename it")
     figures = {name: {"value": task["metrics"]["main_metric"], "ci95": task["ci95"]["main_metric"],
                       "chance": task["chance"], "metric": task["main_metric_name"]}
                for name, task in result["tasks"].items()}

@@ -259,15 +259,19 @@ def _suite(doc: Located, given: Any, pool: Path) -> Path | None:
     """The eval suite folder, its tasks checked now (train.suite.tasks); none given: the demo
     suite of the demo pool the pool was downloaded from, when it has one."""
     if given is None:
-        return demo_suite_of_pool(pool)
-    # The task folder reader loads webdataset and so torch: not for `train --help`, which loads this module.
-    from train.suite.tasks import load_suite
+        suite = demo_suite_of_pool(pool)
+    else:
+        # The task folder reader loads webdataset and so torch: not for `train --help`, which loads this module.
+        from train.suite.tasks import load_suite
 
-    try:
-        load_suite(str(given))
-    except UserError as exc:
-        raise doc.fail(("eval_suite",), str(exc)) from None
-    return Path(str(given)).resolve()
+        try:
+            load_suite(str(given))
+        except UserError as exc:
+            raise doc.fail(("eval_suite",), str(exc)) from None
+        suite = Path(str(given)).resolve()
+    if suite is not None and (suite / "average").is_dir():  # results.parquet's suite_average is the suite's
+        raise doc.fail(("eval_suite",), f"{suite}: rename its task folder 'average' (suite_average is the average)")
+    return suite
 
 
 def _fingerprint(cell: Cell) -> tuple:
