@@ -290,6 +290,7 @@ def test_cells_are_judged_on_the_eval_suite_and_the_report_on_its_average(scored
         assert [r["suite_average_lo"], r["suite_average_hi"]] == saved["average"]["ci95"]
         assert r["zeroshot_top1"] is not None  # the old eval folder still evaluated
         assert r["eval_s"] > saved["eval_s"]  # the suite's time counts as the cell's eval, not overhead
+        assert r["run_s"] - r["train_s"] - r["eval_s"] > 0  # the run's setup: the suite's eval is inside run_s
     stamp = (Path(rows[0]["run_dir"]) / "evals" / "suite.json").stat().st_mtime_ns
     again, _ = suite_figures(Path(rows[0]["run_dir"]), suite)  # a resumed cell reads it back
     assert again["average"]["value"] == rows[0]["suite_average"]

@@ -75,8 +75,8 @@ def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str
              threads: int | None = None, cost: tuple[int, int] | None = None,
              eval_suite: str | None = None) -> dict[str, Any]:
     """Train and evaluate `cell` in RUN_DIR; {status, error, summary, suite (with `eval_suite`:
-    pipeline.sweep.cell.suite_figures), config, timings (wall_s, run_s: inside run_training,
-    eval_s: evaluating, the suite included, train_s: training steps)}. Never raises for the
+    pipeline.sweep.cell.suite_figures), config, timings (wall_s, run_s: inside run_training
+    and the suite's eval, eval_s: evaluating, the suite included, train_s: training steps)}. Never raises for the
     cell's own failure: a sweep goes on past a failed cell."""
     started = time.perf_counter()
     out = Path(run_dir)
@@ -101,6 +101,8 @@ def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str
         if eval_suite:
             result["suite"], seconds = suite_figures(out, Path(eval_suite))
             result["eval_s"] = (result.get("eval_s") or 0.0) + seconds
+            if "run_s" in result:  # the suite is the run's own work too: not the sweep's overhead
+                result["run_s"] += seconds
     except BaseException as exc:  # noqa: BLE001 - a cell's failure is data; KeyboardInterrupt stops the sweep
         if isinstance(exc, KeyboardInterrupt):
             raise
