@@ -7,9 +7,10 @@ and a MiniLM sentence encoder, both locked, projections trained; the `pretrained
 With `lit` both seeds are trained and their ROC AUCs printed side by side; the chosen one's
 scores drive dedup and the top slice. It ends with a small sweep (`train sweep`): the top
 slice vs the whole deduplicated pool at the two budgets of `compare_samples`, a small and a
-large one, where the answer can flip, and its report (`train report`). Its retrieval eval is
-the demo suite's retrieval task (held-out images no pool row, seed-set row or subset holds),
-never the seed set, which trained the seed CLIP that chose the slice.
+large one, where the answer can flip, each cell judged on the demo suite, and its report
+(`train report`, on the suite's average). Its retrieval eval is the demo suite's retrieval
+task (held-out images no pool row, seed-set row or subset holds), never the seed set, which
+trained the seed CLIP that chose the slice.
 
 Layout under the work folder (a rerun reuses whatever step already finished):
 
@@ -33,6 +34,7 @@ from typing import Callable
 
 from clikit.errors import UserError
 from curate.demo.sources import SOURCES
+from curate.eval_suite import demo_suite_dir
 from shards.layout import Pool, RunDir
 
 # Each step imports its stage inside the method: the stages pull in torch, img2dataset and
@@ -150,6 +152,10 @@ class Quickstart:
                     f"stop what holds it, or remove {self.config.workdir} to start afresh"
                 ) from None
         return self._server.url
+
+    @property
+    def suite(self) -> Path:
+        return demo_suite_dir(self.demo)
 
     def make_demo(self) -> None:
         from curate.demo import make_demo_pool
@@ -301,7 +307,8 @@ class Quickstart:
         retrieval = self.suite / retrieval_task(self.config.source)
         spec = {
             "name": "quickstart", "pool": str(self.pool.resolve()), "scores": self.scores_tag, "dedup": DEDUP_NAME,
-            "eval": str((self.demo / "eval").resolve()), "retrieval": str(retrieval.resolve()),
+            "eval": str((self.demo / "eval").resolve()), "eval_suite": str(self.suite.resolve()),
+            "retrieval": str(retrieval.resolve()),
             "train": {"batch_size": self.config.batch_size, "lr": self.config.lr},
             "experiments": {"quality": {
                 "data": {"top": [self.config.top, "100%"]}, "models": [self.config.model], "strategies": ["clip"],
@@ -328,17 +335,20 @@ class Quickstart:
             written = write_report(self.sweep_dir)
         rows, _ = read_results(self.sweep_dir)
         rows = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (r["budget_value"], r["slice_fraction"]))
-        self.say(f"== same budget per pair; zero-shot on {self.demo / 'eval'}, retrieval on the demo suite's held-out "
-                 f"{self.suite / retrieval_task(self.config.source)} (first caption of each image):")
-        self.say(f"   {'data':<26}{'FLOPs':>8}{'samples':>9}{'epochs':>8}{'top-1':>8}{'top-5':>8}"
-                 f"{'I->T R@5':>10}{'T->I R@5':>10}")
+        self.say(f"== same budget per pair; suite average on {self.suite} (95% interval), zero-shot on "
+                 f"{self.demo / 'eval'}, retrieval on the demo suite's held-out "
+                 f"{retrieval_task(self.config.source)} task (first caption of each image):")
+        self.say(f"   {'data':<26}{'FLOPs':>8}{'samples':>9}{'epochs':>8}{'suite':>7} {'interval':<15}{'top-1':>7}"
+                 f"{'top-5':>8}{'I->T R@5':>10}{'T->I R@5':>10}")
         for r in rows:
             label = r["slice"] + (" (whole pool)" if r["slice_fraction"] == 1.0 else "")
             self.say(f"   {label:<26}{format_flops(r['flops']):>8}{r['samples_seen']:>9}{r['epochs']:>8.2f}"
-                     f"{r['zeroshot_top1']:>8.1%}{r['zeroshot_top5']:>8.1%}"
+                     f"{r['suite_average']:>7.1%} [{r['suite_average_lo']:.1%}, {r['suite_average_hi']:.1%}]"
+                     f"{r['zeroshot_top1']:>7.1%}{r['zeroshot_top5']:>8.1%}"
                      f"{r['image_to_text_R@5']:>10.1%}{r['text_to_image_R@5']:>10.1%}")
         if rows:
-            self.say(f"   chance: top-1 {rows[0]['zeroshot_chance_top1']:.1%}")
+            self.say(f"   chance: suite average {rows[0]['suite_average_chance']:.1%}, "
+                     f"top-1 {rows[0]['zeroshot_chance_top1']:.1%}")
         for sentence in written["findings"]:  # computed from results.parquet by the report
             self.say(f"   {sentence}")
         for claim in written["claims"]:

@@ -70,6 +70,11 @@ def test_quickstart_runs_every_stage_and_a_rerun_reuses_them(tmp_path):
         assert f"{r['zeroshot_top1']:.1%}" in re.search(rf"^   {re.escape(r['slice'])}.* {r['samples_seen']} .*$",
                                                        first, re.M)[0]
     assert (workdir / "sweep" / "report.html").is_file() and len(list((workdir / "sweep" / "plots").glob("*.png"))) == 3
+    # Each cell judged on the demo suite, whose average is what the report weighs.
+    tasks = sorted(p.name for p in (workdir / "demo" / "suites" / "demo").iterdir() if p.is_dir())
+    assert len(tasks) == 5 and all(r[f"suite_{t}"] is not None for r in results for t in tasks)
+    assert all(r["suite_average_lo"] <= r["suite_average"] <= r["suite_average_hi"] for r in results)
+    assert "Metric: suite average (`suite_average`" in (workdir / "sweep" / "report.md").read_text()
     assert len(re.findall(r"^   At [0-9,]+ samples, top (40|100)% is best", first, re.M)) == 2
 
     # A rerun reuses every finished stage: the same figures, in seconds.

@@ -217,6 +217,17 @@ def test_a_recipe_arm_trains_on_the_subset_curate_filter_makes(scored, tmp_path)
     assert said == []  # made once, reused
 
 
+def test_a_cell_judged_on_another_suite_is_another_cell():
+    from pipeline.sweep.identity import cell_identity, identity_changes
+
+    config = {"model": "micro-vit-32", "lr": 0.01, "out": "runs/a", "threads": 1}
+    same = cell_identity(config, "seed", "exact", "d1", "/suites/demo")
+    assert identity_changes(same, cell_identity({**config, "out": "runs/b", "threads": 2}, "seed", "exact", "d1",
+                                                "/suites/demo")) == []
+    assert identity_changes(same, cell_identity(config, "seed", "exact", "d1", "/suites/other")) == [
+        "eval_suite: '/suites/demo' -> '/suites/other'"]
+
+
 def _with(path: Path, old: str, new: str) -> Path:
     path.write_text(path.read_text().replace(old, new, 1))
     return path
@@ -351,3 +362,76 @@ def test_ray_cluster_runs_cells_and_a_failing_cell_is_recorded(scored, tmp_path,
     assert rows["subset broken"]["status"] == "failed" and rows["subset broken"]["error"]
     assert rows["top 100%"]["zeroshot_top1"] is not None and rows["subset broken"]["zeroshot_top1"] is None
     assert summary["failed"] == 1 and summary["ok"] == 2
+
+
+def test_cells_are_judged_on_the_eval_suite_and_the_report_on_its_average(scored, demo_dir, tmp_path):
+    """A sweep with `eval_suite:` (a small demo suite): results.parquet keeps each task's
+    headline with its interval and chance, and the suite's average, equal to what the cell's
+    RUN/evals/SUITE.json says; the old eval folder's figures stay beside them. The report
+    judges the average by default and any task or column with --metric; a name no cell has
+    is one line, exit 2. A pool downloaded from a demo pool with a demo suite gets it by
+    default; a suite folder that is not one fails at load, naming the key."""
+    from statistics import fmean
+
+    from clikit.errors import UserError
+    from curate.eval_suite.demo import build_demo_suite, demo_suite_dir
+    from pipeline.report import write_report
+    from pipeline.sweep.cell import suite_figures
+    from pipeline.sweep.run import SweepOptions, run_sweep
+    from pipeline.sweep.spec import load_sweep
+
+    pool, eval_dir = scored
+    suite = tmp_path / "suite"
+    build_demo_suite(suite, demo_dir, images=24)
+    path = sweep_file(tmp_path, pool, eval_dir, GRID.replace("[40%]", "[40%, 100%]"))
+    path.write_text(path.read_text().replace("train:", f"eval_suite: {suite}\ntrain:"))
+    out = tmp_path / "out"
+    summary = run_sweep(load_sweep(path), out, SweepOptions(say=lambda line: None))
+    assert summary["ok"] == 2
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    tasks = sorted(p.name for p in suite.iterdir() if p.is_dir())
+    assert len(tasks) == 5
+    for r in rows:
+        saved = json.loads((Path(r["run_dir"]) / "evals" / "suite.json").read_text())
+        for task in tasks:
+            figure = saved["tasks"][task]
+            assert r[f"suite_{task}"] == figure["metrics"]["main_metric"]
+            assert [r[f"suite_{task}_lo"], r[f"suite_{task}_hi"]] == figure["ci95"]["main_metric"]
+            assert r[f"suite_{task}_lo"] <= r[f"suite_{task}"] <= r[f"suite_{task}_hi"]
+            assert r[f"suite_{task}_chance"] == figure["chance"]
+        assert r["suite_average"] == pytest.approx(fmean(r[f"suite_{t}"] for t in tasks))
+        assert [r["suite_average_lo"], r["suite_average_hi"]] == saved["average"]["ci95"]
+        assert r["zeroshot_top1"] is not None  # the old eval folder still evaluated
+        assert r["eval_s"] > saved["eval_s"]  # the suite's time counts as the cell's eval, not overhead
+        assert r["run_s"] - r["train_s"] - r["eval_s"] > 0  # the run's setup: the suite's eval is inside run_s
+    stamp = (Path(rows[0]["run_dir"]) / "evals" / "suite.json").stat().st_mtime_ns
+    again, _ = suite_figures(Path(rows[0]["run_dir"]), suite)  # a resumed cell reads it back
+    assert again["average"]["value"] == rows[0]["suite_average"]
+    assert (Path(rows[0]["run_dir"]) / "evals" / "suite.json").stat().st_mtime_ns == stamp
+
+    assert write_report(out)["metric"] == "suite_average"
+    assert "Metric: suite average (`suite_average`" in (out / "report.md").read_text()
+    assert write_report(out, "shapes-colour")["metric"] == "suite_shapes-colour"
+    assert write_report(out, "zeroshot_top1")["metric"] == "zeroshot_top1"
+    bad = subprocess.run([sys.executable, "-m", "train", "report", str(out), "--metric", "nope"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--metric nope: no cell" in bad.stderr
+
+    # The default: the demo suite of the demo pool this pool was downloaded from.
+    linked = tmp_path / "linked-pool"
+    linked.mkdir()
+    for child in pool.iterdir():
+        if child.name != "pool.json":
+            (linked / child.name).symlink_to(child)
+    demo = tmp_path / "demo"
+    record = json.loads((pool / "pool.json").read_text())
+    (linked / "pool.json").write_text(json.dumps({**record, "source": [str(demo / "metadata.parquet")]}))
+    plain = sweep_file(tmp_path, linked, eval_dir, GRID, name="plain.yaml")
+    assert load_sweep(plain).eval_suite is None  # no demo suite there yet
+    shutil.copytree(suite, demo_suite_dir(demo))
+    assert load_sweep(plain).eval_suite == demo_suite_dir(demo).resolve()
+    (demo_suite_dir(demo) / "average").mkdir()  # its columns would be the suite average's
+    with pytest.raises(UserError, match=r":1: eval_suite: .*rename its task folder 'average'"):
+        load_sweep(plain)
+    with pytest.raises(UserError, match=r":6: eval_suite: --suite .*eval: no such directory"):
+        load_sweep(path, eval_suite=str(tmp_path / "eval"))

@@ -26,18 +26,13 @@ from curate.demo.real_captions import TINTS
 from curate.demo.real_data import FASHION_CLASSES
 from curate.demo.render import COLOURS
 from curate.demo.sources import Source, get_source
+from curate.eval_suite import SUITE_JSON, demo_suite_dir  # noqa: F401 - demo_suite_dir: callers import it here too
 from shards.atomic import replacing_dir
 from shards.task_folder import CLASSIFICATION, RETRIEVAL, TEST, TRAIN, Target, write_task_folder
 
 SUITE_VERSION = 1  # bump when the same pool would get other task folders
-SUITE_JSON = "suite.json"
 IMAGES_PER_TASK = 1000
 CAPTIONS_PER_IMAGE = 5
-
-
-def demo_suite_dir(pool: Path) -> Path:
-    """Where `curate demo-pool` puts a pool's demo suite."""
-    return pool / "suites" / "demo"
 
 
 # What a task asks of an item, by name: its class word.

@@ -11,7 +11,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from pipeline.report.data import Experiment, fmt_budget, group, pp
+from pipeline.report.data import Experiment, chance_column, fmt_budget, group, metric_label, pp, resolve_metric
 from pipeline.report.findings import best_at, best_sentence, crossings, paper_claims, seeds_text
 from pipeline.report.fit import Fit, c0_of, fit_line
 from pipeline.report.plots import plot_flops, plot_fraction, plot_samples
@@ -20,7 +20,7 @@ from shards.atomic import write_text_atomic
 
 
 def _best_table(exp: Experiment) -> list[list[str]]:
-    rows = [["budget", "best", "top-1 (mean)", "seeds", "runner-up", "margin", "samples seen", "epochs"]]
+    rows = [["budget", "best", f"{metric_label(exp.metric)} (mean)", "seeds", "runner-up", "margin", "samples seen", "epochs"]]
     for budget in exp.budgets:
         b = best_at(exp, budget)
         if b is None:
@@ -32,16 +32,20 @@ def _best_table(exp: Experiment) -> list[list[str]]:
     return rows
 
 
-def _chance(rows: list[dict[str, Any]]) -> float | None:
-    values = [r["zeroshot_chance_top1"] for r in rows if r.get("zeroshot_chance_top1")]
+def _chance(rows: list[dict[str, Any]], metric: str) -> float | None:
+    column = chance_column(metric)
+    values = [r[column] for r in rows if r.get(column)]
     return values[0] if values else None
 
 
-def build(out: Path) -> dict[str, Any]:
-    """Everything the report says, computed from DIR/results.parquet; plots written to DIR/plots."""
+def build(out: Path, metric: str | None = None) -> dict[str, Any]:
+    """Everything the report says about `metric` (a results column or a suite task's name;
+    default: the suite's average, else zero-shot top-1), computed from DIR/results.parquet;
+    plots written to DIR/plots."""
     rows, meta = read_results(out)
-    experiments = group(rows, meta)
-    chance = _chance(rows)
+    metric = resolve_metric(rows, metric)
+    experiments = group(rows, meta, metric)
+    chance = _chance(rows, metric)
     sections, pngs = [], []
     for exp in experiments:
         c0 = c0_of(exp.lines)
@@ -59,8 +63,8 @@ def build(out: Path) -> dict[str, Any]:
             "table": _best_table(exp),
         })
     failed = [r for r in rows if r["status"] != "ok"]
-    return {"meta": meta, "rows": rows, "sections": sections, "claims": paper_claims(experiments, rows, chance),
-            "failed": failed, "pngs": pngs, "chance": chance}
+    return {"meta": meta, "rows": rows, "sections": sections, "claims": paper_claims(experiments, rows, chance, metric),
+            "failed": failed, "pngs": pngs, "chance": chance, "metric": metric}
 
 
 def _md_table(rows: list[list[str]]) -> str:
@@ -75,9 +79,13 @@ def render_md(report: dict[str, Any], image=lambda p: f"![{p.stem}](plots/{p.nam
     wall = sum(r["wall_s"] or 0 for r in rows)
     out = [f"# Sweep report: {meta.get('name', '?')}", "",
            f"{len(ok)} of {len(rows)} cells ok on pool `{meta.get('pool')}` (scores `{meta.get('scores')}`, dedup "
-           f"`{meta.get('dedup')}`), eval `{meta.get('eval')}`; {wall / 60:.1f} min of cell time. Metric: zero-shot "
-           f"top-1" + (f" (chance {report['chance']:.1%})" if report["chance"] else "") + ". Seed spread = max - min "
-           "over seeds; every figure comes from results.parquet, whose run_dir column links each cell's run.", ""]
+           f"`{meta.get('dedup')}`), eval `{meta.get('eval')}`" + (f", suite `{meta['eval_suite']}`" if meta.get("eval_suite")
+                                                              else "") + f"; {wall / 60:.1f} min of cell time. "
+           f"Metric: {metric_label(report['metric'])} (`{report['metric']}`"
+           + (f", chance {report['chance']:.1%}" if report["chance"] else "") + "; `train report --metric` picks "
+           "another). Seed spread = max - min over seeds. Two arms are told apart only when their bands (each "
+           "seed's bootstrap 95% interval and the seed values) do not overlap; otherwise a finding is \"within "
+           "noise\". Every figure comes from results.parquet, whose run_dir column links each cell's run.", ""]
     if report["claims"]:
         out += ["## Scaling (Down) CLIP findings, here", ""]
         out += [f"- **{c['claim']}**: {c['verdict']}. {c['evidence']}" for c in report["claims"]] + [""]
@@ -146,15 +154,16 @@ def _tables(body: list[str]) -> list[str]:
     return out + (["</table>"] if inside else [])
 
 
-def write_report(out: str | Path) -> dict[str, Any]:
-    """Write DIR/report.md, DIR/report.html and DIR/plots/*.png; returns their paths."""
+def write_report(out: str | Path, metric: str | None = None) -> dict[str, Any]:
+    """Write DIR/report.md, DIR/report.html and DIR/plots/*.png on `metric` (see build);
+    returns their paths, the claims and the findings."""
     out = Path(out)
-    report = build(out)
+    report = build(out, metric)
     write_text_atomic(out / "report.md", render_md(report))
     write_text_atomic(out / "report.html", render_html(report))
     findings = [s for sec in report["sections"] for s in sec["best"] + sec["crossings"]]
     return {"md": out / "report.md", "html": out / "report.html", "pngs": report["pngs"], "claims": report["claims"],
-            "findings": findings}
+            "findings": findings, "metric": report["metric"]}
 
 
 __all__ = ["write_report", "build", "render_md", "render_html"]

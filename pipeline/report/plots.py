@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.report.findings import CHANCE_MARGIN
-from pipeline.report.data import Experiment, Line, fmt_budget
+from pipeline.report.data import Experiment, Line, fmt_budget, metric_label
 from pipeline.report.fit import Fit
 
 
-def _figure(title: str, xlabel: str):
+def _figure(title: str, xlabel: str, ylabel: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +21,7 @@ def _figure(title: str, xlabel: str):
     fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=110)
     ax.set_title(title, fontsize=11)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("zero-shot top-1")
+    ax.set_ylabel(ylabel)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))  # small accuracies: 0 decimals repeat labels
     ax.grid(True, which="major", alpha=0.3)
     return fig, ax
@@ -89,7 +89,8 @@ SAMPLE_UNITS = (("M", 1e6), ("k", 1e3))
 def plot_flops(exp: Experiment, fits: dict[str, Fit | None], folder: Path, chance: float | None) -> Path:
     """Accuracy vs measured training FLOPs (log x): one line per arm, seed spread as a band,
     its fitted saturating power law dashed."""
-    fig, ax = _figure(f"{exp.name}: zero-shot top-1 vs training FLOPs (band: seed min-max)", "training FLOPs (log)")
+    fig, ax = _figure(f"{exp.name}: {metric_label(exp.metric)} vs training FLOPs (band: seed min-max)",
+                      "training FLOPs (log)", metric_label(exp.metric))
     _log_axis(ax, FLOP_UNITS)
     for line, colour in zip(exp.lines, _colours(len(exp.lines))):
         xs = [p.x_flops for p in line.points]
@@ -103,7 +104,8 @@ def plot_flops(exp: Experiment, fits: dict[str, Fit | None], folder: Path, chanc
 
 def plot_samples(exp: Experiment, folder: Path, chance: float | None) -> Path:
     """Accuracy vs samples seen (log x): where cheaper samples (FLIP, small models) go further."""
-    fig, ax = _figure(f"{exp.name}: zero-shot top-1 vs samples seen (band: seed min-max)", "samples seen (log)")
+    fig, ax = _figure(f"{exp.name}: {metric_label(exp.metric)} vs samples seen (band: seed min-max)",
+                      "samples seen (log)", metric_label(exp.metric))
     _log_axis(ax, SAMPLE_UNITS)
     for line, colour in zip(exp.lines, _colours(len(exp.lines))):
         _band(ax, line, [p.x_samples for p in line.points], colour, line.label)
@@ -116,7 +118,8 @@ def plot_fraction(exp: Experiment, folder: Path, chance: float | None) -> Path |
     top = [line for line in exp.lines if all(p.fraction is not None for p in line.points)]
     if len({line.points[0].fraction for line in top if line.points}) < 2:
         return None
-    fig, ax = _figure(f"{exp.name}: zero-shot top-1 vs slice size, one line per budget", "top slice of the pool (% by score)")
+    fig, ax = _figure(f"{exp.name}: {metric_label(exp.metric)} vs slice size, one line per budget",
+                      "top slice of the pool (% by score)", metric_label(exp.metric))
     from matplotlib.ticker import PercentFormatter
 
     ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))

@@ -16,6 +16,7 @@ from shards.layout import RunDir
 from shards.storage import StoragePath, as_path
 from train.config import TrainConfig
 from train.loop import run_training
+from train.suite.run import eval_suite_command
 
 
 def cell_config(cell, run_dir: Path, pool: StoragePath, eval_dir: Path | None, retrieval: str | None,
@@ -49,11 +50,36 @@ def step_seconds(metrics: Path) -> float:
     return total
 
 
+def suite_figures(run_dir: Path, suite: Path) -> tuple[dict[str, Any], float]:
+    """(each task's headline and the suite's average, each with its 95% interval and chance;
+    seconds spent) of the run's final model on `suite`, from RUN/evals/SUITE.json when that
+    already holds this final model on this suite's tasks (a resumed sweep), else evaluated
+    now (train.suite: clip_benchmark's metrics, bootstrap intervals) and written there."""
+    started = time.perf_counter()
+    run = RunDir(run_dir)
+    path = run.suite_eval(suite.name)
+    fresh = path.is_file() and path.stat().st_mtime_ns >= run.final_pt.stat().st_mtime_ns
+    result = json.loads(path.read_text()) if fresh else None
+    tasks = sorted(str(p.resolve()) for p in suite.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if (result is None or Path(result["checkpoint"]).resolve() != run.final_pt.resolve()
+            or sorted(str(Path(t["path"]).resolve()) for t in result["tasks"].values()) != tasks):
+        result, _ = eval_suite_command(str(run.final_pt), str(suite), None, None, "auto", 1000)
+    figures = {name: {"value": task["metrics"]["main_metric"], "ci95": task["ci95"]["main_metric"],
+                      "chance": task["chance"], "metric": task["main_metric_name"]}
+               for name, task in result["tasks"].items()}
+    average = result["average"]
+    figures["average"] = {"value": average["main_metric"], "ci95": average["ci95"], "metric": "main_metric",
+                          "chance": sum(t["chance"] for t in result["tasks"].values()) / len(result["tasks"])}
+    return figures, time.perf_counter() - started
+
+
 def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str | None, steps: int,
-             threads: int | None = None, cost: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Train and evaluate `cell` in RUN_DIR; {status, error, summary, config, timings (wall_s,
-    run_s: inside run_training, eval_s: evaluating, train_s: training steps)}. Never raises
-    for the cell's own failure: a sweep goes on past a failed cell."""
+             threads: int | None = None, cost: tuple[int, int] | None = None,
+             eval_suite: str | None = None) -> dict[str, Any]:
+    """Train and evaluate `cell` in RUN_DIR; {status, error, summary, suite (with `eval_suite`:
+    pipeline.sweep.cell.suite_figures), config, timings (wall_s, run_s: inside run_training
+    and the suite's eval, eval_s: evaluating, the suite included, train_s: training steps)}. Never raises for the
+    cell's own failure: a sweep goes on past a failed cell."""
     started = time.perf_counter()
     out = Path(run_dir)
     run = RunDir(out)
@@ -74,6 +100,11 @@ def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str
             result["run_s"] = time.perf_counter() - run_started
             result["eval_s"] = summary.pop("eval_s", 0.0)
         result["summary"] = summary
+        if eval_suite:
+            result["suite"], seconds = suite_figures(out, Path(eval_suite))
+            result["eval_s"] = (result.get("eval_s") or 0.0) + seconds
+            if "run_s" in result:  # the suite is the run's own work too: not the sweep's overhead
+                result["run_s"] += seconds
     except BaseException as exc:  # noqa: BLE001 - a cell's failure is data; KeyboardInterrupt stops the sweep
         if isinstance(exc, KeyboardInterrupt):
             raise

@@ -23,6 +23,9 @@ def sweep(
     quick: Annotated[bool, typer.Option("--quick", help="Run the file's quick: cut instead of the whole grid.")] = False,
     pool: Annotated[Optional[str], typer.Option(help="Pool to use instead of the file's pool: (a folder or a URL).")] = None,
     eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Eval folder instead of the file's eval:.")] = None,
+    eval_suite: Annotated[Optional[Path], typer.Option(
+        "--eval-suite", help="Eval suite (a folder of task folders) instead of the file's eval_suite:; default: the "
+                             "demo suite of the demo pool the pool came from, when it has one.")] = None,
     report: Annotated[bool, typer.Option(help="Write the report (report.md, report.html, PNGs) at the end.")] = True,
 ) -> None:
     """Run a grid of train runs (one per cell) with eval; results in OUT/results.parquet."""
@@ -31,7 +34,7 @@ def sweep(
     from pipeline.sweep.spec import load_sweep
 
     spec = load_sweep(sweep_file, quick=quick, pool=str(pool) if pool else None,
-                      eval_dir=str(eval_dir) if eval_dir else None)
+                      eval_dir=str(eval_dir) if eval_dir else None, eval_suite=str(eval_suite) if eval_suite else None)
     summary = run_sweep(spec, out, SweepOptions(jobs=jobs, executor=executor, address=address, say=typer.echo))
     if report and summary["ok"]:
         from pipeline.report import write_report  # numpy, pyarrow, matplotlib: not for `train --help`
@@ -42,11 +45,14 @@ def sweep(
 
 def report(
     out: Annotated[Path, typer.Argument(help="A sweep's output folder (with results.parquet).")],
+    metric: Annotated[Optional[str], typer.Option(
+        help="The figure the report judges: a results.parquet column (zeroshot_top1, image_to_text_R@1, ...) or "
+             "a suite task's name (its headline). Default: the eval suite's average, else zeroshot_top1.")] = None,
 ) -> None:
     """Plot, fit and summarise a sweep: OUT/report.md, OUT/report.html (self-contained) and OUT/plots/*.png."""
     from pipeline.report import write_report  # numpy, pyarrow, matplotlib: not for `train --help`
 
-    written = write_report(out)
+    written = write_report(out, metric)
     typer.echo(f"{written['md']}\n{written['html']}\n" + "\n".join(str(p) for p in written["pngs"]))
 
 

@@ -3,7 +3,8 @@ folder reuses a finished cell only when it would compute the same thing.
 
 It is the cell's train run config (train and strategy options, model, budget, seed, the
 pool, the eval folder and retrieval data; less what only says how and where it runs), the
-scores tag and the dedup run its slice was chosen by, and a digest of its subset's uids.
+scores tag and the dedup run its slice was chosen by, a digest of its subset's uids, and the
+eval suite folder it is judged on.
 DIR/cells/<id>.identity.json holds it from the moment the cell is started: a finished or
 killed cell whose identity differs from the new one is run again from scratch."""
 from __future__ import annotations
@@ -36,11 +37,14 @@ def subset_digest(pool: Path, name: str) -> str:
     return digest.hexdigest()
 
 
-def cell_identity(config: dict[str, Any], scores: str | None, dedup: str | None, digest: str) -> dict[str, Any]:
+def cell_identity(config: dict[str, Any], scores: str | None, dedup: str | None, digest: str,
+                  eval_suite: str | None = None) -> dict[str, Any]:
     """The identity of a cell run with `config` (its TrainConfig as a dict) on a slice chosen
-    by scores/`scores` and dedup/`dedup` whose uids hash to `digest`: plain JSON data."""
+    by scores/`scores` and dedup/`dedup` whose uids hash to `digest`, judged on the suite
+    folder `eval_suite`: plain JSON data."""
     train = {k: v for k, v in sorted(config.items()) if k not in NOT_IDENTITY}
-    return json.loads(json.dumps({"train": train, "scores": scores, "dedup": dedup, "subset_uids": digest}))
+    return json.loads(json.dumps({"train": train, "scores": scores, "dedup": dedup, "subset_uids": digest,
+                                  "eval_suite": eval_suite}))
 
 
 def identity_changes(saved: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:

@@ -1,5 +1,7 @@
 """DIR/results.parquet: one row per cell: the grid point, every TrainConfig field, measured
-FLOPs, samples seen, epochs over its slice, timings, status and every eval figure."""
+FLOPs, samples seen, epochs over its slice, timings, status and every eval figure: the eval
+folder's, and with an eval suite each task's headline as suite_<task> and the suite's
+average as suite_average, each with its bootstrap 95% interval (_lo, _hi) and chance (_chance)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +12,8 @@ from typing import Any
 from clikit.errors import UserError
 from shards.atomic import replacing
 from train.config import TrainConfig
+
+SUITE_PREFIX = "suite_"  # suite_<task> (each task's headline), suite_average
 
 # Eval figures always present as columns (NaN when a cell has no such eval), in this order.
 EVAL_KEYS = ("zeroshot_top1", "zeroshot_top5", "zeroshot_chance_top1", "zeroshot_classes", "zeroshot_images",
@@ -51,12 +55,23 @@ def cell_row(cell, result: dict[str, Any], experiments: list[str], slice_size: i
     for key in EVAL_KEYS:
         value = summary.get(key)
         row[key] = float(value) if value is not None else None
+    row.update(suite_columns(result.get("suite") or {}))
     wall, train, evaluating = result.get("wall_s", 0.0), result.get("train_s", 0.0), result.get("eval_s") or 0.0
     overhead = wall - train - evaluating
     row.update({"wall_s": wall, "run_s": result.get("run_s"), "train_s": train, "eval_s": result.get("eval_s"),
                 "overhead_s": overhead, "overhead_pct": 100 * overhead / train if train else None,
                 "resumed": bool(result.get("resumed"))})
     return row
+
+
+def suite_columns(suite: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """suite_<task>, its _lo, _hi and _chance, for each task and the average (pipeline.sweep.cell.suite_figures)."""
+    out: dict[str, float | None] = {}
+    for name, figure in suite.items():
+        column = SUITE_PREFIX + name
+        low, high = figure["ci95"]
+        out.update({column: figure["value"], f"{column}_lo": low, f"{column}_hi": high, f"{column}_chance": figure["chance"]})
+    return out
 
 
 def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> Path:

@@ -90,7 +90,8 @@ def run_sweep(sweep: Sweep, out: str | Path, options: SweepOptions | None = None
                              sweep.retrieval, steps, threads, cost).to_dict()
         plan[cell.id] = (cost, steps, config)
     digests = {name: subset_digest(sweep.pool, name) for name in sizes}
-    identities = {c.id: cell_identity(plan[c.id][2], sweep.scores, sweep.dedup, digests[c.slice.subset])
+    suite = str(sweep.eval_suite.resolve()) if sweep.eval_suite else None
+    identities = {c.id: cell_identity(plan[c.id][2], sweep.scores, sweep.dedup, digests[c.slice.subset], suite)
                   for c in sweep.cells}
     pending = []
     for cell in sweep.cells:
@@ -106,6 +107,7 @@ def run_sweep(sweep: Sweep, out: str | Path, options: SweepOptions | None = None
         + (f" on Ray ({options.address or 'local'})" if options.executor == "ray" else ""))
     meta = {"name": sweep.name, "file": str(sweep.file), "pool": str(sweep.pool.resolve()), "scores": sweep.scores,
             "dedup": sweep.dedup, "eval": str(sweep.eval_dir) if sweep.eval_dir else None,
+            "eval_suite": str(sweep.eval_suite) if sweep.eval_suite else None,
             "experiments": sweep.experiments}
     write_json_atomic(out / "sweep.json", {**meta, "cells": [c.id for c in sweep.cells], "cpus": cpu_count(),
                                            "shared_s": {"step_flops": flops_s, "subsets": subsets_s}})
@@ -114,7 +116,8 @@ def run_sweep(sweep: Sweep, out: str | Path, options: SweepOptions | None = None
     progress = Progress(len(pending), options.jobs if options.executor == "local" else max(1, options.jobs))
     jobs = [(cell, {"run_dir": plan[cell.id][2]["out"], "pool": str(sweep.pool.resolve()),
                     "eval_dir": plan[cell.id][2]["eval_dir"], "retrieval": sweep.retrieval,
-                    "steps": plan[cell.id][1], "threads": threads, "cost": plan[cell.id][0]}) for cell in pending]
+                    "steps": plan[cell.id][1], "threads": threads, "cost": plan[cell.id][0],
+                    "eval_suite": str(sweep.eval_suite) if sweep.eval_suite else None}) for cell in pending]
     flops_left = sum(_planned_flops(c, plan) for c in pending)
     for number, (cell, result) in enumerate(run_cells(jobs, workers=options.jobs, executor=options.executor,
                                                       address=options.address, resources=sweep.resources)):

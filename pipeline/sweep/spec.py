@@ -2,7 +2,7 @@
 
 Everything that can be wrong on its face fails here, before any cell runs, as one line
 naming the file, line and key (pipeline.sweep.yamlpos): unknown keys, models, strategies,
-subsets, tags or eval folders, slices outside (0, 100%], duplicate cells."""
+subsets, tags, eval folders or eval suites, slices outside (0, 100%], duplicate cells."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +13,7 @@ from typing import Any
 
 from clikit.bounded import GRID_CELLS, check_count
 from clikit.errors import UserError
+from curate.eval_suite import demo_suite_of_pool
 from curate.filter.recipes import load_recipe
 from pipeline.sweep.yamlpos import Located, load_located
 from shards.layout import Pool
@@ -22,7 +23,8 @@ from train.config import TrainConfig
 from train.strategies import check_strategy
 from zoo.models import check_model_name
 
-TOP_KEYS = {"name", "pool", "scores", "dedup", "eval", "retrieval", "train", "resources", "experiments", "quick"}
+TOP_KEYS = {"name", "pool", "scores", "dedup", "eval", "eval_suite", "retrieval", "train", "resources", "experiments",
+            "quick"}
 GRID_KEYS = {"data", "models", "strategies", "budgets", "seeds", "train"}
 # Fields a cell sets itself; the sweep file may not override them through `train:`.
 OWNED = {"data", "out", "model", "strategy", "subset", "budget", "samples", "seed", "eval_dir", "retrieval_data",
@@ -72,6 +74,7 @@ class Sweep:
     resources: dict[str, float]
     cells: list[Cell] = field(default_factory=list)
     experiments: dict[str, list[str]] = field(default_factory=dict)  # experiment -> cell ids
+    eval_suite: Path | None = None  # the task folders every cell is judged on (train/suite)
 
 
 def parse_percent(text: Any, where: tuple, doc: Located) -> float:
@@ -219,9 +222,11 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None, eval_dir: str | None = None) -> Sweep:
-    """Read and check a sweep file; `pool`/`eval_dir` override the file's. Relative paths in
-    the file are relative to the current folder (where the sweep is started)."""
+def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None, eval_dir: str | None = None,
+               eval_suite: str | None = None) -> Sweep:
+    """Read and check a sweep file; `pool`/`eval_dir`/`eval_suite` override the file's. Without
+    an eval suite, a pool downloaded from a demo pool is judged on that demo's suite. Relative
+    paths in the file are relative to the current folder (where the sweep is started)."""
     doc = load_located(path)
     data = doc.data
     for key in data:
@@ -238,12 +243,13 @@ def load_sweep(path: str | Path, *, quick: bool = False, pool: str | None = None
     evals = eval_dir or data.get("eval")
     if evals is not None and not Path(evals).is_dir():
         raise doc.fail(("eval",), f"{evals}: no such eval folder (one sub-folder of images per class)")
+    suite = _suite(doc, eval_suite or data.get("eval_suite"), pool_path)
     scores = _pick(doc, ("scores",), pool_path, data.get("scores"), layout.score_tags(), "scores tag", "run curate score")
     dedup = _pick(doc, ("dedup",), pool_path, data.get("dedup"), layout.dedup_names(), "dedup run", "run curate dedup")
     _check_train_fields(data.get("train") or {}, ("train",), doc)
     resources = {"cpus": 1.0, "gpus": 0.0, **(data.get("resources") or {})}
     sweep = Sweep(str(data.get("name") or Path(path).stem), Path(path), pool_path, scores, dedup,
-                  Path(evals) if evals else None, data.get("retrieval"), resources)
+                  Path(evals) if evals else None, data.get("retrieval"), resources, eval_suite=suite)
     experiments = data.get("experiments")
     if not isinstance(experiments, dict) or not experiments:
         raise doc.fail(("experiments",), "give at least one experiment: {NAME: {data, models, strategies, budgets, seeds}}")
@@ -309,6 +315,25 @@ def _grid_size(experiments: dict) -> int:
             size *= len(_as_list(grid.get(key, 0)))
         total += size
     return total
+
+
+def _suite(doc: Located, given: Any, pool: Path) -> Path | None:
+    """The eval suite folder, its tasks checked now (train.suite.tasks); none given: the demo
+    suite of the demo pool the pool was downloaded from, when it has one."""
+    if given is None:
+        suite = demo_suite_of_pool(pool)
+    else:
+        # The task folder reader loads webdataset and so torch: not for `train --help`, which loads this module.
+        from train.suite.tasks import load_suite
+
+        try:
+            load_suite(str(given))
+        except UserError as exc:
+            raise doc.fail(("eval_suite",), str(exc)) from None
+        suite = Path(str(given)).resolve()
+    if suite is not None and (suite / "average").is_dir():  # results.parquet's suite_average is the suite's
+        raise doc.fail(("eval_suite",), f"{suite}: rename its task folder 'average' (suite_average is the average)")
+    return suite
 
 
 def _fingerprint(cell: Cell) -> tuple:
