@@ -4,9 +4,12 @@ planted effects (a clear gap, a clear crossing) that must be found. Each cell ca
 suite's average with a bootstrap interval as a sweep writes it (suite_average, _lo, _hi)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from pipeline.report import datacomp
 from pipeline.report.data import group, resolve_metric
 from pipeline.report.findings import best_at, best_sentence, crossings, half_data_claim, paper_claims
 
@@ -165,3 +168,55 @@ def test_an_unknown_metric_is_one_line_naming_the_choices():
         resolve_metric(rows, "nope")
     plain = [{k: v for k, v in r.items() if not k.startswith("suite_")} | {"zeroshot_top1": 0.1} for r in rows]
     assert resolve_metric(plain, None) == "zeroshot_top1"  # a sweep without a suite: the old figure
+
+
+RECIPE_ARMS = {  # method: (slice label, kind, fraction, recipe, params, slice size)
+    "no filter": ("top 100%", "top", 1.0, None, None, 1000),
+    "clip_top": ("clip_top", "recipe", None, "clip_top", {}, 300),
+    "basic": ("basic", "recipe", None, "basic", {}, 900),
+    "image_based ∩ clip score": ("image_based(fraction=0.3)", "recipe", None, "image_based", {"fraction": 0.3}, 90),
+}
+
+
+def recipe_table(value, half_width=HALF_WIDTH):
+    rows, cells = [], []
+    for method, (label, kind, fraction, recipe, params, size) in RECIPE_ARMS.items():
+        for budget in BUDGETS[:2]:
+            for seed in SEEDS:
+                v = value(method, budget, seed)
+                cell = f"{label}-{budget:g}-{seed}"
+                rows.append({"cell": cell, "experiment": "baselines", "status": "ok", "error": None,
+                             "slice": label, "slice_kind": kind, "slice_fraction": fraction, "slice_recipe": recipe,
+                             "slice_params": None if params is None else json.dumps(params), "slice_size": size,
+                             "sample_size": None, "strategy_label": "clip", "budget_kind": "flops",
+                             "budget_value": budget, "cfg_model": "tiny-resnet-32", "cfg_seed": seed, "flops": budget,
+                             "samples_seen": budget / 1e8, "epochs": 1.0, "zeroshot_top1": v / 2, "wall_s": 1.0,
+                             "suite_average": v, "suite_average_lo": v - half_width,
+                             "suite_average_hi": v + half_width, "suite_digits": v + 0.1})
+                cells.append(cell)
+    return rows, {"name": "baselines", "experiments": {"baselines": cells}}
+
+
+def datacomp_verdicts(rows, meta):
+    [exp] = group(rows, meta, resolve_metric(rows, None))
+    assert datacomp.has_recipe_arms(exp)
+    return {o.claim.split()[0]: o.verdict for o in datacomp.orderings(exp)}, datacomp.tables(exp, rows)
+
+
+def test_datacomp_orderings_find_a_planted_order_and_claim_nothing_on_noise():
+    """Planted: CLIP score 10 pp over no filter (held), image-based ∩ CLIP score 8 pp under
+    CLIP score (did not hold), basic level with no filter (within noise); on pure noise
+    every ordering is within noise. The table's kept shares are of the no-filter arm."""
+    rng = np.random.default_rng(0)
+    planted = {"no filter": 0.20, "clip_top": 0.30, "basic": 0.20, "image_based ∩ clip score": 0.22}
+    verdicts, tables = datacomp_verdicts(*recipe_table(lambda m, b, s: planted[m] + rng.normal(0, 0.003)))
+    assert verdicts == {"CLIP": "held", "image-based": "did not hold", "basic": "within noise"}
+    budget, table = tables[0]
+    assert table[0][:5] == ["method", "kept", "suite average (mean)", "band", "eval top-1"] and table[0][5:] == ["digits"]
+    rows = {r[0]: r for r in table[1:]}
+    assert table[1][0] == "clip_top" and rows["no filter"][1] == "100%" and rows["clip_top"][1] == "30%"
+    assert rows["image_based ∩ clip score"][1] == "9%"
+    for seed in range(20):
+        noise = np.random.default_rng(seed)
+        verdicts, _ = datacomp_verdicts(*recipe_table(lambda m, b, s: 0.2 + noise.normal(0, 0.01)))
+        assert set(verdicts.values()) == {"within noise"}, (seed, verdicts)

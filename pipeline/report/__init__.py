@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from pipeline.report import datacomp
 from pipeline.report.data import Experiment, chance_column, fmt_budget, group, metric_label, pp, resolve_metric
 from pipeline.report.findings import best_at, best_sentence, crossings, paper_claims, seeds_text
 from pipeline.report.fit import Fit, c0_of, fit_line
@@ -61,6 +62,8 @@ def build(out: Path, metric: str | None = None) -> dict[str, Any]:
             "crossings": crossings(exp, fits),
             "fits": [(label, _fit_text(fit)) for label, fit in all_fits.items()],
             "table": _best_table(exp),
+            "datacomp": ({"tables": datacomp.tables(exp, rows), "orderings": datacomp.orderings(exp)}
+                         if datacomp.has_recipe_arms(exp) else None),
         })
     failed = [r for r in rows if r["status"] != "ok"]
     return {"meta": meta, "rows": rows, "sections": sections, "claims": paper_claims(experiments, rows, chance, metric),
@@ -95,6 +98,14 @@ def render_md(report: dict[str, Any], image=lambda p: f"![{p.stem}](plots/{p.nam
         out += [f"## Experiment `{exp.name}` (varies: {varies}; {len(exp.rows)} cells)", ""]
         out += [f"- {s}" for s in sec["best"]] + [f"- {s}" for s in sec["crossings"]] + [""]
         out += ["Best configuration at each budget:", "", _md_table(sec["table"]), ""]
+        if sec["datacomp"]:
+            out += ["DataComp's baselines (Table 3's shape): kept = share of the no-filter arm's samples; "
+                    "band = seed values and their bootstrap 95% intervals; eval top-1 = the eval folder "
+                    "(the pool's own classes, the ImageNet-like task); then each suite task's headline.", ""]
+            for budget, table in sec["datacomp"]["tables"]:
+                out += [f"At {budget}:", "", _md_table(table), ""]
+            out += ["DataComp's orderings, here:", ""]
+            out += [f"- **{o.claim}**: {o.verdict}. {o.evidence}" for o in sec["datacomp"]["orderings"]] + [""]
         out += ["Saturating power law per line, top-1 = a - b (C/C0)^-c, C0 = geometric-mean budget "
                 "(± one standard error):", ""]
         out += [f"- {label}: {text}" for label, text in sec["fits"]] + [""]

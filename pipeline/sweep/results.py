@@ -34,7 +34,8 @@ def cell_row(cell, result: dict[str, Any], experiments: list[str], slice_size: i
     row: dict[str, Any] = {
         "cell": cell.id, "experiment": ",".join(experiments), "status": result["status"], "error": result.get("error"),
         "run_dir": config["out"], "slice": sl.label, "slice_kind": sl.kind, "slice_fraction": sl.fraction,
-        "slice_subset": sl.subset, "slice_size": slice_size,
+        "slice_subset": sl.subset, "slice_size": slice_size, "slice_recipe": sl.recipe,
+        "slice_params": json.dumps(dict(sl.params)) if sl.recipe else None,
         "sample_size": sl.size, "sample_seed": sl.seed if sl.kind == "random" else None,
         "strategy_label": cell.strategy_label, "budget_kind": cell.budget_kind, "budget_value": float(cell.budget),
         "planned_steps": planned_steps, "planned_flops_per_step": flops_per_step,
