@@ -121,6 +121,16 @@ class SortedUids:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def __contains__(self, uid: object) -> bool:
+        """Whether one uid string is a member (a training stream asks this per sample)."""
+        if not isinstance(uid, str) or len(uid) != UID_HEX_CHARS:
+            return False
+        try:
+            pair = pairs_from_hex(uid.encode("ascii"), 1)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            return False
+        return uid == uid.lower() and bool(self.positions(pair)[0] >= 0)
+
     @classmethod
     def from_arrow(cls, uids: pa.Array | pa.ChunkedArray) -> SortedUids:
         """The canonical uids of a string array (others are dropped: they are no subset's)."""

@@ -104,11 +104,12 @@ def test_subset_filter_and_shard_set_and_patterns(shapes, tiny, tmp_path):
     shutil.copytree(root / "data", pool / "shards")
     pq.write_table(pa.table({"uid": sorted(keep)}), pool / "subsets" / "third.parquet")
     assert resolve_shards(pool) == sorted(str(p) for p in (pool / "shards").glob("*.tar"))
-    assert load_subset_uids("third", pool) == keep
+    held = load_subset_uids("third", pool)
+    assert len(held) == len(keep) and all(u in held for u in keep) and not any(u in held for u in set(uids) - keep)
 
     samples = list(wds.DataPipeline(wds.SimpleShardList(tars), wds.tarfile_to_samples()))
     kept_captions = {s["txt"].decode() for i, s in enumerate(samples) if uid_of_sample(s) in keep and i >= 2}
-    cfg = _stream(shapes, tiny[3], shards=resolve_shards(pool), subset=frozenset(keep), num_workers=0, batch_size=29)
+    cfg = _stream(shapes, tiny[3], shards=resolve_shards(pool), subset=held, num_workers=0, batch_size=29)
     (batch,) = _take(cfg, 1)  # one epoch of the subset: 30 kept, the corrupt one skipped
     assert batch["skipped"] == 1 and batch["epoch"] == 0 and batch["position"] == 30
     expected = {tuple(t.tolist()) for t in tiny[3](sorted(kept_captions))}
@@ -128,6 +129,9 @@ def test_subset_filter_and_shard_set_and_patterns(shapes, tiny, tmp_path):
         resolve_shards(str(root / "data" / "{00000..00009}.tar"))
     with pytest.raises(UserError, match="empty"):
         load_subset_uids(_empty_subset(tmp_path))
+    pq.write_table(pa.table({"uid": sorted(keep) + ["IMG_0001.jpg"]}), tmp_path / "odd.parquet")
+    with pytest.raises(UserError, match="1 of its 31 rows are not distinct sample uids"):
+        load_subset_uids(tmp_path / "odd.parquet")
 
 
 def _empty_subset(tmp_path):

@@ -50,6 +50,9 @@ def test_membership_by_sorted_pairs(tmp_path):
     ordered = sorted(set(members))
     expected = [ordered.index(q) if q in set(members) else -1 for q in queries]
     assert got.tolist() == expected
+    # one uid string at a time, as a training stream asks
+    assert [q in subset for q in queries] == [e >= 0 for e in expected]
+    assert None not in subset and "not-a-uid" not in subset and members[0][:-1] + "g" not in subset
     # unsorted input with repeats is sorted and made unique
     shuffled = SortedUids.from_arrow(pa.chunked_array([pa.array(members[::-1]), pa.array(members[:10])]))
     assert shuffled.pairs.tolist() == subset.pairs.tolist()

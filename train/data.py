@@ -27,6 +27,7 @@ import torch
 from shards.images import open_rgb
 from shards.reader import IMAGE_EXTENSIONS
 from shards.storage import open_stream
+from shards.uid_arrays import SortedUids
 
 
 def uid_of_sample(sample: dict[str, Any]) -> str:
@@ -84,7 +85,7 @@ class StreamConfig:
     num_workers: int = 2
     shuffle_buffer: int = 1000
     crop_scale: tuple[float, float] = (0.9, 1.0)
-    subset: frozenset[str] | None = None
+    subset: SortedUids | None = None
     need_text: bool = True  # False (train mim): captions are neither required nor tokenised
     # resume state: raw items already read per logical worker, and how many batches were taken
     positions: list[int] = field(default_factory=list)
@@ -156,7 +157,7 @@ def _slot_items(cfg: StreamConfig, slot: int, n_slots: int) -> Iterator[tuple[in
         epoch += 1
 
 
-def _kept(stream: Iterator[dict[str, Any]], subset: frozenset[str] | None,
+def _kept(stream: Iterator[dict[str, Any]], subset: SortedUids | None,
           every_nth: tuple[int, int] | None) -> Iterator[dict[str, Any]]:
     """The samples of `stream` in the subset; with every_nth=(slot, n_slots) (fewer shards
     than slots, so every slot reads every shard) only this slot's share of them."""

@@ -19,6 +19,7 @@ import torch
 from clikit.errors import UserError
 from shards.atomic import write_json_atomic
 from shards.layout import RunDir
+from shards.uid_arrays import SortedUids
 from train import budget as B
 from train.accumulate import check_batch_statistics
 from train.budget import StepPlan
@@ -214,7 +215,7 @@ def _wrap_ddp(module: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _batches(cfg: TrainConfig, info: DistInfo, built: _Model, shards: list[str], subset: frozenset[str] | None,
+def _batches(cfg: TrainConfig, info: DistInfo, built: _Model, shards: list[str], subset: SortedUids | None,
              local_batch: int, state: TrainState) -> Iterator[dict[str, Any]]:
     """This rank's batch iterator, started where the counters say its loader workers were."""
     positions = state.counters.positions[info.rank]

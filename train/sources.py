@@ -13,7 +13,8 @@ from clikit.errors import UserError
 from shards.layout import Pool
 from shards.manifest import MANIFEST_NAME, read_manifest
 from shards.reader import iter_tar_samples
-from shards.storage import PIPE_PREFIX, StoragePath, as_path, is_url, missing_files, open_root, read_parquet
+from shards.storage import PIPE_PREFIX, StoragePath, as_path, is_url, missing_files, open_root, parquet_metadata
+from shards.uid_arrays import SortedUids
 
 
 def resolve_shards(data: str | Path) -> list[str]:
@@ -76,9 +77,9 @@ def _manifest_tars(root: StoragePath, meta: Any) -> list[str]:
     return names
 
 
-def load_subset_uids(subset: str | Path, data: str | Path | None = None) -> frozenset[str]:
+def load_subset_uids(subset: str | Path, data: str | Path | None = None) -> SortedUids:
     """uids of a subset: a parquet path or URL, or a NAME under DATA/subsets/NAME.parquet (DATA a pool,
-    local or at a URL)."""
+    local or at a URL); held as sorted (high, low) uint64 pairs, 16 bytes a uid, not Python strings."""
     path = as_path(subset)
     if not path.is_file() and data is not None:
         candidate = Pool(data).subset_parquet(str(subset))
@@ -90,12 +91,15 @@ def load_subset_uids(subset: str | Path, data: str | Path | None = None) -> froz
             "run `curate filter` or give a parquet path"
         )
     try:
-        table = read_parquet(path, columns=["uid"])
+        uids = SortedUids.from_parquet(path)
+        rows = parquet_metadata(path).num_rows
     except Exception as exc:  # pyarrow raises several types for bad files
         raise UserError(f"{path} has no readable `uid` column ({exc})") from exc
-    uids = frozenset(str(u) for u in table.column("uid").to_pylist() if u is not None)
-    if not uids:
-        raise UserError(f"subset {path} is empty; nothing to train on")
+    if not len(uids):
+        raise UserError(f"subset {path} is empty (or holds no 32-hex-digit sample uids); nothing to train on")
+    if len(uids) < rows:
+        raise UserError(f"subset {path}: {rows - len(uids)} of its {rows} rows are not distinct sample uids "
+                        "(32 lowercase hex digits); make it with `curate filter`")
     return uids
 
 
