@@ -162,6 +162,12 @@ def test_smoke_sweep_end_to_end_rerun_and_jobs(scored, tmp_path):
     spec = load_sweep(ROOT / "sweeps" / "smoke.yaml", pool=str(pool), eval_dir=str(eval_dir))
     summary = run_sweep(spec, parallel, SweepOptions(jobs=2, say=lambda line: None))
     assert summary["ok"] == 12 and summary["overhead"]["cells"] == 12
+    import os
+
+    placed = {tuple(json.loads(p.read_text())["placement"]["cpus"]) for p in (parallel / "cells").glob("*.json")
+              if not p.name.endswith(".identity.json")}
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(placed) == min(2, len(cpus)) and sorted(c for share in placed for c in share) == cpus  # own cores each
     assert _frame(parallel) == _frame(out)  # same cells, same figures, apart from timings
 
 
@@ -215,6 +221,16 @@ def test_a_recipe_arm_trains_on_the_subset_curate_filter_makes(scored, tmp_path)
     said.clear()
     make_subsets(spec, say=said.append)
     assert said == []  # made once, reused
+
+
+def test_jobs_are_placed_on_their_own_gpu_or_their_own_cpus():
+    from pipeline.sweep.executors import placements
+
+    assert placements(2, [0, 1], 0) == [{"cuda_visible_devices": None, "cpus": [0]},
+                                        {"cuda_visible_devices": None, "cpus": [1]}]
+    assert [p["cpus"] for p in placements(3, list(range(8)), 0)] == [[0, 1], [2, 3, 4], [5, 6, 7]]
+    assert [p["cpus"] for p in placements(4, [0, 1], 0)] == [[0], [0], [1], [1]]  # more jobs than cores: shared
+    assert [p["cuda_visible_devices"] for p in placements(3, [0, 1], 2)] == ["0", "1", "0"]
 
 
 def test_a_cell_judged_on_another_suite_is_another_cell():

@@ -5,6 +5,7 @@ its arguments and everything it returns is plain data."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import traceback
@@ -83,7 +84,10 @@ def run_cell(cell, run_dir: str, pool: str, eval_dir: str | None, retrieval: str
     started = time.perf_counter()
     out = Path(run_dir)
     run = RunDir(out)
-    result: dict[str, Any] = {"status": "ok", "error": None, "resumed": False}
+    # Where it ran: the CPUs and GPU the executor pinned it to (`--jobs N`).
+    result: dict[str, Any] = {"status": "ok", "error": None, "resumed": False,
+                              "placement": {"cpus": sorted(os.sched_getaffinity(0)),
+                                            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}}
     try:
         if run.finished:
             summary = json.loads(run.summary_json.read_text())  # finished; only its record was lost

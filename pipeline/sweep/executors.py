@@ -1,5 +1,5 @@
 """Where cells run: in the sweep's own process (one at a time), in N local worker processes
-(`--jobs N`), or as Ray tasks on a cluster (`--executor ray --address ADDR`), each asking
+(`--jobs N`, each pinned to its own GPU, or to its own share of the CPUs), or as Ray tasks on a cluster (`--executor ray --address ADDR`), each asking
 for the CPUs/GPUs of the sweep file's `resources:`. All yield (cell, result) as cells finish."""
 from __future__ import annotations
 
@@ -23,6 +23,29 @@ def _die_with_parent() -> None:
         pass
 
 
+def placements(workers: int, cpus: list[int], gpus: int) -> list[dict[str, Any]]:
+    """What each of `workers` local workers is pinned to: with GPUs, one device each
+    (CUDA_VISIBLE_DEVICES, round robin when there are fewer GPUs than workers); without, its
+    own share of the CPUs (sched_setaffinity), so cells side by side never share a core."""
+    out = []
+    for slot in range(workers):
+        share = cpus[slot * len(cpus) // workers:(slot + 1) * len(cpus) // workers] or [cpus[slot * len(cpus) // workers]]
+        out.append({"cuda_visible_devices": str(slot % gpus) if gpus else None,
+                    "cpus": None if gpus else share})
+    return out
+
+
+def _start_worker(slots) -> None:
+    """A worker's initialiser: die with the sweep, then take the next placement and pin to it
+    (before the cell imports torch, so CUDA only ever sees its own device)."""
+    _die_with_parent()
+    placement = slots.get()
+    if placement["cuda_visible_devices"] is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = placement["cuda_visible_devices"]
+    if placement["cpus"] is not None:
+        os.sched_setaffinity(0, placement["cpus"])
+
+
 def run_cells(jobs: list[tuple[Any, dict[str, Any]]], *, workers: int = 1, executor: str = "local",
               address: str | None = None, resources: dict[str, float] | None = None) -> Iterator[tuple[Any, dict]]:
     """Run `run_cell(cell, **kwargs)` for each (cell, kwargs); yield (cell, result) in finishing order."""
@@ -41,9 +64,15 @@ def _local_pool(jobs: list[tuple[Any, dict[str, Any]]], workers: int) -> Iterato
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    import torch
+
     # spawn, not fork: the parent holds torch threads and DuckDB state that fork would copy half-made.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_die_with_parent) as pool:
+    context = multiprocessing.get_context("spawn")
+    slots = context.Queue()
+    for placement in placements(workers, sorted(os.sched_getaffinity(0)), torch.cuda.device_count()):
+        slots.put(placement)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                             initargs=(slots,)) as pool:
         futures = {pool.submit(run_cell, cell, **kwargs): cell for cell, kwargs in jobs}
         pending = set(futures)
         while pending:
