@@ -260,3 +260,16 @@ def test_split_preprocess_falls_back_to_per_image_for_other_shapes():
     assert batch.shape == (3, 1, 16, 16) and torch.equal(batch, torch.stack([preprocess(i) for i in images]))
     whole = SplitPreprocess(lambda image: torch.zeros(3, 2, 2))  # not a Compose: run as it is
     assert whole.head is None and whole.finish([whole.apply_head(images[0])]).shape == (1, 3, 2, 2)
+
+
+def test_ranks_share_the_shards_by_size():
+    """Largest first to the least-loaded rank: a few big shards do not pile on one rank
+    while the other idles (the old every-Nth split gave rank 0 both big ones here)."""
+    from curate.score.run import split_by_size
+
+    sizes = {"00000": 900, "00001": 10, "00002": 900, "00003": 10, "00004": 10, "00005": 10}
+    split = split_by_size(sizes, 2)
+    loads = [sum(sizes[s] for s in shards) for shards in split]
+    assert sorted(s for shards in split for s in shards) == sorted(sizes)  # each shard once
+    assert max(loads) - min(loads) <= max(sizes.values()) and loads == [920, 920]
+    assert split_by_size(sizes, 1) == [sorted(sizes)] and split_by_size({}, 3) == [[], [], []]

@@ -20,7 +20,7 @@ from zoo.distributed import barrier, init_distributed
 from shards.atomic import replacing, write_json_atomic
 from shards.layout import Pool
 from shards.reader import scan_tar
-from shards.storage import StoragePath, open_root, parquet_schema, read_parquet
+from shards.storage import StoragePath, open_root, parquet_metadata, parquet_schema, read_parquet
 
 SCORE_SCHEMA = pa.schema([
     ("uid", pa.string()), ("key", pa.string()), ("clip_score", pa.float32()), ("error", pa.string()),
@@ -162,6 +162,19 @@ def _success_rows(pool: Pool, shards: list[str]) -> int:
     return total
 
 
+def split_by_size(sizes: dict[str, int], world_size: int) -> list[list[str]]:
+    """Shards shared out to ranks so their loads even out: largest first, each to the rank with
+    the least work so far (ties to the lower rank); every rank computes the same answer. A
+    rank's load is at most the smallest one's plus the largest shard, so no rank idles behind
+    a static every-Nth split while another scores the big shards."""
+    loads, out = [0] * world_size, [[] for _ in range(world_size)]
+    for shard in sorted(sizes, key=lambda s: (-sizes[s], s)):
+        rank = min(range(world_size), key=lambda r: (loads[r], r))
+        out[rank].append(shard)
+        loads[rank] += sizes[shard]
+    return [sorted(shards) for shards in out]
+
+
 def score_pool(
     pool: str | StoragePath,
     *,
@@ -193,10 +206,15 @@ def score_pool(
     scores_dir.mkdir(parents=True, exist_ok=True)
     embeddings_dir.mkdir(parents=True, exist_ok=True)
 
-    mine = [s for i, s in enumerate(all_shards) if i % ranks.world_size == ranks.rank]
-    pending = [s for s in mine if not shard_done(layout, tag, s, settings.text_embeddings)]
+    # What is left, shared out by rows; a barrier before any rank writes, so every rank saw the
+    # same list (a shard finished by a fast rank must not change a slow rank's split).
+    left = [s for s in all_shards if not shard_done(layout, tag, s, settings.text_embeddings)]
+    sizes = {s: parquet_metadata(layout.shard_parquet(s)).num_rows for s in left} if ranks.world_size > 1 else {}
+    pending = split_by_size(sizes, ranks.world_size)[ranks.rank] if ranks.world_size > 1 else left
+    barrier(ranks)
     started = time.perf_counter()
-    result = ScoreResult(tag=tag, shards_scored=0, shards_skipped=len(mine) - len(pending), rows=0, seconds=0.0, dim=dim)
+    result = ScoreResult(tag=tag, shards_scored=0, shards_skipped=len(all_shards) - len(left), rows=0, seconds=0.0,
+                         dim=dim)
     if pending:
         _score_shards(layout, seed, pending, device, dim, settings, result)
     barrier(ranks)
