@@ -358,7 +358,9 @@ def test_ray_cluster_runs_cells_and_a_failing_cell_is_recorded(scored, tmp_path,
     pytest.importorskip("ray")
     import ray
 
+    from clikit.errors import UserError
     from engines import RAY_ENV, ray_head
+    from pipeline.sweep.executors import check_every_node_sees
     from pipeline.sweep.run import SweepOptions, run_sweep
     from pipeline.sweep.spec import load_sweep
 
@@ -371,6 +373,9 @@ def test_ray_cluster_runs_cells_and_a_failing_cell_is_recorded(scored, tmp_path,
         try:
             summary = run_sweep(load_sweep(path), tmp_path / "ray",
                                 SweepOptions(executor="ray", address=head.address, say=lambda line: None))
+            # a folder some node cannot see is one line before any cell (here: one that exists nowhere)
+            with pytest.raises(UserError, match=r"--executor ray: node \S+ cannot see /no/such/out"):
+                check_every_node_sees([str(tmp_path), "/no/such/out"])
         finally:
             ray.shutdown()
     rows = {r["slice"]: r for r in pq.read_table(tmp_path / "ray" / "results.parquet").to_pylist()}

@@ -88,19 +88,53 @@ def _ray(jobs: list[tuple[Any, dict[str, Any]]], address: str | None,
     except ImportError:
         raise UserError("--executor ray needs Ray: pip install -e '.[sweep]'") from None
     if not ray.is_initialized():
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        try:  # log_to_driver: each cell's output streams to the sweep's terminal, prefixed by Ray
+            ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level="ERROR")
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UserError(f"cannot reach the Ray cluster at {address or 'a new local one'}: "
                             f"{str(exc).splitlines()[0]}") from None
-    task = ray.remote(run_cell).options(num_cpus=float(resources.get("cpus", 1)),
-                                        num_gpus=float(resources.get("gpus", 0)), max_retries=0)
+    check_every_node_sees(sorted({p for _, kwargs in jobs for p in _local_paths(kwargs)}))
+    # A cell asks for one GPU where the cluster has any, unless the file's resources: say otherwise.
+    gpus = resources.get("gpus", 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0)
+    task = ray.remote(run_cell).options(num_cpus=float(resources.get("cpus", 1)), num_gpus=float(gpus),
+                                        max_retries=0)
     refs = {task.remote(cell, **kwargs): cell for cell, kwargs in jobs}
     pending = list(refs)
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         for ref in done:
             yield refs[ref], ray.get(ref)
+
+
+def _local_paths(kwargs: dict[str, Any]) -> list[str]:
+    """The folders a cell reads or writes that are not object-store URLs: every node must see them."""
+    wanted = [kwargs.get("run_dir"), kwargs.get("pool"), kwargs.get("eval_dir"), kwargs.get("eval_suite"),
+              kwargs.get("retrieval")]
+    paths = [str(p) for p in wanted if p and "://" not in str(p) and not str(p).startswith("pipe:")]
+    # a run folder is made by its cell: the sweep's OUT (OUT/runs/CELL) is what must be shared
+    return [os.path.dirname(os.path.dirname(p.rstrip("/"))) if p == kwargs.get("run_dir") else p for p in paths]
+
+
+def _missing(paths: list[str]) -> list[str]:
+    return [p for p in paths if not os.path.exists(p)]
+
+
+def check_every_node_sees(paths: list[str]) -> None:
+    """One small task per alive node checks that `paths` exist there; a node that lacks one
+    means the cluster shares no filesystem with the driver: say so in one line, before any
+    cell runs (its run folder would be written where the driver never reads it)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(_missing)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    missing = ray.get([probe.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        n["NodeID"], soft=False)).remote(paths) for n in nodes])
+    for node, lacks in zip(nodes, missing):
+        if lacks:
+            raise UserError(f"--executor ray: node {node.get('NodeManagerAddress')} cannot see {lacks[0]}; put the "
+                            "sweep's --out, pool and eval folders on a filesystem every node mounts (or the pool "
+                            "at an s3:// URL)")
 
 
 def cpu_count() -> int:
