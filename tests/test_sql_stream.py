@@ -2,6 +2,7 @@
 never held whole (peak RSS measured in the child process, as the benches do)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -11,8 +12,13 @@ import pyarrow.parquet as pq
 from poolfactory import make_pool
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from measure import run_child  # noqa: E402 - bench/measure.py: a child's own peak RSS (wait4)
+# bench/measure.py (a child's own peak RSS, wait4), loaded by its path: bench/ on sys.path would
+# shadow the `train` package with bench/train.py for every later import in this process, and
+# for every process it spawns (spawn hands its sys.path on).
+_spec = importlib.util.spec_from_file_location("bench_measure", ROOT / "bench" / "measure.py")
+_measure = sys.modules["bench_measure"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
+_spec.loader.exec_module(_measure)
+run_child = _measure.run_child
 
 # 5M rows of 100 characters: about 560 MB as one Arrow table, a few MB a batch.
 QUERY = "SELECT range AS i, repeat(chr((97 + range % 26)::INTEGER), 100) AS s FROM range(5000000)"
