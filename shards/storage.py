@@ -51,13 +51,6 @@ def is_url(location: str) -> bool:
     return URL_SCHEME.match(location) is not None
 
 
-def worker_context(locations: list[str]) -> str | None:
-    """The multiprocessing start method for DataLoader workers that read `locations`: "spawn"
-    when one is at a URL (a forked worker inherits fsspec's event-loop thread and the locks it
-    held at the fork, and can hang on its first request), the platform's default otherwise."""
-    return "spawn" if any(is_url(str(location)) for location in locations) else None
-
-
 def as_path(location: str | Path | "UPath") -> StoragePath:
     """A local Path, or a UPath for any other fsspec URL. Creates nothing, asks nothing."""
     if isinstance(location, Path):

@@ -7,7 +7,6 @@ Both listen on 127.0.0.1 only and are torn down by the test that started them (n
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,16 +113,24 @@ def processes_mentioning(text: str) -> list[str]:
 
 @contextlib.contextmanager
 def s3_server() -> Iterator[dict[str, str]]:
-    """moto's S3 server on 127.0.0.1; yields the environment that points s3fs, boto3, the aws
-    CLI and spawned workers at it (dummy credentials: moto takes any)."""
-    from moto.server import ThreadedMotoServer  # test-only dependency (the s3 extra)
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    """moto's S3 server on 127.0.0.1, in a process of its own (not a thread of the test's: a
+    test process that also serves the store can starve it, as pytest-xdist's workers did);
+    yields the environment that points s3fs, boto3, the aws CLI and spawned workers at it
+    (dummy credentials: moto takes any)."""
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     endpoint = f"http://127.0.0.1:{port}"
     try:
+        for _ in range(300):  # it listens within a few seconds
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError("moto's server ended before it listened") from None
+                time.sleep(0.1)
         yield {
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": "testing",
@@ -130,6 +138,4 @@ def s3_server() -> Iterator[dict[str, str]]:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     finally:
-        # moto keeps its buckets in this process across servers: empty them for the next test
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
-        server.stop()
+        kill_group(server)

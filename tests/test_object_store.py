@@ -51,7 +51,7 @@ def s3(monkeypatch):
 
 def cli(tool: str, *args: str, cwd: Path, code: int = 0) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", tool, *map(str, args)], cwd=cwd, capture_output=True,
-                            text=True, timeout=300)
+                            stdin=subprocess.DEVNULL, text=True, timeout=300)
     assert result.returncode == code, f"{tool} {' '.join(map(str, args))}:\n{result.stderr[-3000:]}"
     return result
 

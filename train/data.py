@@ -26,7 +26,7 @@ import torch
 
 from shards.images import open_rgb
 from shards.reader import IMAGE_EXTENSIONS
-from shards.storage import open_stream, worker_context
+from shards.storage import open_stream
 from shards.uid_arrays import SortedUids
 
 
@@ -269,5 +269,4 @@ def make_loader(cfg: StreamConfig, pin_memory: bool = False) -> torch.utils.data
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if cfg.num_workers > 0 else None,
-        multiprocessing_context=worker_context(cfg.shards) if cfg.num_workers > 0 else None,
     )

@@ -20,7 +20,7 @@ from zoo.distributed import barrier, init_distributed
 from shards.atomic import replacing, write_json_atomic
 from shards.layout import Pool
 from shards.reader import scan_tar
-from shards.storage import StoragePath, open_root, parquet_metadata, parquet_schema, read_parquet, worker_context
+from shards.storage import StoragePath, open_root, parquet_metadata, parquet_schema, read_parquet
 
 SCORE_SCHEMA = pa.schema([
     ("uid", pa.string()), ("key", pa.string()), ("clip_score", pa.float32()), ("error", pa.string()),
@@ -253,7 +253,6 @@ def _score_shards(pool: Pool, seed, pending, device, dim, settings, result) -> N
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=False, prefetch_factor=4 if workers else None,
-        multiprocessing_context=worker_context([job.tar for job in jobs]) if workers else None,
     )
     buffers: dict[str, _ShardBuffer] = {s: _ShardBuffer() for s in pending}
     bar = tqdm(total=_success_rows(pool, pending), unit="img", desc=f"score {result.tag}", disable=not settings.progress)
