@@ -19,10 +19,9 @@ DEMO_SIZE = 300
 DEMO_SEED = 7
 SAMPLES_PER_SHARD = 100
 SMALL_DEMO_SIZE = 60  # the cluster and object-store tests' pool: every fault kind, seconds to fetch
-# The few tests that take minutes, started first: under `-n 2` (README's test command) each
-# goes to its own worker at once and overlaps the short tests instead of ending the run alone.
-LONGEST = ("tests/test_quickstart.py::test_quickstart_runs_every_stage",
-           "tests/test_object_store.py::test_pipeline_on_s3")
+# The test that takes minutes, started first: under `-n 2` (README's test command) it goes to
+# a worker at once and overlaps the short tests instead of ending the run alone.
+LONGEST = ("tests/test_quickstart.py::test_quickstart_runs_every_stage",)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,5 +1,6 @@
 """Where cells run: in the sweep's own process (one at a time), in N local worker processes
-(`--jobs N`, each pinned to its own GPU, or to its own share of the CPUs), or as Ray tasks on a cluster (`--executor ray --address ADDR`), each asking
+(`--jobs N`, each pinned to its own GPU or its own share of the CPUs), or as Ray tasks on a
+cluster (`--executor ray --address ADDR`), each asking
 for the CPUs/GPUs of the sweep file's `resources:`. All yield (cell, result) as cells finish."""
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def placements(workers: int, cpus: list[int], gpus: int) -> list[dict[str, Any]]
 
 def _start_worker(slots) -> None:
     """A worker's initialiser: die with the sweep, then take the next placement and pin to it
-    (before the cell imports torch, so CUDA only ever sees its own device)."""
+    (before any cell runs: CUDA reads CUDA_VISIBLE_DEVICES when it first initialises, so the
+    worker only ever sees its own device)."""
     _die_with_parent()
     placement = slots.get()
     if placement["cuda_visible_devices"] is not None:
