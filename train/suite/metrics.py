@@ -10,6 +10,8 @@ outcomes the bootstrap redraws.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -84,10 +86,13 @@ class _Embedded(torch.nn.Module):
 def zero_shot(model: torch.nn.Module, tokenizer: Callable, classnames: list[str], templates: list[str],
               embeddings: torch.Tensor, targets: list, device: str, amp: bool) -> Outcome:
     """Zero-shot classification with clip_benchmark's classifier from the task's templates."""
-    classifier = zsc.zero_shot_classifier(model, tokenizer, classnames, templates, device, amp=amp)
     labels = torch.tensor(targets)
     loader = [(embeddings[i:i + BATCH_SIZE], labels[i:i + BATCH_SIZE]) for i in range(0, len(labels), BATCH_SIZE)]
-    logits, target = zsc.run_classification(_Embedded(), classifier, loader, device, amp=amp)
+    # clip_benchmark draws a tqdm bar per class list and per loader, always on: a suite of
+    # tasks in a sweep cell would print a dozen bars of a second each into the sweep's output.
+    with contextlib.redirect_stderr(io.StringIO()):
+        classifier = zsc.zero_shot_classifier(model, tokenizer, classnames, templates, device, amp=amp)
+        logits, target = zsc.run_classification(_Embedded(), classifier, loader, device, amp=amp)
     return classification_outcome(logits, target, len(classnames))
 
 
