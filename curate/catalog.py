@@ -103,6 +103,14 @@ class Catalog:
     views: list[str] = field(default_factory=list)
     cluster_names: list[str] = field(default_factory=list)
     cluster_name: str | None = None
+    files: dict[str, list[StoragePath]] = field(default_factory=dict)  # view -> the parquet files it reads
+
+    def fingerprint(self) -> list:
+        """[view, file, size, modification time] of every file behind the views: what a subset
+        made from this catalog records, so that a rerun stage (new scores, a reclustering)
+        shows in it and whoever reuses the subset can tell it is stale."""
+        return [[view, str(path), (stat := path.stat()).st_size, stat.st_mtime_ns]
+                for view, paths in sorted(self.files.items()) for path in paths]
 
     def unselected(self, view: str) -> str | None:
         """Why a view chosen among several runs was not made (several and none picked), else None."""
@@ -206,14 +214,16 @@ def open_catalog(
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     views: list[str] = []
+    files: dict[str, list[StoragePath]] = {}
 
-    def view(view_name: str, files: list[StoragePath], /, **labels: str) -> None:
+    def view(view_name: str, files_: list[StoragePath], /, **labels: str) -> None:
         """CREATE VIEW view_name over parquet files, each label a column read from the file's path."""
         extracted = "".join(f"regexp_extract(filename, '{pattern}', 1) AS {column}, " for column, pattern in labels.items())
         con.execute(f"CREATE VIEW {view_name} AS SELECT * EXCLUDE (filename), {extracted.rstrip(', ')} "
-                    f"FROM read_parquet({_file_list(files)}, filename = true, union_by_name = true)"
-                    if labels else f"CREATE VIEW {view_name} AS SELECT * FROM read_parquet({_file_list(files)})")
+                    f"FROM read_parquet({_file_list(files_)}, filename = true, union_by_name = true)"
+                    if labels else f"CREATE VIEW {view_name} AS SELECT * FROM read_parquet({_file_list(files_)})")
         views.append(view_name)
+        files[view_name] = list(files_)
 
     shard = "(\\d+)\\.parquet$"  # NNNNN.parquet: the pool shard a row came from
 
@@ -249,4 +259,4 @@ def open_catalog(
              name=folder("clusters", "assignments\\.parquet"))
     if cluster_run is not None:
         view("clusters", [layout.cluster_assignments(cluster_run)])
-    return Catalog(pool, con, tags, names, tag, name, views, cluster_runs, cluster_run)
+    return Catalog(pool, con, tags, names, tag, name, views, cluster_runs, cluster_run, files)

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -221,6 +222,34 @@ def test_a_recipe_arm_trains_on_the_subset_curate_filter_makes(scored, tmp_path)
     said.clear()
     make_subsets(spec, say=said.append)
     assert said == []  # made once, reused
+
+
+def test_a_sweep_remakes_a_subset_whose_inputs_a_stage_rewrote(scored, tmp_path):
+    """A subset made before its scores were rewritten (a rescoring, a reclustering) is stale:
+    the next sweep remakes it from the new files instead of training on the old uids."""
+    from curate.filter.run import run_filter
+    from pipeline.sweep.spec import load_sweep
+    from pipeline.sweep.subsets import make_subsets
+
+    pool, eval_dir = scored
+    pool = Path(shutil.copytree(pool, tmp_path / "pool"))
+    spec = load_sweep(sweep_file(tmp_path, pool, eval_dir, GRID.replace("{top: [40%]}", "{recipe: [clip_top]}")))
+    subset = pool / "subsets" / "sweep-clip_top.scores-seed.dedup-exact.parquet"
+    make_subsets(spec, say=lambda line: None)
+    before = sorted(pq.read_table(subset).column("uid").to_pylist())
+    for path in sorted((pool / "scores" / "seed").glob("*.parquet")):  # a rescoring that ranks the other way
+        table = pq.read_table(path)
+        pq.write_table(table.set_column(table.schema.get_field_index("clip_score"), "clip_score",
+                                        pc.negate(table.column("clip_score"))), path)
+    said: list[str] = []
+    make_subsets(spec, say=said.append)
+    after = sorted(pq.read_table(subset).column("uid").to_pylist())
+    run_filter(pool, "direct", recipe="clip_top", scores="seed", dedup="exact")
+    assert len(said) == 1 and after != before
+    assert after == sorted(pq.read_table(pool / "subsets" / "direct.parquet").column("uid").to_pylist())
+    said.clear()
+    make_subsets(spec, say=said.append)
+    assert said == []  # nothing changed since: reused
 
 
 def test_jobs_are_placed_on_their_own_gpu_or_their_own_cpus():

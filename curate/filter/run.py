@@ -122,6 +122,7 @@ def run_filter(
             "scores_tag": catalog.scores_tag,
             "dedup_name": catalog.dedup_name if (use_dedup or dedup is not None) else None,
             "clusters_name": catalog.cluster_name,
+            "inputs": catalog.fingerprint(),
             "seed_model": _seed_model(pool, catalog.scores_tag),
             "counts": {"pool_samples": pool_samples, "candidates_scored": int(scored), "selected": int(selected)},
             "pool": str(pool.resolve()),
@@ -133,6 +134,14 @@ def run_filter(
     else:
         count = write_uid_block(pool, name, block, None, metadata, overwrite=overwrite)
     return _result(pool, name, count, metadata)
+
+
+def inputs_fingerprint(pool: str | StoragePath, scores: str | None = None, dedup: str | None = None,
+                       clusters: str | None = None) -> list:
+    """The `inputs` a subset made now from these runs would record (Catalog.fingerprint): a
+    subset whose own differs was made before one of its inputs was rewritten."""
+    with open_catalog(open_root(pool), scores=scores, dedup=dedup, clusters=clusters) as catalog:
+        return catalog.fingerprint()
 
 
 def _selected_uids(catalog: Catalog, sql: str, params: dict[str, Any]) -> UidBlock:

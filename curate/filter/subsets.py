@@ -62,8 +62,10 @@ def _difference(layout: Pool, name: str, metadata: dict[str, Any], pairs: np.nda
         old_pairs = load_npy(layout.subset_npy(name))
     except Exception:  # noqa: BLE001 - pyarrow and numpy raise several types for a damaged file
         return "the files there are unreadable"
+    # When and from which file versions it was made (`inputs`) do not make another subset: a
+    # rerun after a stage rewrote its files with the same rows still finds the same uids.
     for key in [*metadata, *(k for k in old_meta if k not in metadata)]:  # what was asked comes first
-        if key != "created" and old_meta.get(key) != metadata.get(key):
+        if key not in ("created", "inputs") and old_meta.get(key) != metadata.get(key):
             return f"made with another {key}"
     if old_pairs.dtype != pairs.dtype or not np.array_equal(old_pairs, pairs):
         return "other uids"

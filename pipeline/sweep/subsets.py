@@ -1,7 +1,8 @@
 """The subsets a sweep's grid needs, made once with curate's filter before any cell runs
 (subsets/sweep-KEY.scores-TAG.dedup-RUN, KEY a top share, a random draw or a recipe with
 its parameters: two sweeps on one pool with other scores or dedup
-never share one), and reused by later runs when their recipe, parameters and input tags match."""
+never share one), and reused by later runs when their recipe, parameters and input tags match
+and no input file changed since (a stage rerun, e.g. a reclustering, remakes them)."""
 from __future__ import annotations
 
 import time
@@ -10,7 +11,7 @@ from typing import Any, Callable
 
 from clikit.errors import UserError
 from curate.filter.recipes import load_recipe
-from curate.filter.run import run_filter
+from curate.filter.run import inputs_fingerprint, run_filter
 from curate.filter.subsets import read_subset_metadata
 from pipeline.sweep.spec import Slice, Sweep
 from shards.layout import Pool
@@ -32,10 +33,10 @@ def _same_inputs(meta: dict[str, Any], sweep: Sweep) -> bool:
     return (sweep.scores is None or meta.get("scores_tag") == sweep.scores) and meta.get("dedup_name") == sweep.dedup
 
 
-def _matches(meta: dict[str, Any], wanted: dict[str, Any], sweep: Sweep) -> bool:
+def _matches(meta: dict[str, Any], wanted: dict[str, Any], sweep: Sweep, inputs: list) -> bool:
     params = wanted.get("bound", wanted["params"])  # a subset records its recipe's every parameter
     return (meta.get("recipe") == Path(wanted["recipe"]).stem and meta.get("params") == params
-            and _same_inputs(meta, sweep))
+            and _same_inputs(meta, sweep) and meta.get("inputs") == inputs)
 
 
 def make_subsets(sweep: Sweep, say: Callable[[str], None] = print) -> tuple[dict[str, int], float]:
@@ -43,6 +44,7 @@ def make_subsets(sweep: Sweep, say: Callable[[str], None] = print) -> tuple[dict
     or stale; and the seconds it took."""
     started = time.perf_counter()
     sizes: dict[str, int] = {}
+    inputs = inputs_fingerprint(sweep.pool, scores=sweep.scores, dedup=sweep.dedup)
     for sl in {cell.slice for cell in sweep.cells}:
         if sl.subset in sizes:
             continue
@@ -55,7 +57,7 @@ def make_subsets(sweep: Sweep, say: Callable[[str], None] = print) -> tuple[dict
                                 f"{meta.get('dedup_name')}, not this sweep's scores/{sweep.scores} and dedup/"
                                 f"{sweep.dedup} (their names differ only in signs a subset name cannot hold); "
                                 "remove it or rename one tag")
-            if not (meta is not None and _matches(meta, wanted, sweep)):
+            if not (meta is not None and _matches(meta, wanted, sweep, inputs)):
                 result = run_filter(sweep.pool, sl.subset, scores=sweep.scores, dedup=sweep.dedup,
                                     recipe=wanted["recipe"], params=wanted["params"], overwrite=path.is_file())
                 say(f"   subsets/{sl.subset}: {result.count} samples ({sl.label})")
