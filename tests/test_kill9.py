@@ -50,11 +50,13 @@ def _jsonl_without(keys: tuple[str, ...]) -> Callable[[Path], object]:
 
 
 def _subset_without_created(path: Path) -> object:
-    """subsets/NAME.parquet: the uids and the provenance, less the time the subset was made."""
+    """subsets/NAME.parquet: the uids and the provenance, less the time the subset was made
+    and the modification times of the files it read (`inputs`: each copy of the pool has its own)."""
     table = pq.read_table(path)
     metadata = dict(table.schema.metadata)
     provenance = json.loads(metadata.pop(b"clipcurate"))
     provenance.pop("created")
+    provenance.pop("inputs")
     return table.replace_schema_metadata(None).to_pylist(), metadata, provenance
 
 
