@@ -75,8 +75,8 @@ def test_pure_noise_claims_nothing():
             assert claim["verdict"] == "within noise", (draw, claim)
         assert best and not any("beyond the noise" in s for s in best), (draw, best)
         assert all(s.endswith("within noise, so no crossing is named.") for s in crossed), (draw, crossed)
-        swaps += len(crossed)
-    assert swaps > 10  # the means did swap order often: the rule had crossings to refuse
+        swaps += bool(crossed)
+    assert swaps > 10  # the means swapped order in most sweeps: the rule had crossings to refuse
 
 
 def test_planted_gap_and_crossing_are_found():

@@ -134,7 +134,7 @@ def crossings(exp: Experiment, fits: dict[str, Fit | None]) -> list[str]:
     if len(exp.budgets) < 2:
         return []
     lo, hi = exp.budgets[0], exp.budgets[-1]
-    out = []
+    out, noisy = [], []
     for i, l1 in enumerate(exp.lines):
         for l2 in exp.lines[i + 1:]:
             a, b, c, d = l1.at(lo), l2.at(lo), l1.at(hi), l2.at(hi)
@@ -146,7 +146,8 @@ def crossings(exp: Experiment, fits: dict[str, Fit | None]) -> list[str]:
                     f"{_with_band(at_lo)} and trails it at {fmt_budget(exp, hi)} by {pp(-at_hi.margin)}"
                     f"{_with_band(at_hi)}")
             if not (at_lo.above and at_hi.below):
-                out.append(f"{ends}: within noise, so no crossing is named.")
+                noisy.append((f"{ends}: within noise, so no crossing is named.",
+                              f"{first.label} / {second.label}", max(abs(at_lo.margin), abs(at_hi.margin))))
                 continue
             f1, f2 = fits.get(l1.label), fits.get(l2.label)
             where = None
@@ -155,6 +156,12 @@ def crossings(exp: Experiment, fits: dict[str, Fit | None]) -> list[str]:
             at = (f"their fitted curves cross at {where:.3g} FLOPs" if where
                   else f"they swap between {fmt_budget(exp, lo)} and {fmt_budget(exp, hi)}")
             out.append(f"{ends}; {at}.")
+    if len(noisy) == 1:
+        out.append(noisy[0][0])
+    elif noisy:  # ten arms give dozens of swaps in the noise: one sentence, not one each
+        out.append(f"{len(noisy)} pairs swap order between {fmt_budget(exp, lo)} and {fmt_budget(exp, hi)} "
+                   f"({'; '.join(pair for _, pair, _ in noisy)}; the largest gap at either end "
+                   f"{pp(max(swing for _, _, swing in noisy))}): within noise, so no crossing is named.")
     return out
 
 
