@@ -123,7 +123,7 @@ def restore(state: TrainState, path: Path, out: Path, info: DistInfo) -> None:
     """Load the checkpoint at `path` into `state` (weights, SLIP head, optimiser, schedule,
     counters) and this rank's RNG; UserError when it was made with other RESUME_FIXED args."""
     ckpt = read_checkpoint(path)
-    _check_same_run(ckpt.get("config", {}), state.config, out)
+    check_same_run(ckpt.get("config", {}), state.config, out)
     saved_world = len(ckpt["rng"])
     load_state(state.model, ckpt["state_dict"], path)
     if getattr(state.module, "slip_head", None) is not None:
@@ -155,7 +155,9 @@ def changed_run_fields(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     return [k for k in RESUME_FIXED if saved.get(k, defaults.get(k)) != current.get(k)]
 
 
-def _check_same_run(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
+def check_same_run(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
+    """UserError unless a checkpoint's config `saved` may be resumed as `current`: the same
+    RESUME_FIXED arguments, but for world size and workers in a run with --streams."""
     changed = changed_run_fields(saved, current)
     if saved.get("streams"):
         changed = [k for k in changed if k not in ELASTIC]
