@@ -199,7 +199,7 @@ def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan
     state = TrainState(cfg.model, config, built.model, built.module, optimizer, scheduler,
                        fresh_counters(cfg.workers, info.world_size, cfg.streams), hf_text=built.towers.hf_text, head=built.head)
     if resume_from is not None:
-        restore(state, resume_from, out, info)
+        restore(state, resume_from, out, info, plan.total_steps)
     else:
         seed_training(cfg.seed, info)
     if info.is_main:  # also on a fresh start: a run killed before its first checkpoint logged lines

@@ -119,12 +119,17 @@ def seed_training(seed: int, info: DistInfo, step: int = 0) -> None:
         torch.cuda.manual_seed(value)
 
 
-def restore(state: TrainState, path: Path, out: Path, info: DistInfo) -> None:
+def restore(state: TrainState, path: Path, out: Path, info: DistInfo, total_steps: int) -> None:
     """Load the checkpoint at `path` into `state` (weights, SLIP head, optimiser, schedule,
-    counters) and this rank's RNG; UserError when it was made with other RESUME_FIXED args."""
+    counters) and this rank's RNG; UserError when it was made with other RESUME_FIXED args,
+    or planned another number of steps (a FLOP budget measured otherwise at this world size)."""
     ckpt = read_checkpoint(path)
     check_same_run(ckpt.get("config", {}), state.config, out)
     saved_world = len(ckpt["rng"])
+    if ckpt.get("total_steps", total_steps) != total_steps:
+        raise UserError(f"cannot resume {out} with {info.world_size} process(es): its budget makes {total_steps} "
+                        f"steps here but {ckpt['total_steps']} at the {saved_world} it was started with (the FLOPs "
+                        f"of a step measured {ckpt.get('flops_per_step')} there); resume it with {saved_world}")
     load_state(state.model, ckpt["state_dict"], path)
     if getattr(state.module, "slip_head", None) is not None:
         state.module.slip_head.load_state_dict(ckpt["slip_head"])
