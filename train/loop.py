@@ -31,6 +31,7 @@ from train.optim import cosine_with_warmup, make_optimizer
 from train.sources import check_first_shard, load_subset_uids, resolve_shards
 from train.state import TrainState, existing_checkpoints, fresh_counters, restore, save_final, seed_training
 from train.strategies import StrategyModule, patch_dropout_modules, strategy
+from train.streams import check_streams, joined_batches, owned_streams
 from train.trainer import Trainer, autocast_forward
 from zoo.attention import use_flash_attention
 from zoo.distributed import DistInfo, exit_on_lost_peer, init_distributed, local_cpus, shutdown
@@ -84,6 +85,8 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     if local_batch % cfg.accum_steps:
         raise UserError(f"--accum-steps {cfg.accum_steps} must divide each process's batch of {local_batch} "
                         f"(--batch-size {cfg.batch_size} over {info.world_size} processes)")
+    if cfg.streams:
+        check_streams(cfg.streams, cfg.batch_size, info.world_size, cfg.workers)
     shards = resolve_shards(cfg.data)
     check_first_shard(shards)
     subset = load_subset_uids(cfg.subset, cfg.data) if cfg.subset else None
@@ -194,9 +197,9 @@ def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan
     # process started, so that a run killed and resumed writes the bytes of one never stopped.
     config = {k: v for k, v in cfg.to_dict().items() if k != "resume"}
     state = TrainState(cfg.model, config, built.model, built.module, optimizer, scheduler,
-                       fresh_counters(cfg.workers, info.world_size), hf_text=built.towers.hf_text, head=built.head)
+                       fresh_counters(cfg.workers, info.world_size, cfg.streams), hf_text=built.towers.hf_text, head=built.head)
     if resume_from is not None:
-        restore(state, resume_from, out, info)
+        restore(state, resume_from, out, info, plan.total_steps)
     else:
         seed_training(cfg.seed, info)
     if info.is_main:  # also on a fresh start: a run killed before its first checkpoint logged lines
@@ -217,18 +220,22 @@ def _wrap_ddp(module: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 
 def _batches(cfg: TrainConfig, info: DistInfo, built: _Model, shards: list[str], subset: SortedUids | None,
              local_batch: int, state: TrainState) -> Iterator[dict[str, Any]]:
-    """This rank's batch iterator, started where the counters say its loader workers were."""
-    positions = state.counters.positions[info.rank]
+    """This rank's batch iterator, started where the counters say its loader workers (or,
+    with --streams, its streams) were."""
+    c = state.counters
+    positions = c.stream_positions if cfg.streams else c.positions[info.rank]
     stream = StreamConfig(
         shards=shards, batch_size=local_batch, image_size=built.image_size,
         context_length=int(getattr(built.tokenizer, "context_length", 77)), tokenizer=built.tokenizer,
         seed=cfg.seed, rank=info.rank, world_size=info.world_size, num_workers=cfg.workers,
         shuffle_buffer=cfg.shuffle_buffer, subset=subset, positions=list(positions), batches_taken=state.counters.step,
-        need_text=built.needs_text,
+        need_text=built.needs_text, streams=cfg.streams,
     )
-    state.positions = list(positions)
+    state.positions = {i: q for i, q in enumerate(positions) if not cfg.streams or i in owned_streams(
+        cfg.streams, info.rank, info.world_size)}
     # Starting a DataLoader iterator draws its base seed from the global RNG. Our streams are
     # seeded by themselves, and a resumed run must not draw once more than the run it
     # continues (MIM masks, FLIP drops and augmentations come from that RNG), so fork it.
     with torch.random.fork_rng(devices=[]):
-        return iter(make_loader(stream, pin_memory=info.device.type == "cuda"))
+        pin_memory = info.device.type == "cuda"
+        return joined_batches(stream, pin_memory) if cfg.streams else iter(make_loader(stream, pin_memory))

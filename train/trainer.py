@@ -77,7 +77,7 @@ class Trainer:
         self.log.waited(time.perf_counter() - t_wait)
         if "error" in batch:
             raise UserError(batch["error"])
-        self.state.positions[batch["logical"]] = batch["position"]
+        self.state.positions.update(batch["positions"])
         self.state.skipped_here += batch["skipped"]
         return batch
 
