@@ -1,6 +1,6 @@
 """Evaluation during and after training: OUT/evals.jsonl (one line per evaluation) and
-OUT/eval.json (the final one). Rank 0 evaluates and the other ranks wait at a barrier, or, for a
-sharded model (--fsdp), whose forward is a collective, every rank evaluates and rank 0 writes."""
+OUT/eval.json (the final one). Rank 0 evaluates and the other ranks wait at a barrier; a sharded
+model (--fsdp), whose forward is a collective, is evaluated by every rank and rank 0 writes."""
 from __future__ import annotations
 
 import json
@@ -27,9 +27,11 @@ class EvalHook:
     """Zero-shot and retrieval evaluation of the model being trained (train.evaluate)."""
 
     def __init__(self, model: torch.nn.Module, preprocess: Any, tokenizer: Any, *, eval_dir: str | None,
-                 retrieval_data: str | None, every: int, out: Path, info: DistInfo, every_rank: bool = False) -> None:
+                 retrieval_data: str | None, every: int, out: Path, info: DistInfo,
+                 sharded: torch.nn.Module | None = None) -> None:
+        """`sharded`: the FSDP root module around `model` (--fsdp), whose parameters evaluation gathers."""
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
-        self.every_rank = every_rank
+        self.sharded = sharded
         self.eval_dir, self.retrieval_data, self.every = eval_dir, retrieval_data, every
         self.run, self.info = RunDir(out), info
         self.seconds = 0.0  # spent evaluating, for callers that account for a run's time (train sweep)
@@ -39,14 +41,14 @@ class EvalHook:
         return bool(self.every) and step % self.every == 0 and not last
 
     def __call__(self, step: int, samples: int, flops: int) -> dict[str, Any]:
-        """Evaluate (rank 0, or every rank with every_rank, when there is something to evaluate on)
+        """Evaluate (rank 0, or every rank when sharded, when there is something to evaluate on)
         and append to evals.jsonl (rank 0); {} on the other ranks or without --eval/--retrieval-data."""
         import time
 
         started = time.perf_counter()
         results: dict[str, Any] = {}
-        if (self.info.is_main or self.every_rank) and (self.eval_dir or self.retrieval_data):
-            with gathered(self.model):
+        if (self.info.is_main or self.sharded is not None) and (self.eval_dir or self.retrieval_data):
+            with gathered(self.sharded):
                 results = evaluate(self.model, self.preprocess, self.tokenizer, self.eval_dir,
                                    device=self.info.device, retrieval_data=self.retrieval_data)
             results.update(step=step, samples=samples, flops=flops)

@@ -116,7 +116,7 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     log = MetricsLog(out, info, plan.total_steps, state.counters.step, cfg.progress)
     evals = EvalHook(built.model, built.preprocess, built.tokenizer, eval_dir=cfg.eval_dir,
                      retrieval_data=cfg.retrieval_data, every=cfg.eval_every, out=out, info=info,
-                     every_rank=cfg.fsdp)
+                     sharded=built.module if cfg.fsdp else None)
     with use_flash_attention(built.module, info.device):  # flash-attn on GPU if installed; FLOPs measured on SDPA
         Trainer(cfg, info, state, net, plan, batches, log, evals, out, budget_flops).run()
 

@@ -7,9 +7,10 @@ keeps the model an ordinary nn.Module whose parameters are DTensors under their 
 runs on gloo (CPU), where it is tested, as on nccl.
 
 Units: each transformer block of every tower is one (its parameters are gathered for its
-forward and backward only), then the CLIP model (embeddings, projections, logit scale;
-`gathered` holds them whole while evaluation calls encode_image/encode_text, which are not
-its forward), then the strategy module (the SLIP head). open_clip's logit scale is a 0-d parameter, which fully_shard refuses: it is
+forward and backward only), and the strategy module holds the rest (embeddings, projections,
+logit scale, the SLIP head): as FSDP's root it keeps them whole from its forward to its
+backward, through which the model's encode_image may be called more than once (SLIP's views);
+`gathered` holds them whole for evaluation, which calls encode_image/encode_text directly. open_clip's logit scale is a 0-d parameter, which fully_shard refuses: it is
 made shape [1] before sharding and saved 0-d again.
 
 Checkpoints have one format whatever the wrapping: `full_states` gathers the full model
@@ -79,7 +80,6 @@ def shard(module: nn.Module, model: nn.Module, info: DistInfo) -> set[str]:
               if info.device.type == "cuda" else MixedPrecisionPolicy())
     for block in tower_blocks(model):
         fully_shard(block, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
     fully_shard(module, mesh=mesh, mp_policy=policy)
     return scalars
 
@@ -90,17 +90,18 @@ def full_value(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def gathered(model: nn.Module) -> Iterator[None]:
-    """Within: a sharded `model`'s own parameters whole (its blocks gather theirs as they run), for
-    calls that are not its forward (evaluation's encode_image/encode_text). A collective."""
-    if not isinstance(model, FSDPModule):
+def gathered(module: nn.Module | None) -> Iterator[None]:
+    """Within: the sharded `module`'s own parameters whole (its blocks gather theirs as they run),
+    for calls that are not its forward (evaluation's encode_image/encode_text). A collective;
+    nothing for None or a module that is not sharded."""
+    if not isinstance(module, FSDPModule):
         yield
         return
-    model.unshard()
+    module.unshard()
     try:
         yield
     finally:
-        model.reshard()
+        module.reshard()
 
 
 def gradient_sync_paused(net: nn.Module) -> Callable[[], ContextManager]:
