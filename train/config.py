@@ -87,7 +87,7 @@ class TrainConfig:
     fsdp: bool = option(False, help=(
         "Shard weights, gradients and optimiser state over the torchrun processes (PyTorch FSDP2), for towers "
         "that do not fit one device; checkpoints are the unsharded ones (resume at any world size, with or "
-        "without --fsdp). Needs 2 or more processes."))
+        "without --fsdp). Needs torchrun (2 or more processes to save memory)."))
     device: str = option("auto", help="auto (GPU when present) | cpu | cuda.")
     threads: int | None = option(None, help="CPU threads for torch (default: cores left after loader workers).")
     progress: bool = option(True, flag="--progress/--no-progress", help="Show a progress bar.")

@@ -10,6 +10,7 @@ zoo.towers (towers from pretrained weights, locks, init.json), train.state
 train.metrics (metrics.jsonl), train.eval_hook (evals.jsonl, eval.json)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -63,7 +64,10 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     OUT/summary.json and (with eval_dir or retrieval_data) OUT/evals.jsonl and OUT/eval.json.
     Only rank 0 writes."""
     cfg.validate()
-    info = init_distributed(cfg.device)
+    if cfg.fsdp and "WORLD_SIZE" not in os.environ:
+        raise UserError("--fsdp shards the model over the processes torchrun starts; launch with torchrun "
+                        "--nproc-per-node 2 (or more; 1 runs the sharded code path unsharded), or drop --fsdp")
+    info = init_distributed(cfg.device, group=cfg.fsdp)
     try:
         with exit_on_lost_peer(info, "train"):
             return _run(cfg, info)
@@ -81,9 +85,6 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     _set_cpu_threads(cfg, info.device)
     if cfg.batch_size % info.world_size:
         raise UserError(f"--batch-size {cfg.batch_size} must divide evenly over {info.world_size} processes")
-    if cfg.fsdp and not info.enabled:
-        raise UserError("--fsdp shards the model over torchrun's processes and this run has one; launch it with "
-                        "torchrun --nproc-per-node 2 (or more), or drop --fsdp")
     local_batch = cfg.batch_size // info.world_size
     if local_batch % cfg.accum_steps:
         raise UserError(f"--accum-steps {cfg.accum_steps} must divide each process's batch of {local_batch} "
