@@ -10,8 +10,9 @@ Units: each transformer block of every tower is one (its parameters are gathered
 forward and backward only), and the strategy module holds the rest (embeddings, projections,
 logit scale, the SLIP head): as FSDP's root it keeps them whole from its forward to its
 backward, through which the model's encode_image may be called more than once (SLIP's views);
-`gathered` holds them whole for evaluation, which calls encode_image/encode_text directly. open_clip's logit scale is a 0-d parameter, which fully_shard refuses: it is
-made shape [1] before sharding and saved 0-d again.
+`gathered` holds them whole for evaluation, which calls encode_image/encode_text directly.
+open_clip's logit scale is a 0-d parameter, which fully_shard refuses: it is made shape [1]
+before sharding and saved 0-d again.
 
 Checkpoints have one format whatever the wrapping: `full_states` gathers the full model
 and optimiser state (a collective: every rank calls it) in the layout `state_dict()` of an
