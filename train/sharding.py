@@ -154,8 +154,9 @@ def load_full_states(module: nn.Module, optimizer: torch.optim.Optimizer, parts:
     set_model_state_dict(module, weights, options=_SCATTER)
     params = {param: name for name, param in module.named_parameters()}
     names = [params[p] for group in optimizer.param_groups for p in group["params"]]
-    if [len(g["params"]) for g in optimizer_state["param_groups"]] != [len(g["params"]) for g in optimizer.param_groups]:
-        raise ValueError("loaded state dict contains a parameter group that doesn't match the size of optimizer's group")
+    sizes = [len(group["params"]) for group in optimizer.param_groups]
+    if [len(group["params"]) for group in optimizer_state["param_groups"]] != sizes:  # as torch's load_state_dict
+        raise ValueError("loaded state dict contains a parameter group that doesn't match the optimizer's")
     state = {names[i]: _reshape_moments(value, (1,)) if names[i] in scalars else value
              for i, value in optimizer_state["state"].items()}
     groups = [dict(group, params=[names[i] for i in group["params"]]) for group in optimizer_state["param_groups"]]
