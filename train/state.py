@@ -23,6 +23,7 @@ import torch
 from clikit.errors import UserError
 from shards.layout import RunDir
 from train.config import TrainConfig
+from train.sharding import full_states, is_sharded, load_full_states
 from zoo.checkpoint import list_checkpoints, load_state, prune_checkpoints, read_checkpoint, save_atomic
 from zoo.distributed import DistInfo, all_gather_object, barrier, sum_across
 
@@ -70,6 +71,7 @@ class TrainState:
     skipped_here: int = 0
     hf_text: str | None = None  # the Hugging Face text tower's folder: load_model and resume rebuild it
     head: torch.nn.Module | None = None  # trained beside the model and resumed with it (train mim's MimHead)
+    scalars: set[str] = field(default_factory=set)  # --fsdp: the module's parameters sharded as [1], saved 0-d
 
     def skipped_total(self, info: DistInfo) -> int:
         """Skipped samples over all ranks and restarts (a collective: every rank calls it)."""
@@ -130,13 +132,18 @@ def restore(state: TrainState, path: Path, out: Path, info: DistInfo, total_step
         raise UserError(f"cannot resume {out} with {info.world_size} process(es): its budget makes {total_steps} "
                         f"steps here but {ckpt['total_steps']} at the {saved_world} it was started with (the FLOPs "
                         f"of a step measured {ckpt.get('flops_per_step')} there); resume it with {saved_world}")
-    load_state(state.model, ckpt["state_dict"], path)
-    if getattr(state.module, "slip_head", None) is not None:
-        state.module.slip_head.load_state_dict(ckpt["slip_head"])
     if state.head is not None:
         state.head.load_state_dict(ckpt["head"])
     try:
-        state.optimizer.load_state_dict(ckpt["optimizer"])
+        if is_sharded(state.module):  # --fsdp: the checkpoint holds whole tensors; each rank keeps its shards
+            parts = {"model": ckpt["state_dict"], "slip_head": ckpt.get("slip_head")}
+            load_full_states(state.module, state.optimizer, {k: v for k, v in parts.items() if v is not None},
+                             ckpt["optimizer"], state.scalars)
+        else:
+            load_state(state.model, ckpt["state_dict"], path)
+            if getattr(state.module, "slip_head", None) is not None:
+                state.module.slip_head.load_state_dict(ckpt["slip_head"])
+            state.optimizer.load_state_dict(ckpt["optimizer"])
     except ValueError as exc:  # torch: "loaded state dict contains a parameter group that doesn't match ..."
         raise UserError(f"cannot resume {out}: the checkpoint's optimiser groups differ from this version's "
                         "(position embeddings and class tokens are now exempt from weight decay); "
@@ -186,15 +193,14 @@ def save_checkpoint(state: TrainState, out: Path, keep: int, flops_per_step: int
     gathered = all_gather_object(state.positions, info)
     all_rng = all_gather_object(rng_state(info.device), info)
     skipped_total = state.skipped_total(info)
+    weights, slip_head, optimizer = _whole_states(state)
     if info.is_main:
         c = state.counters
-        module = state.module
         ckpt = {
-            "model_name": state.model_name, "config": state.config, "state_dict": state.model.state_dict(),
-            "hf_text": state.hf_text,
-            "slip_head": module.slip_head.state_dict() if getattr(module, "slip_head", None) is not None else None,
+            "model_name": state.model_name, "config": state.config, "state_dict": weights,
+            "hf_text": state.hf_text, "slip_head": slip_head,
             "head": state.head.state_dict() if state.head is not None else None,
-            "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(), "scaler": None,
+            "optimizer": optimizer, "scheduler": state.scheduler.state_dict(), "scaler": None,
             "step": c.step, "samples": c.samples, "flops": c.flops,
             "skipped": skipped_total, "data": _data_cursor(gathered, state.config.get("streams", 0), c.step),
             "rng": all_rng, "flops_per_step": flops_per_step, "total_steps": total_steps,
@@ -207,9 +213,10 @@ def save_checkpoint(state: TrainState, out: Path, keep: int, flops_per_step: int
 def save_final(state: TrainState, out: Path, info: DistInfo) -> int:
     """Write OUT/final.pt (weights and counters, no resume state); returns the skipped total."""
     skipped_total = state.skipped_total(info)
+    weights = _whole_states(state, optimizer=False)[0]
     if info.is_main:
         c = state.counters
-        final = {"model_name": state.model_name, "config": state.config, "state_dict": state.model.state_dict(),
+        final = {"model_name": state.model_name, "config": state.config, "state_dict": weights,
                  "hf_text": state.hf_text, "step": c.step, "samples": c.samples, "flops": c.flops}
         save_atomic(final, RunDir(out).final_pt)
     barrier(info)
@@ -223,3 +230,15 @@ def _data_cursor(gathered: list[dict[int, int]], streams: int, step: int) -> dic
         merged = {s: q for positions in gathered for s, q in positions.items()}
         return {"stream_positions": [merged[s] for s in range(streams)], "batches_taken": step}
     return {"positions": [[positions[w] for w in sorted(positions)] for positions in gathered], "batches_taken": step}
+
+
+def _whole_states(state: TrainState, optimizer: bool = True) -> tuple[dict[str, torch.Tensor],
+                                                                      dict[str, torch.Tensor] | None, Any]:
+    """(the model's, the SLIP head's or None, the optimiser's (None unless asked)) state_dict, whole:
+    gathered from every rank when the module is sharded (--fsdp; a collective), else the plain ones."""
+    slip_head = getattr(state.module, "slip_head", None)
+    if is_sharded(state.module):
+        parts, optimizer_state = full_states(state.module, state.optimizer if optimizer else None, state.scalars)
+        return parts.get("model", {}), parts.get("slip_head", {}) if slip_head is not None else None, optimizer_state
+    return (state.model.state_dict(), slip_head.state_dict() if slip_head is not None else None,
+            state.optimizer.state_dict() if optimizer else None)
