@@ -1,10 +1,11 @@
-"""Scale bench: time and peak RSS of dedup, filter (every recipe), sql and export planning
+"""Scale bench: time and peak RSS of dedup, cluster, filter (every recipe), sql and export planning
 on a synthetic 100M-row catalog and a 10M-row pool slice, each stage in a fresh process.
 
     nice python bench/scale.py [--dir /work/scratch/scale-bench] [--catalog-rows 100000000]
-        [--pool-rows 10000000] [--steps generate,dedup,filter,sql,export] [--clean]
+        [--pool-rows 10000000] [--steps generate,dedup,cluster,filter,sql,export] [--clean]
 
-What it makes (once, under --dir; a rerun with the same sizes reuses it):
+What it makes (once, under --dir, only what the steps read: the pool for dedup and cluster,
+the catalog for the others; a rerun with the same sizes reuses it):
 
 - catalog/: a pool of --catalog-rows rows as `curate download` and `curate score` leave it,
   minus the images: shards/NNNNN.parquet (1M rows each: uid, key, url, caption, status,
@@ -44,6 +45,12 @@ child's own process tree), each next to a baseline from the same run:
   the first --sample-rows rows (FAISS flat range search, the baseline, timed too): a pair
   counts as found when both rows end in one group. Exact search over all rows is
   n^2 x dim (~10^17 flops at 10M): the sample is what is affordable.
+- cluster on the pool: `curate cluster --scores synth` (sqrt(n) clusters; SemDeDup's
+  similarity within each), against the pre-streaming algorithm (every vector in one n x dim
+  float32 array, every uid a Python str: 2 GiB at 1M x 512, 20 GiB at 10M) on the first
+  --baseline-rows rows of the pool (a folder of links to its first shards), where both
+  run; their cluster ids and semdedup similarities must be equal. Then at the whole pool
+  when it is larger.
 - filter: `curate filter` with every recipe of `curate.filter.recipes.list_recipes()`
   (a recipe with $fraction/$count gets --top 40%; one that reads a column the catalog
   lacks is reported as skipped, with the binder's reason; `--scores synth`, the dfn recipe
@@ -82,7 +89,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from measure import Child, run_child  # noqa: E402 - bench/measure.py (the script's folder is on the path)
 
-STEPS = ("generate", "dedup", "filter", "sql", "export")
+STEPS = ("generate", "dedup", "cluster", "filter", "sql", "export")
+POOL_STEPS = {"generate", "dedup", "cluster"}  # the steps that read the pool; the others read the catalog
 TAG = "synth"
 CATALOG_SHARD_ROWS = 1_000_000
 POOL_SHARD_ROWS = 100_000
@@ -219,6 +227,21 @@ def make_slice(catalog: Path, root: Path, rows: int) -> None:
             (root / "scores" / tag / f"{k:05d}.parquet").symlink_to(catalog / "scores" / tag / f"{k:05d}.parquet")
     for suffix in (".parquet", ".npy"):
         (root / "subsets" / (EXPORT_SUBSET + suffix)).symlink_to(catalog / "subsets" / (EXPORT_SUBSET + suffix))
+
+
+def make_pool_slice(pool: Path, root: Path, rows: int) -> None:
+    """The first `rows` rows of the pool (whole shards) as a pool of its own: links to its
+    scores parquet and embeddings (the cluster baseline runs here)."""
+    from shards.layout import Pool
+
+    shutil.rmtree(root, ignore_errors=True)
+    src, dst = Pool(pool), Pool(root)
+    dst.scores_dir(TAG).mkdir(parents=True)
+    dst.embeddings_dir(TAG).mkdir(parents=True)
+    (dst.scores_dir(TAG) / "model.json").symlink_to(src.scores_dir(TAG) / "model.json")
+    for k in range(max(1, rows // POOL_SHARD_ROWS)):
+        dst.scores_parquet(TAG, k).symlink_to(src.scores_parquet(TAG, k))
+        dst.image_embeddings(TAG, k).symlink_to(src.image_embeddings(TAG, k))
 
 
 # ---------------------------------------------------------------- generation: pool slice
@@ -377,6 +400,38 @@ q = np.repeat(np.arange(len(x)), np.diff(lims).astype(np.int64))
 keep = q < ids
 np.save(out, np.stack([q[keep], ids[keep].astype(np.int64)], 1))
 """
+CLUSTER_IN_MEMORY = r"""
+import sys
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+import curate.cluster.run  # noqa: F401 - what `curate cluster` loads, as the streamed side does
+from curate.cluster.semdedup import earlier_similarity
+from curate.dedup.scored_pool import check_embeddings, iter_embedding_batches, open_scored_pool
+from curate.dedup.vectors import default_clusters, train_centroids
+from shards.storage import read_parquet
+# curate cluster before it streamed: every vector in one float32 array, every uid a Python str
+scored = open_scored_pool(sys.argv[1], "synth")
+n, dim = scored.size, check_embeddings(scored)
+kmeans = train_centroids(scored, dim, default_clusters(n), seed=0)
+vectors = np.empty((n, dim), np.float32)
+cluster, sim = np.empty(n, np.int64), np.empty(n, np.float32)
+for start, x in iter_embedding_batches(scored):
+    s, i = kmeans.index.search(x, 1)
+    vectors[start:start + len(x)], cluster[start:start + len(x)], sim[start:start + len(x)] = x, i[:, 0], s[:, 0]
+failed = ~np.any(vectors != 0, axis=1)
+cluster[failed], sim[failed] = -1, np.nan
+uid = np.asarray([u for s in scored.shards for u in read_parquet(scored.scores_path(s), columns=["uid"])["uid"].to_pylist()],
+                 dtype=object)
+rank = np.empty(n, np.int64)
+rank[np.argsort(uid, kind="stable")] = np.arange(n)
+order = np.lexsort((rank, sim, np.where(cluster < 0, np.iinfo(np.int64).max, cluster)))
+best = np.full(n, np.nan, np.float32)
+for members in np.split(order, np.flatnonzero(np.diff(cluster[order])) + 1):
+    if len(members) and cluster[members[0]] >= 0:
+        best[members] = earlier_similarity(vectors, members)
+pq.write_table(pa.table({"uid": pa.array(uid.tolist(), pa.string()),
+                         "cluster_id": pa.array(cluster.astype(np.int32), pa.int32(), mask=failed),
+                         "semdedup_similarity": pa.array(best, pa.float32(), mask=np.isnan(best))}), sys.argv[2])
+"""
 SCAN_FLOOR = r"""
 import sys
 from curate.catalog import open_catalog
@@ -512,6 +567,31 @@ def measure_dedup(pool: Path, work: Path, args, report: Report) -> None:
                f"{len(exact):,} pairs; knn found {recall:.4f} of them ({'met' if recall >= 0.99 else 'MISSED'}: >= 0.99)")
 
 
+def measure_cluster(pool: Path, work: Path, args, report: Report) -> None:
+    import pyarrow.parquet as pq
+
+    rows = min(args.baseline_rows, args.pool_rows)
+    piece = pool if rows >= args.pool_rows else work / "pool-slice"
+    if piece != pool:
+        make_pool_slice(pool, piece, rows)
+    out = work / "cluster-in-memory.parquet"
+    baseline = _child([sys.executable, "-c", CLUSTER_IN_MEMORY, piece, out])
+    report.add("cluster", f"baseline: all vectors in memory ({rows:,} rows)", baseline, rows)
+    for where, n in ((piece, rows), (pool, args.pool_rows)) if piece != pool else ((pool, rows),):
+        shutil.rmtree(where / "clusters" / "bench", ignore_errors=True)  # a finished run with the same arguments is skipped
+        child = _child([sys.executable, "-m", "curate", "cluster", where, "--scores", TAG, "--name", "bench",
+                        "--overwrite", "--quiet"])
+        summary = json.loads((where / "clusters" / "bench" / "summary.json").read_text())
+        steps = ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items() if k != "total")
+        note = f"{summary['clusters']} clusters (largest {summary['largest_cluster']}); {steps}"
+        if where == piece:
+            columns = ["uid", "cluster_id", "semdedup_similarity"]
+            same = pq.read_table(where / "clusters" / "bench" / "assignments.parquet", columns=columns).equals(
+                pq.read_table(out, columns=columns))
+            note += f"; {_versus(child, baseline)}; output {'equal to' if same else 'DIFFERENT from'} the baseline's"
+        report.add("cluster", f"curate cluster ({n:,} rows)", child, n, note)
+
+
 def _recipe_args(name: str, catalog: Path) -> tuple[list[str] | None, str]:
     """The filter arguments for one recipe, or None and why it is skipped: a need of its
     `-- @needs` header the catalog lacks, or a column its SQL reads (bound with LIMIT 0, no work)."""
@@ -599,14 +679,16 @@ def main() -> None:
     free = shutil.disk_usage(args.dir).free / 2**30
     print(f"data under {args.dir} ({free:.0f} GiB free)")
     t0 = time.perf_counter()
-    if "generate" in steps or not (catalog / "made.json").is_file():
+    if set(steps) - POOL_STEPS or "generate" in steps:  # each returns at once when its sizes are made
         generate_catalog(catalog, args.catalog_rows)
-    if "generate" in steps or not (pool / "made.json").is_file():
+    if set(steps) & POOL_STEPS:
         generate_pool(pool, args.pool_rows, args.dim)
     print(f"data ready ({time.perf_counter() - t0:.0f} s)")
     report = Report(args.limit_gb)
     if "dedup" in steps:
         measure_dedup(pool, work, args, report)
+    if "cluster" in steps:
+        measure_cluster(pool, work, args, report)
     if "filter" in steps:
         measure_filter(catalog, args, report)
     if "sql" in steps or "export" in steps:

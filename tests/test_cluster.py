@@ -8,7 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from clikit.errors import UserError
+from curate.cluster.assign import assign_clusters
 from curate.cluster.run import ClusterSettings, run_cluster
+from curate.cluster.semdedup import semdedup_similarity, uid_rank
+from curate.dedup.scored_pool import gather_rows, open_scored_pool
 from curate.filter.run import run_filter
 from shards.layout import Pool
 from synthetic_embeddings import near_copy, random_vectors, uid_of, write_shard
@@ -101,6 +104,29 @@ def test_near_targets_hit_their_nearest_clusters(pool, tmp_path):
               + pq.read_table(Pool(path).scores_parquet("seed", "00001")).to_pylist()}
     ranked = sorted(scores, key=lambda u: (-scores[u], u))
     assert set(pq.read_table(top.parquet)["uid"].to_pylist()) == set(kept) & set(ranked[:round(0.5 * len(ranked))])
+
+
+def test_small_batches_give_the_one_batch_result(pool):
+    """Assignment streamed 40 rows at a time and SemDeDup's clusters gathered ~40 rows a
+    batch (several batches, a cluster never split) write what one batch writes."""
+    path, _ = pool
+    whole = run_cluster(path, ClusterSettings(scores="seed", clusters=12, name="whole", progress=False))
+    small = run_cluster(path, ClusterSettings(scores="seed", clusters=12, name="small", progress=False), batch_rows=40)
+    layout = Pool(path)
+    assert pq.read_table(layout.cluster_assignments("small")).equals(pq.read_table(layout.cluster_assignments("whole")))
+    assert np.array_equal(np.load(layout.cluster_centroids("small")), np.load(layout.cluster_centroids("whole")))
+    same = {k: v for k, v in whole.items() if k not in ("seconds", "name", "args")}
+    assert {k: small[k] for k in same} == same
+    # what was gathered: every clustered row once, in more than one batch, whole clusters each
+    scored = open_scored_pool(path, "seed")
+    a = assign_clusters(scored, DIM, 12, seed=0, gpu=False, progress=False)
+    asked = []
+    semdedup_similarity(lambda rows: asked.append(rows) or gather_rows(scored, rows), a.cluster, a.centroid_similarity,
+                        uid_rank(pq.read_table(layout.cluster_assignments("whole"))["uid"]), batch_rows=40)
+    assert len(asked) > 3 and max(len(r) for r in asked) < N / 2
+    assert np.array_equal(np.sort(np.concatenate(asked)), np.flatnonzero(~a.failed))
+    clusters_of = [set(a.cluster[r].tolist()) for r in asked]
+    assert sum(map(len, clusters_of)) == len(set().union(*clusters_of)) == 12  # no cluster split over batches
 
 
 def test_rerun_is_skipped_and_other_arguments_need_overwrite(pool, tmp_path):

@@ -58,7 +58,11 @@ class TrainConfig:
     slip_scale: float = 1.0  # weight of SLIP's SimCLR loss
     seed: int = option(0, help="Seed of model init, data order and augmentation.")
     workers: int = option(2, help="Data loader worker processes per training process.")
-    shuffle_buffer: int = option(1000, help="Samples held in the shuffle buffer of each worker.")
+    shuffle_buffer: int = option(1000, help="Samples held in the shuffle buffer of each worker (with --streams: of each stream).")
+    streams: int = option(0, help=(
+        "Read the data as N fixed streams, each batch taking B/N samples from every one, so that the data order "
+        "is the same at any number of processes and --resume may change it (or --workers). N must be a multiple "
+        "of the processes and divide --batch-size. 0: one stream per process and loader worker."))
     checkpoint_every: int = option(0, help="Save a resumable checkpoint every N steps (and always at the end).")
     keep_checkpoints: int = 2
     log_every: int = option(10, help="Write a metrics.jsonl line every N steps.")
@@ -84,6 +88,10 @@ class TrainConfig:
     lock_text: bool = option(False, help=(
         "Freeze the text transformer; its projection must stay trainable (a Hugging Face tower from --init-text)."))
     grad_checkpointing: bool = option(False, help="Recompute activations in backward to save memory.")
+    fsdp: bool = option(False, help=(
+        "Shard weights, gradients and optimiser state over the torchrun processes (PyTorch FSDP2), for towers "
+        "that do not fit one device; checkpoints are the unsharded ones (resume at any world size, with or "
+        "without --fsdp). Needs torchrun (2 or more processes to save memory)."))
     device: str = option("auto", help="auto (GPU when present) | cpu | cuda.")
     threads: int | None = option(None, help="CPU threads for torch (default: cores left after loader workers).")
     progress: bool = option(True, flag="--progress/--no-progress", help="Show a progress bar.")
@@ -136,6 +144,8 @@ class TrainConfig:
             raise UserError("--layer-decay must be in (0, 1], e.g. 0.75 (each block down gets 0.75x the lr)")
         if self.workers < 0:
             raise UserError("--workers must be >= 0")
+        if self.streams < 0:
+            raise UserError("--streams must be >= 0 (0: one stream per process and loader worker)")
         if self.init_vision and self.init_image:
             raise UserError("--init-vision is the older name of --init-image; give only one of them")
         if self.lock_image_unlocked_groups < 0:
@@ -162,7 +172,7 @@ class MimConfig(TrainConfig):
     options: ClassVar[tuple[str, ...]] = (
         "teacher", "data", "out", "model", "budget", "samples", "subset", "mask_ratio", "batch_size", "opt", "lr",
         "weight_decay", "layer_decay", "warmup", "grad_clip", "init_image", "seed", "workers", "shuffle_buffer",
-        "checkpoint_every", "log_every", "resume", "device", "threads", "progress")
+        "streams", "checkpoint_every", "log_every", "resume", "device", "threads", "progress")
     option_help: ClassVar[dict[str, str]] = {
         "data": "Shard set dir, pool dir or tar pattern; captions are not needed.",
         "out": "Run directory (config.yaml, metrics.jsonl, checkpoints/, final.pt).",

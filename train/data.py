@@ -87,7 +87,10 @@ class StreamConfig:
     crop_scale: tuple[float, float] = (0.9, 1.0)
     subset: SortedUids | None = None
     need_text: bool = True  # False (train mim): captions are neither required nor tokenised
-    # resume state: raw items already read per logical worker, and how many batches were taken
+    # --streams N (train.streams): N fixed streams shared out over the ranks; 0: one per rank and worker
+    streams: int = 0
+    # resume state: raw items already read per logical worker (with streams: per stream, all N),
+    # and how many batches were taken
     positions: list[int] = field(default_factory=list)
     batches_taken: int = 0
 
@@ -152,7 +155,7 @@ def _slot_items(cfg: StreamConfig, slot: int, n_slots: int) -> Iterator[tuple[in
             raise EmptyStream(
                 f"loader slot {slot} of {n_slots} found no samples in {len(mine)} shard(s)"
                 + (" after the subset filter" if cfg.subset is not None else "")
-                + "; use fewer --workers/processes or check --data/--subset"
+                + "; use fewer --workers/processes (or --streams) or check --data/--subset"
             )
         epoch += 1
 
@@ -181,8 +184,43 @@ class UnreadableShard(StreamError):
     """A shard cannot be opened (missing, access refused)."""
 
 
+class StreamReader:
+    """One slot's stream read on from `position` (raw items already read): whole decoded
+    samples, with the raw items read and the unreadable ones skipped counted as it goes."""
+
+    def __init__(self, cfg: StreamConfig, slot: int, n_slots: int, position: int = 0):
+        self.cfg, self.slot, self.position = cfg, slot, position
+        self.items = _slot_items(cfg, slot, n_slots)
+        self.epoch = 0
+        for _ in range(position):  # resume: skip what was already consumed, undecoded
+            next(self.items)
+
+    def take(self, n: int) -> tuple[list[torch.Tensor], list[str | None], int]:
+        """The next n readable samples: (uint8 images, captions, samples skipped on the way).
+        Raises StreamError when the stream cannot go on."""
+        cfg = self.cfg
+        images: list[torch.Tensor] = []
+        texts: list[str | None] = []
+        skipped = 0
+        while len(images) < n:
+            self.epoch, sample = next(self.items)
+            self.position += 1
+            raw = sample_image_bytes(sample)
+            caption = sample_caption(sample)
+            img = None
+            if raw is not None and (caption is not None or not cfg.need_text):
+                img = _crop(raw, cfg, hash((cfg.seed, self.slot, self.position)) & 0x7FFFFFFF)
+            if img is None:
+                skipped += 1
+                continue
+            images.append(img)
+            texts.append(caption)
+        return images, texts, skipped
+
+
 class ShardStream(torch.utils.data.IterableDataset):
-    """Yields whole batches: uint8 images [B,3,H,W], token ids [B,L], and bookkeeping."""
+    """Yields whole batches: uint8 images [B,3,H,W], token ids [B,L], and bookkeeping
+    (`positions`: {logical worker: raw items read}, what the trainer's cursor keeps)."""
 
     def __init__(self, cfg: StreamConfig):
         super().__init__()
@@ -197,34 +235,19 @@ class ShardStream(torch.utils.data.IterableDataset):
         slot = cfg.rank * n_workers + logical
         n_slots = cfg.world_size * n_workers
         position = cfg.positions[logical] if cfg.positions else 0
-
-        items = _slot_items(cfg, slot, n_slots)
         try:
-            for _ in range(position):  # resume: skip what was already consumed, undecoded
-                next(items)
-            images, texts, skipped = [], [], 0
-            for epoch, sample in items:
-                position += 1
-                raw = sample_image_bytes(sample)
-                caption = sample_caption(sample)
-                img = None
-                if raw is not None and (caption is not None or not cfg.need_text):
-                    img = _crop(raw, cfg, hash((cfg.seed, slot, position)) & 0x7FFFFFFF)
-                if img is None:
-                    skipped += 1
-                    continue
-                images.append(img)
-                texts.append(caption)
-                if len(images) == cfg.batch_size:
-                    yield {
-                        "images": torch.stack(images),
-                        "texts": _tokenize(cfg, texts),
-                        "logical": logical,
-                        "position": position,
-                        "skipped": skipped,
-                        "epoch": epoch,
-                    }
-                    images, texts, skipped = [], [], 0
+            reader = StreamReader(cfg, slot, n_slots, position)
+            while True:
+                images, texts, skipped = reader.take(cfg.batch_size)
+                yield {
+                    "images": torch.stack(images),
+                    "texts": tokenize(cfg, texts),
+                    "logical": logical,
+                    "position": reader.position,
+                    "positions": {logical: reader.position},
+                    "skipped": skipped,
+                    "epoch": reader.epoch,
+                }
         except StreamError as exc:
             yield {"error": str(exc)}
 
@@ -247,7 +270,7 @@ def _crop(raw: bytes, cfg: StreamConfig, seed: int) -> torch.Tensor | None:
         return None
 
 
-def _tokenize(cfg: StreamConfig, texts: list[str | None]) -> torch.Tensor | None:
+def tokenize(cfg: StreamConfig, texts: list[str | None]) -> torch.Tensor | None:
     """Token ids of the batch's captions; None for an image-only stream (need_text False)."""
     if not cfg.need_text:
         return None

@@ -10,6 +10,7 @@ zoo.towers (towers from pretrained weights, locks, init.json), train.state
 train.metrics (metrics.jsonl), train.eval_hook (evals.jsonl, eval.json)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -29,8 +30,10 @@ from train.eval_hook import EvalHook, check_eval_dir
 from train.metrics import MetricsLog, truncate_metrics
 from train.optim import cosine_with_warmup, make_optimizer
 from train.sources import check_first_shard, load_subset_uids, resolve_shards
+from train.sharding import shard
 from train.state import TrainState, existing_checkpoints, fresh_counters, restore, save_final, seed_training
 from train.strategies import StrategyModule, patch_dropout_modules, strategy
+from train.streams import check_streams, joined_batches, owned_streams
 from train.trainer import Trainer, autocast_forward
 from zoo.attention import use_flash_attention
 from zoo.distributed import DistInfo, exit_on_lost_peer, init_distributed, local_cpus, shutdown
@@ -62,7 +65,10 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     OUT/summary.json and (with eval_dir or retrieval_data) OUT/evals.jsonl and OUT/eval.json.
     Only rank 0 writes."""
     cfg.validate()
-    info = init_distributed(cfg.device)
+    if cfg.fsdp and "WORLD_SIZE" not in os.environ:
+        raise UserError("--fsdp shards the model over the processes torchrun starts; launch with torchrun "
+                        "--nproc-per-node 2 (or more; 1 runs the sharded code path unsharded), or drop --fsdp")
+    info = init_distributed(cfg.device, group=cfg.fsdp)
     try:
         with exit_on_lost_peer(info, "train"):
             return _run(cfg, info)
@@ -84,6 +90,8 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     if local_batch % cfg.accum_steps:
         raise UserError(f"--accum-steps {cfg.accum_steps} must divide each process's batch of {local_batch} "
                         f"(--batch-size {cfg.batch_size} over {info.world_size} processes)")
+    if cfg.streams:
+        check_streams(cfg.streams, cfg.batch_size, info.world_size, cfg.workers)
     shards = resolve_shards(cfg.data)
     check_first_shard(shards)
     subset = load_subset_uids(cfg.subset, cfg.data) if cfg.subset else None
@@ -96,7 +104,9 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
     resume_from = existing[-1] if cfg.resume and existing else None
     built = (build or _build_model)(cfg, info, resume_from)
     plan = _plan(cfg, info, built, local_batch, budget_flops, budget_samples)
-    state = _start_state(cfg, info, built, plan, resume_from, out)
+    # Sharded after the FLOPs are measured (on the whole model) and before the optimiser takes its parameters.
+    scalars = shard(built.module, built.model, info) if cfg.fsdp else set()
+    state = _start_state(cfg, info, built, plan, resume_from, out, scalars)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_run_config(RunDir(out).config_yaml, dict(
@@ -105,11 +115,12 @@ def _run(cfg: TrainConfig, info: DistInfo, build: Callable[[TrainConfig, DistInf
         if resume_from is None:
             report_inits(built.towers, RunDir(out))
 
-    net = _wrap_ddp(built.module, info)
+    net = built.module if cfg.fsdp else _wrap_ddp(built.module, info)
     batches = _batches(cfg, info, built, shards, subset, local_batch, state)
     log = MetricsLog(out, info, plan.total_steps, state.counters.step, cfg.progress)
     evals = EvalHook(built.model, built.preprocess, built.tokenizer, eval_dir=cfg.eval_dir,
-                     retrieval_data=cfg.retrieval_data, every=cfg.eval_every, out=out, info=info)
+                     retrieval_data=cfg.retrieval_data, every=cfg.eval_every, out=out, info=info,
+                     sharded=built.module if cfg.fsdp else None)
     with use_flash_attention(built.module, info.device):  # flash-attn on GPU if installed; FLOPs measured on SDPA
         Trainer(cfg, info, state, net, plan, batches, log, evals, out, budget_flops).run()
 
@@ -183,7 +194,7 @@ def _plan(cfg: TrainConfig, info: DistInfo, built: _Model, local_batch: int, bud
 
 
 def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan, resume_from: Path | None,
-                 out: Path) -> TrainState:
+                 out: Path, scalars: set[str]) -> TrainState:
     """Optimiser, schedule and counters: fresh and seeded, or restored from `resume_from`
     (then metrics.jsonl and evals.jsonl lose the lines logged after that checkpoint)."""
     optimizer = make_optimizer(built.module, cfg.opt, cfg.lr, cfg.weight_decay, cfg.visual_lr, cfg.text_lr,
@@ -194,9 +205,10 @@ def _start_state(cfg: TrainConfig, info: DistInfo, built: _Model, plan: StepPlan
     # process started, so that a run killed and resumed writes the bytes of one never stopped.
     config = {k: v for k, v in cfg.to_dict().items() if k != "resume"}
     state = TrainState(cfg.model, config, built.model, built.module, optimizer, scheduler,
-                       fresh_counters(cfg.workers, info.world_size), hf_text=built.towers.hf_text, head=built.head)
+                       fresh_counters(cfg.workers, info.world_size, cfg.streams), hf_text=built.towers.hf_text,
+                       head=built.head, scalars=scalars)
     if resume_from is not None:
-        restore(state, resume_from, out, info)
+        restore(state, resume_from, out, info, plan.total_steps)
     else:
         seed_training(cfg.seed, info)
     if info.is_main:  # also on a fresh start: a run killed before its first checkpoint logged lines
@@ -217,18 +229,22 @@ def _wrap_ddp(module: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 
 def _batches(cfg: TrainConfig, info: DistInfo, built: _Model, shards: list[str], subset: SortedUids | None,
              local_batch: int, state: TrainState) -> Iterator[dict[str, Any]]:
-    """This rank's batch iterator, started where the counters say its loader workers were."""
-    positions = state.counters.positions[info.rank]
+    """This rank's batch iterator, started where the counters say its loader workers (or,
+    with --streams, its streams) were."""
+    c = state.counters
+    positions = c.stream_positions if cfg.streams else c.positions[info.rank]
     stream = StreamConfig(
         shards=shards, batch_size=local_batch, image_size=built.image_size,
         context_length=int(getattr(built.tokenizer, "context_length", 77)), tokenizer=built.tokenizer,
         seed=cfg.seed, rank=info.rank, world_size=info.world_size, num_workers=cfg.workers,
         shuffle_buffer=cfg.shuffle_buffer, subset=subset, positions=list(positions), batches_taken=state.counters.step,
-        need_text=built.needs_text,
+        need_text=built.needs_text, streams=cfg.streams,
     )
-    state.positions = list(positions)
+    state.positions = {i: q for i, q in enumerate(positions) if not cfg.streams or i in owned_streams(
+        cfg.streams, info.rank, info.world_size)}
     # Starting a DataLoader iterator draws its base seed from the global RNG. Our streams are
     # seeded by themselves, and a resumed run must not draw once more than the run it
     # continues (MIM masks, FLIP drops and augmentations come from that RNG), so fork it.
     with torch.random.fork_rng(devices=[]):
-        return iter(make_loader(stream, pin_memory=info.device.type == "cuda"))
+        pin_memory = info.device.type == "cuda"
+        return joined_batches(stream, pin_memory) if cfg.streams else iter(make_loader(stream, pin_memory))

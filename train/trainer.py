@@ -2,7 +2,6 @@
 checkpointing and evaluating when they are due."""
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from train.budget import StepPlan
 from train.config import TrainConfig
 from train.eval_hook import EvalHook
 from train.metrics import MetricsLog
+from train.sharding import full_value, gradient_sync_paused
 from train.state import TrainState, save_checkpoint
 from train.strategies import set_patch_drop, strategy
 from zoo.distributed import DistInfo
@@ -31,7 +31,7 @@ def autocast_forward(net: torch.nn.Module, images: torch.Tensor, texts: torch.Te
 
 
 class Trainer:
-    """Runs the steps of one process. `net` is the StrategyModule, or DDP around it."""
+    """Runs the steps of one process. `net` is the StrategyModule (sharded with --fsdp), or DDP around it."""
 
     def __init__(self, cfg: TrainConfig, info: DistInfo, state: TrainState, net: torch.nn.Module, plan: StepPlan,
                  batches: Iterator[dict[str, Any]], log: MetricsLog, evals: EvalHook, out: Path,
@@ -67,8 +67,9 @@ class Trainer:
         return self.state.optimizer.param_groups[0]["lr"]
 
     def _logit_scale(self) -> torch.Tensor | None:
-        """What metrics.jsonl turns into the temperature; None for a loss without one (MIM)."""
-        return self.state.model.logit_scale if self.contrastive else None
+        """What metrics.jsonl turns into the temperature; None for a loss without one (MIM).
+        Whole when sharded (--fsdp; a collective, like the line's mean loss)."""
+        return full_value(self.state.model.logit_scale) if self.contrastive else None
 
     def _next_batch(self) -> dict[str, Any]:
         """The next batch; records the loader position it reached and what it skipped."""
@@ -77,7 +78,7 @@ class Trainer:
         self.log.waited(time.perf_counter() - t_wait)
         if "error" in batch:
             raise UserError(batch["error"])
-        self.state.positions[batch["logical"]] = batch["position"]
+        self.state.positions.update(batch["positions"])
         self.state.skipped_here += batch["skipped"]
         return batch
 
@@ -92,7 +93,7 @@ class Trainer:
             loss = accumulated_backward(
                 lambda im, tx: autocast_forward(self.net, im, tx, device, features_only=True),
                 state.module.clip_loss, images, texts, cfg.accum_steps, device,
-                no_sync=getattr(self.net, "no_sync", contextlib.nullcontext))
+                no_sync=gradient_sync_paused(self.net))
         else:
             loss, _ = autocast_forward(self.net, images, texts, device)
             loss.backward()
@@ -101,7 +102,7 @@ class Trainer:
         state.optimizer.step()
         state.optimizer.zero_grad(set_to_none=True)
         state.scheduler.step()
-        if self._logit_scale() is not None:
+        if self.contrastive:
             with torch.no_grad():  # as in CLIP: temperature no lower than 1/100
                 state.model.logit_scale.clamp_(0, math.log(100))
         c.flops += self.plan.cost(c.step)

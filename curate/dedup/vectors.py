@@ -203,10 +203,9 @@ def _bucket(cells: np.ndarray, ncells: int) -> tuple[np.ndarray, np.ndarray]:
     return order, lims
 
 
-def _cell_batches(mlims: np.ndarray, qlims: np.ndarray, batch_rows: int):
-    """Consecutive ranges [c0, c1) of cells whose members and queries add up to about
-    `batch_rows` rows (a cell larger than that is a batch of its own)."""
-    weight = np.diff(mlims) + np.diff(qlims)
+def cell_batches(weight: np.ndarray, batch_rows: int):
+    """Consecutive ranges [c0, c1) of cells whose rows (`weight`, one count per cell) add up
+    to about `batch_rows` (a cell larger than that is a batch of its own)."""
     ends = np.cumsum(weight)
     c0, ncells = 0, len(weight)
     while c0 < ncells:
@@ -236,7 +235,7 @@ def cell_pairs(rows_of: Callable[[np.ndarray], np.ndarray], probes: np.ndarray, 
     out_a, out_b, dense = [], [], 0
     radius = threshold - SLACK
     with _bar(ncells, desc, progress) as bar:
-        for c0, c1 in _cell_batches(mlims, qlims, batch_rows):
+        for c0, c1 in cell_batches(np.diff(mlims) + np.diff(qlims), batch_rows):
             needed = np.unique(np.concatenate([members[mlims[c0] : mlims[c1]], queries[qlims[c0] : qlims[c1]]]))
             vectors = rows_of(needed)
             for cell in range(c0, c1):
