@@ -620,7 +620,7 @@ def measure_filter(catalog: Path, args, report: Report) -> None:
 
     floor = _child([sys.executable, "-c", SCAN_FLOOR, catalog])
     report.add("filter", "baseline: DuckDB scans score/width and caption once", floor, args.catalog_rows)
-    for name in list_recipes():
+    for name in [r for r in list_recipes() if not args.recipes or r in args.recipes.split(",")]:
         extra, note = _recipe_args(name, catalog)
         if extra is None:
             report.add("filter", f"--recipe {name}: skipped", None, note=note)
@@ -671,6 +671,7 @@ def main() -> None:
     ap.add_argument("--sample-rows", type=int, default=100_000, help="rows of the exact-search recall baseline")
     ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {', '.join(STEPS)}")
     ap.add_argument("--limit-gb", type=float, default=8.0)
+    ap.add_argument("--recipes", default="", help="comma-separated recipes for the filter step (default: every one)")
     ap.add_argument("--clean", action="store_true", help="delete the generated data at the end")
     args = ap.parse_args()
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
