@@ -90,8 +90,9 @@ class TrainConfig:
     grad_checkpointing: bool = option(False, help="Recompute activations in backward to save memory.")
     fsdp: bool = option(False, help=(
         "Shard weights, gradients and optimiser state over the torchrun processes (PyTorch FSDP2), for towers "
-        "that do not fit one device; checkpoints are the unsharded ones (resume at any world size, with or "
-        "without --fsdp). Needs torchrun (2 or more processes to save memory)."))
+        "that do not fit one device; checkpoints are the unsharded ones (they resume with or without --fsdp, "
+        "at another number of processes when the run has --streams). Needs torchrun (2 or more processes "
+        "to save memory)."))
     device: str = option("auto", help="auto (GPU when present) | cpu | cuda.")
     threads: int | None = option(None, help="CPU threads for torch (default: cores left after loader workers).")
     progress: bool = option(True, flag="--progress/--no-progress", help="Show a progress bar.")
