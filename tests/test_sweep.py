@@ -73,6 +73,8 @@ GRID = """  q:
     ("seeds: [0]", "seeds: [0, 0]", "duplicate cell"),
     ("models: [micro-vit-32]", "models: [{micro-vit-32: {lrr: 1}}]",
      ":11: experiments.q.models.0.micro-vit-32.lrr: not a train option"),
+    ("models: [micro-vit-32]", "models: [{micro-vit-32: {fsdp: true}}]",
+     ":11: experiments.q.models.0.micro-vit-32.fsdp: cells run as one process each"),
     ("scores: seed", "scores: nope", ":3: scores: no scores tag nope"),
     ("eval: ", "eval: /no/such/folder\nretrieval: ", ":5: eval: /no/such/folder: no such eval folder"),
     ("eval: ", "evaluation: ", ":5: evaluation: unknown key; a sweep file has"),

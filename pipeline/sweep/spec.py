@@ -29,6 +29,9 @@ GRID_KEYS = {"data", "models", "strategies", "budgets", "seeds", "train"}
 # Fields a cell sets itself; the sweep file may not override them through `train:`.
 OWNED = {"data", "out", "model", "strategy", "subset", "budget", "samples", "seed", "eval_dir", "retrieval_data",
          "resume", "progress", "world_size"}
+# Options a cell cannot honour: cells run as one process each, and FSDP needs torchrun's processes.
+ONE_PROCESS = {"fsdp": "cells run as one process each, and --fsdp needs torchrun; train a sharded model with "
+                       "`torchrun ... -m train run --fsdp` instead"}
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,8 @@ def _check_train_fields(fields: Any, where: tuple, doc: Located) -> None:
         raise doc.fail(where, "options are a mapping of train run fields")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in fields:
+        if key in ONE_PROCESS:
+            raise doc.fail(where + (key,), ONE_PROCESS[key])
         if key not in known or key in OWNED:
             raise doc.fail(where + (key,), f"not a train option the sweep file may set (see TrainConfig; "
                                            f"the grid sets {', '.join(sorted(OWNED & known))})")
