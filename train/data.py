@@ -218,19 +218,27 @@ class StreamReader:
         return images, texts, skipped
 
 
-class ShardStream(torch.utils.data.IterableDataset):
-    """Yields whole batches: uint8 images [B,3,H,W], token ids [B,L], and bookkeeping
-    (`positions`: {logical worker: raw items read}, what the trainer's cursor keeps)."""
+def loader_worker() -> tuple[int, int]:
+    """(this DataLoader worker's id, the number of workers); (0, 1) in the main process."""
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info else (0, 1)
+
+
+class ConfiguredStream(torch.utils.data.IterableDataset):
+    """An iterable dataset over the shards a StreamConfig names (one per data order)."""
 
     def __init__(self, cfg: StreamConfig):
         super().__init__()
         self.cfg = cfg
 
+
+class ShardStream(ConfiguredStream):
+    """Yields whole batches: uint8 images [B,3,H,W], token ids [B,L], and bookkeeping
+    (`positions`: {logical worker: raw items read}, what the trainer's cursor keeps)."""
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         cfg = self.cfg
-        info = torch.utils.data.get_worker_info()
-        n_workers = info.num_workers if info else 1
-        physical = info.id if info else 0
+        physical, n_workers = loader_worker()
         logical = (physical + cfg.batches_taken) % n_workers
         slot = cfg.rank * n_workers + logical
         n_slots = cfg.world_size * n_workers

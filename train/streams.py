@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import torch
 
 from clikit.errors import UserError
-from train.data import StreamConfig, StreamError, StreamReader, tokenize
+from train.data import ConfiguredStream, StreamConfig, StreamError, StreamReader, loader_worker, tokenize
 
 
 def check_streams(streams: int, batch_size: int, world_size: int, workers: int) -> None:
@@ -48,19 +48,14 @@ def worker_streams(mine: range, worker: int, n_workers: int) -> range:
     return range(mine.start + worker * k // n_workers, mine.start + (worker + 1) * k // n_workers)
 
 
-class StreamPieces(torch.utils.data.IterableDataset):
+class StreamPieces(ConfiguredStream):
     """One loader worker's piece of every local batch: B/N readable samples from each of its
     streams, in stream order, with `positions` {stream: raw items read}. cfg.streams is N,
     cfg.positions the cursor of all N streams."""
 
-    def __init__(self, cfg: StreamConfig):
-        super().__init__()
-        self.cfg = cfg
-
     def __iter__(self) -> Iterator[dict[str, Any]]:
         cfg = self.cfg
-        info = torch.utils.data.get_worker_info()
-        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        worker, n_workers = loader_worker()
         mine = worker_streams(owned_streams(cfg.streams, cfg.rank, cfg.world_size), worker, n_workers)
         per_stream = cfg.batch_size * cfg.world_size // cfg.streams  # B/N
         try:
