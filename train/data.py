@@ -291,10 +291,12 @@ def _takes_context_length(tokenizer: Any) -> bool:
     return hasattr(tokenizer, "context_length")
 
 
-def make_loader(cfg: StreamConfig, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader over ShardStream; batches come from workers in strict round-robin order."""
+def make_loader(cfg: StreamConfig, pin_memory: bool = False,
+                dataset: type[ConfiguredStream] = ShardStream) -> torch.utils.data.DataLoader:
+    """A DataLoader over `dataset` (ShardStream's whole batches, or --streams' pieces of them);
+    items come from the workers in strict round-robin order."""
     return torch.utils.data.DataLoader(
-        ShardStream(cfg),
+        dataset(cfg),
         batch_size=None,
         num_workers=cfg.num_workers,
         pin_memory=pin_memory,

@@ -18,7 +18,8 @@ from typing import Any, Iterator
 import torch
 
 from clikit.errors import UserError
-from train.data import ConfiguredStream, StreamConfig, StreamError, StreamReader, loader_worker, tokenize
+from train.data import (ConfiguredStream, StreamConfig, StreamError, StreamReader, loader_worker, make_loader,
+                        tokenize)
 
 
 def check_streams(streams: int, batch_size: int, world_size: int, workers: int) -> None:
@@ -79,10 +80,7 @@ def joined_batches(cfg: StreamConfig, pin_memory: bool = False) -> Iterator[dict
     """This rank's local batches: one piece from each loader worker, joined in worker order
     (= stream order); a worker's error is passed on as the batch. The DataLoader iterator
     starts here, not at the first batch (the caller decides which RNG its start draws from)."""
-    pieces = iter(torch.utils.data.DataLoader(
-        StreamPieces(cfg), batch_size=None, num_workers=cfg.num_workers, pin_memory=pin_memory,
-        persistent_workers=False, prefetch_factor=4 if cfg.num_workers > 0 else None))
-    return _joined(pieces, max(1, cfg.num_workers))
+    return _joined(iter(make_loader(cfg, pin_memory, StreamPieces)), max(1, cfg.num_workers))
 
 
 def _joined(pieces: Iterator[dict[str, Any]], n_pieces: int) -> Iterator[dict[str, Any]]:
