@@ -34,7 +34,7 @@ from typing import Any
 
 from clikit.errors import UserError
 from shards.layout import Pool
-from shards.storage import StoragePath, open_root, parquet_schema, register_with_duckdb
+from shards.storage import StoragePath, file_stamps, open_root, parquet_schema, register_with_duckdb
 
 def _sql_string(text: str) -> str:
     """A SQL string literal for a path we listed ourselves (quotes doubled)."""
@@ -109,8 +109,7 @@ class Catalog:
         """[view, file, size, modification time] of every file behind the views: what a subset
         made from this catalog records, so that a rerun stage (new scores, a reclustering)
         shows in it and whoever reuses the subset can tell it is stale."""
-        return [[view, str(path), (stat := path.stat()).st_size, stat.st_mtime_ns]
-                for view, paths in sorted(self.files.items()) for path in paths]
+        return [[view, *stamp] for view, paths in sorted(self.files.items()) for stamp in file_stamps(paths)]
 
     def unselected(self, view: str) -> str | None:
         """Why a view chosen among several runs was not made (several and none picked), else None."""

@@ -72,6 +72,12 @@ def as_path(location: str | Path | "UPath") -> StoragePath:
         raise UserError(f"{location}: {exc}") from None
 
 
+def file_stamps(paths: "list[StoragePath] | list[Path]") -> list[list]:
+    """[name, size, modification time in ns] of each file: what a stage records of its inputs,
+    so that a rerun can tell whether they changed since."""
+    return [[str(path), (stat := path.stat()).st_size, stat.st_mtime_ns] for path in paths]
+
+
 def is_remote(path: StoragePath) -> bool:
     return not isinstance(path, Path)
 

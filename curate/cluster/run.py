@@ -34,7 +34,7 @@ from curate.dedup.scored_pool import check_embeddings, gather_rows, open_scored_
 from curate.dedup.vectors import BATCH_ROWS, default_clusters, gpu_available
 from shards.atomic import replacing_dir
 from shards.layout import Pool
-from shards.storage import StoragePath, open_root, read_parquet
+from shards.storage import StoragePath, file_stamps, open_root, read_parquet
 
 FORMAT_VERSION = 1  # bump when the same arguments would write other columns or values
 
@@ -60,11 +60,6 @@ class ClusterSettings:
             args.pop(key)
         args["name"] = self.run_name
         return args
-
-
-def _fingerprint(files: list[StoragePath]) -> list:
-    """Each input file's name, size and modification time: what a skipped rerun must match."""
-    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
 def _input_files(scored, near: str | None) -> list[StoragePath]:
@@ -106,7 +101,7 @@ def run_cluster(pool: str | StoragePath, settings: ClusterSettings, embed_images
     if settings.near and not Path(settings.near).exists():
         raise UserError(f"--near {settings.near} does not exist; give an eval suite, a task folder with a train "
                         "split, an image or shard folder, or .npy embeddings")
-    inputs = _fingerprint(_input_files(scored, settings.near))
+    inputs = file_stamps(_input_files(scored, settings.near))  # what a skipped rerun must match
     if summary_path.is_file() and layout.cluster_assignments(name).is_file():
         old = json.loads(summary_path.read_text())
         if old.get("args") == settings.recorded() and old.get("inputs") == inputs and old.get("version") == FORMAT_VERSION:

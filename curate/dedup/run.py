@@ -23,7 +23,7 @@ from curate.dedup.vectors import gpu_available
 from clikit.errors import UserError
 from shards.atomic import replacing_dir
 from shards.layout import Pool
-from shards.storage import open_root
+from shards.storage import file_stamps, open_root
 
 __all__ = ["DedupSettings", "run_dedup"]
 
@@ -36,11 +36,7 @@ def _fingerprint(scored: ScoredPool, settings: DedupSettings, embeddings: bool) 
     if settings.against:
         against = Path(settings.against)
         files += [against] if against.is_file() else sorted(p for p in against.rglob("*") if p.is_file())
-    out = []
-    for path in files:
-        st = path.stat()
-        out.append([str(path), st.st_size, st.st_mtime_ns])
-    return out
+    return file_stamps(files)
 
 
 def _log(settings: DedupSettings, text: str) -> None:
