@@ -188,6 +188,10 @@ def test_mim_targets_are_patch_tokens_in_the_teachers_embedding_space(name):
         visual.trunk.global_pool = "avg"
     else:
         visual.pool_type = "avg"
+    with torch.no_grad():  # a trained tower's norms: a fresh LayerNorm (1, 0) is idempotent and hides a second one
+        for norm in (m for m in visual.modules() if isinstance(m, torch.nn.LayerNorm)):
+            norm.weight.uniform_(0.5, 2.0)
+            norm.bias.normal_()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         tokens = aligned_tokens(visual, x)

@@ -103,8 +103,8 @@ def aligned_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     if getattr(visual, "attn_pool", None) is not None:
         raise NoPatchTokens("an attention-pooled ViT does not project its patch tokens one by one; "
                             "pick a teacher with class-token or average pooling")
-    if not getattr(visual, "final_ln_after_pool", False):
-        tokens = visual.ln_post(tokens)
+    # patch_tokens already took them through ln_post where the pooling does (a second
+    # LayerNorm is invisible only while its weight is 1 and bias 0, i.e. untrained)
     return tokens @ visual.proj if visual.proj is not None else tokens
 
 
