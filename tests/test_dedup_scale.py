@@ -67,6 +67,34 @@ def test_pairs_are_stored_without_packed_keys():
     assert got.tolist() == [[3, 7], [3, big + 1], [big + 5, big + 2], [big + 5, big + 9]]
 
 
+def test_byte_copies_are_found_from_32_byte_keys_as_from_the_sha256_text():
+    """Exact dedup keys each row by the 256 bits of its sha256 (not its text and a dictionary
+    of it): the same groups as equal text, for hexdigests, other text and nulls alike."""
+    import hashlib
+
+    from curate.dedup.hashes import exact_pairs, sha256_keys
+
+    rng = np.random.default_rng(0)
+    digests = [hashlib.sha256(f"image-{i}".encode()).hexdigest() for i in range(300)]
+    odd = ["not-a-hash", "z" * 64, "abc", hashlib.sha256(b"x").hexdigest()[:32], f"{1:064x}", f"{2:064x}"]
+    values = [None if r < 0.05 else (odd[int(r * 1000) % len(odd)] if r < 0.15 else digests[int(r * 1e6) % 300])
+              for r in rng.random(3000)]
+    chunks = pa.chunked_array([pa.array(values[:1700], pa.string()), pa.array(values[1700:], pa.string())])
+    keys, valid = sha256_keys(chunks)
+    assert valid.tolist() == [v is not None for v in values]
+    digest = hashlib.sha256(b"image-7").digest()
+    row = values.index(digests[7])
+    assert keys[row].tolist() == [int.from_bytes(digest[i : i + 8], "big") for i in range(0, 32, 8)]
+    a, b = exact_pairs(keys, valid)
+    first: dict[str, int] = {}
+    expected = set()
+    for i, v in enumerate(values):
+        if v is not None:
+            expected.add((first.setdefault(v, i), i))
+    assert set(zip(a.tolist(), b.tolist())) == {p for p in expected if p[0] != p[1]}
+    assert len(a) > 2000  # the draw repeats values: most rows are copies
+
+
 def _with_thumbnails(pool, tag: str, shard: int, grey: np.ndarray) -> None:
     path = Pool(pool).scores_parquet(tag, shard)
     table = pq.read_table(path)

@@ -67,7 +67,7 @@ def measured_threshold(method: Method, scored: ScoredPool, cols: ScoreColumns,
 
 
 def _exact(method: Method, job: PairSearch) -> Pairs:
-    return hashes.exact_pairs(job.cols.sha256)
+    return hashes.exact_pairs(job.cols.sha256, job.cols.sha256_valid)
 
 
 def _phash(method: Method, job: PairSearch) -> Pairs:

@@ -80,7 +80,8 @@ class ScoreColumns:
 
     uid: "object"  # pyarrow ChunkedArray of strings: no Python object per uid (10M rows: 0.4 GB, not 1 GB)
     clip_score: np.ndarray  # float64, NaN where null
-    sha256: "object"  # pyarrow ChunkedArray of strings (nulls allowed)
+    sha256: np.ndarray  # (n, 4) uint64 keys of image_sha256 (hashes.sha256_keys), not its text
+    sha256_valid: np.ndarray  # bool: the row has an image_sha256
     phash: np.ndarray  # uint64
     phash_valid: np.ndarray  # bool
 
@@ -90,7 +91,15 @@ def read_score_columns(scored: ScoredPool) -> ScoreColumns:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    tables = [read_parquet(scored.scores_path(s), columns=list(SCORE_COLUMNS)) for s in scored.shards]
+    from curate.dedup.hashes import sha256_keys
+
+    tables, keys, has_key = [], [], []
+    for shard in scored.shards:  # the sha256 text becomes 32-byte keys a shard at a time
+        piece = read_parquet(scored.scores_path(shard), columns=list(SCORE_COLUMNS))
+        k, v = sha256_keys(piece.column("image_sha256"))
+        keys.append(k)
+        has_key.append(v)
+        tables.append(piece.drop_columns(["image_sha256"]))
     table = pa.concat_tables(tables, promote_options="permissive") if tables else None
     if table is None or table.num_rows == 0:
         raise UserError(f"scores tag {scored.tag!r} in {scored.pool} has no rows; nothing to deduplicate")
@@ -103,7 +112,8 @@ def read_score_columns(scored: ScoredPool) -> ScoreColumns:
     return ScoreColumns(
         uid=table.column("uid"),
         clip_score=np.asarray(score, dtype=np.float64),
-        sha256=table.column("image_sha256"),
+        sha256=np.concatenate(keys),
+        sha256_valid=np.concatenate(has_key),
         phash=np.asarray(phash_np, dtype=np.uint64),
         phash_valid=np.asarray(valid, dtype=bool),
     )
