@@ -71,7 +71,7 @@ streamed side loads, e.g. curate.export's webdataset and torch, so the ratio is 
 Peak RSS must stay under --limit-gb (8) for every stage; the knn recall must reach 0.99.
 Data (check `df -h` first): the 100M-row catalog 26 GB (23 min to make), the 10M-row pool 15 GB
 (4 min); 2.6 GB at a 2M-row catalog and 1M-row pool. The pool steps at 10M rows take about 35 min
-on 2 cores (knn 23 of them). --clean deletes the data at the end.
+on 2 cores (knn 21 of them). --clean deletes the data at the end.
 """
 from __future__ import annotations
 
