@@ -74,6 +74,11 @@ def test_evals_jsonl_after_kill9_and_resume_is_the_uninterrupted_runs(shapes, tm
     (late / "eval.json").unlink()
     train_cli("run", "--out", str(late), "--resume", *args)
     assert (late / "evals.jsonl").read_text() == whole
+    # No step ran after the resume: summary.json's loss is still the last logged line's, not NaN.
+    summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("whole", "late")]
+    for summary in summaries:
+        del summary["out"]
+    assert summaries[1] == summaries[0]
 
 
 def test_run_writes_everything_and_final_loads_in_open_clip(shapes, tmp_path):

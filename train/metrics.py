@@ -29,6 +29,12 @@ def truncate_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(l + "\n" for l in kept))
 
 
+def last_logged_loss(path: Path) -> float:
+    """The loss of the file's last line; NaN when there is none (another rank's view, or no line yet)."""
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return float(json.loads(lines[-1])["loss"]) if lines else float("nan")
+
+
 class _Window:
     """What happened since the last logged line."""
 
@@ -52,7 +58,9 @@ class MetricsLog:
         self.bar = tqdm(total=total_steps, initial=first_step, disable=not (progress and info.is_main),
                         unit="step", dynamic_ncols=True)
         self.window = _Window(info.device)
-        self.last_loss = float("nan")  # the mean loss of the last logged line
+        # The mean loss of the last logged line: on resume, the last line kept in the file, so a run
+        # resumed at its final checkpoint (no step left to log) reports the loss it ended with.
+        self.last_loss = last_logged_loss(self.path) if first_step else float("nan")
 
     def waited(self, seconds: float) -> None:
         """Time this step spent waiting for its batch."""
