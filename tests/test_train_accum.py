@@ -17,6 +17,11 @@ from zoo.models import create_model, image_size
 # accumulation may add: float32 summation order only (measured ~1e-6; a wrong temperature
 # gradient is 3.0, patch drops drawn anew in the second pass ~1).
 TOLERANCE = 1e-5
+# The same for the weights after 3 AdamW steps: Adam divides each gradient by its own RMS, so a
+# tensor whose steps are tiny next to the rounding (the value biases, zero at init) carries that
+# rounding into its steps (measured 5.8e-6 on an Intel CPU, 1.4e-5 on an AMD EPYC whose BLAS sums
+# in another order; the last micro-batch left out of the gradient gives 1.1).
+WEIGHT_TOLERANCE = 1e-4
 BATCH, K = 32, 4
 
 
@@ -98,8 +103,8 @@ def shapes(tmp_path_factory):
 
 def test_train_run_with_accumulation_trains_the_weights_of_one_big_batch(shapes, tmp_path):
     """The same 3 steps of 32 samples, with and without --accum-steps 4: the same FLOPs per step
-    (a step is still the global batch) and weights within TOLERANCE per tensor (measured 5.8e-6,
-    visual.ln_pre.bias), but for the key biases (see without_key_biases)."""
+    (a step is still the global batch) and weights within WEIGHT_TOLERANCE per tensor, but for the
+    key biases (see without_key_biases)."""
     args = ["--data", str(shapes / "data"), "--samples", "96", *COMMON, "--batch-size", "32", "--opt", "adamw",
             "--workers", "0"]
     train_cli("run", "--out", str(tmp_path / "one"), *args)
@@ -111,7 +116,7 @@ def test_train_run_with_accumulation_trains_the_weights_of_one_big_batch(shapes,
     a, b = (without_key_biases(weights(tmp_path / n / "final.pt")) for n in ("accum", "one"))
     errors = relative_errors(a, b)
     worst = max(errors, key=errors.get)
-    assert errors[worst] <= TOLERANCE, (worst, errors[worst])
+    assert errors[worst] <= WEIGHT_TOLERANCE, (worst, errors[worst])
 
 
 def test_flip_with_accumulation_killed_and_resumed_is_bitwise_identical(shapes, tmp_path):
