@@ -24,6 +24,9 @@ def quickstart(
     size: Annotated[Optional[int], typer.Option(help="Rows in the generated demo pool. Default: 2000 for "
                                                      "shapes, 4000 for real.")] = None,
     threads: Annotated[int, typer.Option(help="Download threads.")] = 32,
+    sweep_samples: Annotated[Optional[str], typer.Option(
+        help="Samples seen by each run of the closing sweep (top slice vs whole pool): the small and the "
+             "large budget, as SMALL,LARGE. Default: 7000,22000 for shapes, 6000,24000 for real.")] = None,
 ) -> None:
     """Run the whole pipeline on a demo pool."""
     # Both stages (torch, img2dataset, DuckDB): loaded when the command runs, not for `curate --help`.
@@ -40,6 +43,8 @@ def quickstart(
         options["seed_model"] = seed_model
     if size is not None:
         options["size"] = size
+    if sweep_samples is not None:
+        options["compare_samples"] = _two_budgets(sweep_samples)
     if source == "real":
         config = real_quickstart_config(**options)
     elif source == "shapes":
@@ -47,6 +52,15 @@ def quickstart(
     else:
         raise UserError(f"--source {source!r} is not one of shapes, real")
     run_quickstart(config)
+
+
+def _two_budgets(text: str) -> tuple[str, str]:
+    """--sweep-samples SMALL,LARGE: two whole numbers of samples, the small one first."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts) or int(parts[0]) >= int(parts[1]):
+        raise UserError(f"--sweep-samples {text!r} is not SMALL,LARGE: two whole numbers of samples, the small "
+                        "one first (e.g. 7000,22000)")
+    return parts[0], parts[1]
 
 
 def register(app: typer.Typer) -> None:

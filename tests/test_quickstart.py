@@ -1,5 +1,6 @@
-"""`curate quickstart` end to end on a small shapes pool (400 rows; about 4 minutes on 2
-cores: the seed run and the closing 2 x 2 sweep have fixed budgets), then once more in the
+"""`curate quickstart` end to end on a small shapes pool (400 rows, and a closing 2 x 2 sweep at
+3,000 and 9,000 samples, not the default 7,000 and 22,000; the seed run keeps its budget; about
+6 minutes on 2 cores beside the other tests), then once more in the
 same --workdir, which must reuse every finished stage and print the same figures."""
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
 STAGES = ["demo pool", "demo suite", "download pool", "inspect", "download seed set", "train seed", "score pool with the seed CLIP",
           "dedup", "filter --top 40% and export", "sweep: top slice vs whole pool at two budgets"]
+BUDGETS = ("3000", "9000")  # --sweep-samples
 FIGURES = re.compile(r"^ *(ROC AUC .*|dedup pairs: .*|top (40|100)% .*|At .* samples, .*|precision of the kept slice.*)$",
                      re.M)
 
 
 def _quickstart(workdir: Path) -> str:
-    proc = subprocess.run([sys.executable, "-m", "curate", "quickstart", "--workdir", str(workdir), "--size", "400"],
+    proc = subprocess.run([sys.executable, "-m", "curate", "quickstart", "--workdir", str(workdir), "--size", "400",
+                           "--sweep-samples", ",".join(BUDGETS)],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -53,17 +56,17 @@ def test_quickstart_runs_every_stage_and_a_rerun_reuses_them(tmp_path):
     assert (workdir / "shardset" / "manifest.json").is_file()
     assert (workdir / "runs" / "seed" / "final.pt").is_file()
 
-    # The closing sweep: top 40% and the whole deduplicated pool at 7k and 22k samples, equal
+    # The closing sweep: top 40% and the whole deduplicated pool at the two budgets, equal
     # FLOPs per budget, its table printed from results.parquet, its report written.
     results = pq.read_table(workdir / "sweep" / "results.parquet").to_pylist()
     assert sorted((r["slice"], r["cfg_samples"]) for r in results) == [
-        ("top 100%", "22000"), ("top 100%", "7000"), ("top 40%", "22000"), ("top 40%", "7000")]
+        ("top 100%", "3000"), ("top 100%", "9000"), ("top 40%", "3000"), ("top 40%", "9000")]
     assert all(r["status"] == "ok" and r["retrieval_pairs"] > 0 for r in results)
     # Retrieval on the demo suite's held-out captions task, one pair per image: never the seed set.
     captions = workdir / "demo" / "suites" / "demo" / "shapes-captions"
     images = json.loads((workdir / "demo" / "suites" / "demo" / "suite.json").read_text())["tasks"]["shapes-captions"]
     assert {(r["cfg_retrieval_data"], r["retrieval_pairs"]) for r in results} == {(str(captions.resolve()), images)}
-    for budget in ("7000", "22000"):
+    for budget in BUDGETS:
         pair = [r for r in results if r["cfg_samples"] == budget]
         assert pair[0]["flops"] == pair[1]["flops"] and pair[0]["samples_seen"] == pair[1]["samples_seen"]
     for r in results:
@@ -105,3 +108,12 @@ def test_the_closing_sweep_retrieves_on_the_demo_suites_held_out_task(tmp_path):
     samples = list(iter_samples(read_task_folder(retrieval)))
     assert retrieval_pairs(None, retrieval, 1000) == [(image, captions[0]) for _, image, captions in samples]
     assert len(samples) >= 12 and retrieval_pairs(None, retrieval, 5) == retrieval_pairs(None, retrieval, 1000)[:5]
+
+
+def test_sweep_samples_that_are_not_small_then_large_are_refused_before_any_work(tmp_path):
+    for bad in ("9000", "9000,3000", "3000,3000", "3000,lots", "0,9000"):
+        proc = subprocess.run([sys.executable, "-m", "curate", "quickstart", "--workdir", str(tmp_path / "qs"),
+                               "--sweep-samples", bad], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "--sweep-samples" in proc.stderr, (bad, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "qs").exists()
