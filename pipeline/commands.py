@@ -26,7 +26,7 @@ def quickstart(
     threads: Annotated[int, typer.Option(help="Download threads.")] = 32,
     sweep_samples: Annotated[Optional[str], typer.Option(
         help="Samples seen by each run of the closing sweep (top slice vs whole pool): the small and the "
-             "large budget, as SMALL,LARGE. Default: 7000,22000 for shapes, 6000,24000 for real.")] = None,
+             "large budget, as SMALL,LARGE (7000 or 7k). Default: 7000,22000 for shapes, 6000,24000 for real.")] = None,
 ) -> None:
     """Run the whole pipeline on a demo pool."""
     # Both stages (torch, img2dataset, DuckDB): loaded when the command runs, not for `curate --help`.
@@ -55,12 +55,21 @@ def quickstart(
 
 
 def _two_budgets(text: str) -> tuple[str, str]:
-    """--sweep-samples SMALL,LARGE: two whole numbers of samples, the small one first."""
-    parts = [part.strip() for part in text.split(",")]
-    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts) or int(parts[0]) >= int(parts[1]):
-        raise UserError(f"--sweep-samples {text!r} is not SMALL,LARGE: two whole numbers of samples, the small "
-                        "one first (e.g. 7000,22000)")
-    return parts[0], parts[1]
+    """--sweep-samples SMALL,LARGE: two sample counts as --samples takes them (7000, 7k), the small one first."""
+    from train.budget import parse_samples
+
+    wrong = UserError(f"--sweep-samples {text!r} is not SMALL,LARGE: two sample counts, the small one first "
+                      "(e.g. 7000,22000 or 7k,22k)")
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise wrong
+    try:
+        small, large = (parse_samples(part.strip()) for part in parts)
+    except UserError:
+        raise wrong from None
+    if not 0 < small < large:
+        raise wrong
+    return str(small), str(large)
 
 
 def register(app: typer.Typer) -> None:
