@@ -1,6 +1,6 @@
 """`curate quickstart` end to end on a small shapes pool (400 rows, and a closing 2 x 2 sweep at
-3,000 and 9,000 samples, not the default 7,000 and 22,000; the seed run keeps its budget; about
-6 minutes on 2 cores beside the other tests), then once more in the
+3,000 and 9,000 samples, not the default 7,000 and 22,000; the seed run keeps its budget; 6 min
+alone on 2 cores, 8 beside the other tests), then once more in the
 same --workdir, which must reuse every finished stage and print the same figures."""
 from __future__ import annotations
 
